@@ -1,0 +1,150 @@
+package caddyauth
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("api_key_auth", parseAPIKeyAuth)
+	httpcaddyfile.RegisterDirectiveOrder("api_key_auth", httpcaddyfile.After, "basic_auth")
+	httpcaddyfile.RegisterHandlerDirective("balance_guard", parseBalanceGuard)
+	httpcaddyfile.RegisterDirectiveOrder("balance_guard", httpcaddyfile.After, "forward_auth")
+}
+
+func parseAPIKeyAuth(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(APIKeyAuth)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+func parseBalanceGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(BalanceGuard)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	api_key_auth [<matcher>] {
+//		keys_url <url>
+//	}
+//
+// The block is optional. keys_url is the page where users manage their keys;
+// it is named in 401 messages.
+func (h *APIKeyAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "keys_url":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.KeysURL = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unrecognized api_key_auth option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	balance_guard [<matcher>] {
+//		price <model-glob> input <amount> output <amount> [cached <amount>]
+//		unknown_model reject | price <input> <output>
+//		default_max_tokens <n>
+//	}
+//
+// Amounts are decimals of the currency per 1M tokens. The block is optional.
+func (g *BalanceGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "price":
+			p := Price{}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			p.Model = d.Val()
+			for d.NextArg() {
+				field := d.Val()
+				if !d.NextArg() {
+					return d.Errf("price %s: %s needs an amount", p.Model, field)
+				}
+				switch field {
+				case "input":
+					p.Input = d.Val()
+				case "output":
+					p.Output = d.Val()
+				case "cached":
+					p.Cached = d.Val()
+				default:
+					return d.Errf("price %s: unknown field %q (want input, output or cached)", p.Model, field)
+				}
+			}
+			if p.Input == "" || p.Output == "" {
+				return d.Errf("price %s: both input and output prices are required", p.Model)
+			}
+			if err := p.provision(); err != nil {
+				return d.Err(err.Error())
+			}
+			g.Prices = append(g.Prices, p)
+		case "unknown_model":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			u := &UnknownModel{Action: d.Val()}
+			if u.Action == "price" {
+				if !d.NextArg() {
+					return d.ArgErr()
+				}
+				u.Input = d.Val()
+				if !d.NextArg() {
+					return d.ArgErr()
+				}
+				u.Output = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := u.provision(); err != nil {
+				return d.Err(err.Error())
+			}
+			g.UnknownModel = u
+		case "default_max_tokens":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 0 {
+				return d.Errf("default_max_tokens must be a non-negative integer, got %q", d.Val())
+			}
+			g.DefaultMaxTokens = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unrecognized balance_guard option %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*APIKeyAuth)(nil)
+	_ caddyfile.Unmarshaler = (*BalanceGuard)(nil)
+)

@@ -1,0 +1,76 @@
+// Package caddyauth decides who is calling the gateway and whether they may:
+// the api_key_auth handler, the api_key provider for Caddy's authentication
+// handler, and the balance_guard handler.
+package caddyauth
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+func init() {
+	caddy.RegisterModule(APIKeyAuth{})
+}
+
+// APIKeyAuth authenticates requests by their Bearer API key against the
+// ai_gateway key store. Failures are answered in the OpenAI error shape (401
+// with WWW-Authenticate: Bearer; 403 for a disabled account; 503 when the
+// store cannot answer) and never reach the next handler. On success it sets
+// {http.auth.user.id} (the key id), {ai_gateway.account},
+// {ai_gateway.key.id} and {ai_gateway.key.name}, and removes the client's
+// Authorization header before the request goes on.
+type APIKeyAuth struct {
+	// URL where users manage their keys; named in 401 messages.
+	KeysURL string `json:"keys_url,omitempty"`
+
+	checker keyChecker
+	logger  *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (APIKeyAuth) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.api_key_auth",
+		New: func() caddy.Module { return new(APIKeyAuth) },
+	}
+}
+
+// Provision finds the key store.
+func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	store, _, err := loadStore(ctx)
+	if err != nil {
+		return fmt.Errorf("api_key_auth: %w", err)
+	}
+	h.checker = keyChecker{store: store, keysURL: h.KeysURL}
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	id, fail := h.checker.check(r)
+	if fail != nil {
+		level := zapcore.DebugLevel
+		if fail.reason == reasonStore {
+			level = zapcore.ErrorLevel
+		}
+		if c := h.logger.Check(level, "api key rejected"); c != nil {
+			c.Write(zap.String("reason", fail.reason), zap.Int("status", fail.status),
+				zap.String("remote_ip", r.RemoteAddr))
+		}
+		return fail.write(w)
+	}
+	admit(r, id)
+	return next.ServeHTTP(w, r)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*APIKeyAuth)(nil)
+	_ caddyhttp.MiddlewareHandler = (*APIKeyAuth)(nil)
+)

@@ -1,0 +1,63 @@
+package caddyauth
+
+import (
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/metask/caddy-ai-gateway/keystore"
+)
+
+// IdentityVar is the name of the Caddy request variable (see
+// caddyhttp.GetVar) under which api_key_auth and the api_key provider leave
+// the caller's keystore.Identity for the handlers after them.
+const IdentityVar = "ai_gateway.identity"
+
+// storeSource is what the ai_gateway app offers its handlers. It is an
+// interface so that this package does not import the root package.
+type storeSource interface {
+	Store() *keystore.Store
+	CurrencyCode() string
+}
+
+// loadStore finds the ai_gateway app (loading it with defaults if the config
+// does not mention it) and returns its store.
+func loadStore(ctx caddy.Context) (*keystore.Store, string, error) {
+	app, err := ctx.App("ai_gateway")
+	if err != nil {
+		return nil, "", err
+	}
+	src, ok := app.(storeSource)
+	if !ok || src.Store() == nil {
+		return nil, "", errNoStore
+	}
+	return src.Store(), src.CurrencyCode(), nil
+}
+
+// identityFrom returns the identity an authenticator left on the request.
+func identityFrom(r *http.Request) (keystore.Identity, bool) {
+	id, ok := caddyhttp.GetVar(r.Context(), IdentityVar).(keystore.Identity)
+	return id, ok
+}
+
+// admit records a successful authentication on the request: the identity for
+// later handlers, the placeholders of SPEC §6, extra access-log fields, and
+// the removal of the client's Authorization header so the gateway key can
+// never travel upstream, even if the operator forgets header_up.
+func admit(r *http.Request, id keystore.Identity) {
+	caddyhttp.SetVar(r.Context(), IdentityVar, id)
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.auth.user.id", id.KeyID)
+		repl.Set("http.auth.user.account", id.AccountID)
+		repl.Set("ai_gateway.account", id.AccountID)
+		repl.Set("ai_gateway.key.id", id.KeyID)
+		repl.Set("ai_gateway.key.name", id.KeyName)
+	}
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Set(zap.String("ai_gateway_account", id.AccountID))
+		extra.Set(zap.String("ai_gateway_key_id", id.KeyID))
+	}
+	r.Header.Del("Authorization")
+}

@@ -1,0 +1,299 @@
+package keystore
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Account is a prepaid account that owns API keys.
+type Account struct {
+	// ID is the operator-chosen slug.
+	ID string `json:"id"`
+	// Name is a human-readable name.
+	Name string `json:"name"`
+	// Balance in nano-units of the currency.
+	Balance int64 `json:"balance_nano"`
+	// Disabled accounts cannot make requests.
+	Disabled bool `json:"disabled"`
+	// CreatedAt is when the account was created.
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// LedgerEntry is one row of the ledger: a change of an account's balance.
+type LedgerEntry struct {
+	ID           int64     `json:"id"`
+	CreatedAt    time.Time `json:"created_at"`
+	AccountID    string    `json:"account_id"`
+	KeyID        string    `json:"key_id,omitempty"`
+	Kind         string    `json:"kind"`
+	Amount       int64     `json:"amount_nano"`
+	BalanceAfter int64     `json:"balance_after_nano"`
+	Note         string    `json:"note,omitempty"`
+}
+
+// Ledger entry kinds.
+const (
+	KindAdjustment = "adjustment"
+	KindUsage      = "usage"
+)
+
+var accountIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// ValidateAccountID checks an account id: 1-64 characters of lower-case
+// letters, digits, '.', '_' and '-', starting with a letter or digit.
+func ValidateAccountID(id string) error {
+	if !accountIDRe.MatchString(id) {
+		return fmt.Errorf("%w: account id %q must be 1-64 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit", ErrInvalid, id)
+	}
+	return nil
+}
+
+// validateName checks a display name (account or key).
+func validateName(what, name string) (string, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return "", fmt.Errorf("%w: %s name must not be empty", ErrInvalid, what)
+	}
+	if !utf8.ValidString(name) || utf8.RuneCountInString(name) > 128 {
+		return "", fmt.Errorf("%w: %s name must be valid UTF-8 of at most 128 characters", ErrInvalid, what)
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return "", fmt.Errorf("%w: %s name must not contain control characters", ErrInvalid, what)
+		}
+	}
+	return name, nil
+}
+
+func (s *Store) loadAccounts(ctx context.Context) error {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, name, balance, disabled, created_at FROM accounts`)
+	if err != nil {
+		return fmt.Errorf("loading accounts: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		a := &accountState{}
+		if err := rows.Scan(&a.id, &a.name, &a.balance, &a.disabled, &a.createdAt); err != nil {
+			return fmt.Errorf("loading accounts: %w", err)
+		}
+		s.accounts[a.id] = a
+	}
+	return rows.Err()
+}
+
+func (a *accountState) snapshot() Account {
+	return Account{ID: a.id, Name: a.name, Balance: a.balance, Disabled: a.disabled, CreatedAt: fromMS(a.createdAt)}
+}
+
+// CreateAccount creates an account with a zero balance. An empty name
+// defaults to the id.
+func (s *Store) CreateAccount(ctx context.Context, id, name string) (Account, error) {
+	if err := ValidateAccountID(id); err != nil {
+		return Account{}, err
+	}
+	if strings.TrimSpace(name) == "" {
+		name = id
+	}
+	name, err := validateName("account", name)
+	if err != nil {
+		return Account{}, err
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.isClosed() {
+		return Account{}, ErrClosed
+	}
+	s.acctMu.RLock()
+	_, exists := s.accounts[id]
+	s.acctMu.RUnlock()
+	if exists {
+		return Account{}, fmt.Errorf("account %q: %w", id, ErrExists)
+	}
+	now := unixMS(s.now())
+	if _, err := s.w.ExecContext(ctx,
+		`INSERT INTO accounts (id, name, balance, disabled, created_at) VALUES (?, ?, 0, 0, ?)`,
+		id, name, now); err != nil {
+		return Account{}, fmt.Errorf("creating account %q: %w", id, err)
+	}
+	a := &accountState{id: id, name: name, createdAt: now}
+	s.acctMu.Lock()
+	s.accounts[id] = a
+	snap := a.snapshot()
+	s.acctMu.Unlock()
+	return snap, nil
+}
+
+// Account returns one account.
+func (s *Store) Account(_ context.Context, id string) (Account, error) {
+	s.acctMu.RLock()
+	defer s.acctMu.RUnlock()
+	a, ok := s.accounts[id]
+	if !ok {
+		return Account{}, fmt.Errorf("account %q: %w", id, ErrNotFound)
+	}
+	return a.snapshot(), nil
+}
+
+// Accounts lists all accounts ordered by id.
+func (s *Store) Accounts(_ context.Context) []Account {
+	s.acctMu.RLock()
+	out := make([]Account, 0, len(s.accounts))
+	for _, a := range s.accounts {
+		out = append(out, a.snapshot())
+	}
+	s.acctMu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Balance returns an account's balance in nano-units and whether it is
+// enabled; it does no I/O.
+func (s *Store) Balance(accountID string) (balance int64, disabled bool, err error) {
+	s.acctMu.RLock()
+	defer s.acctMu.RUnlock()
+	a, ok := s.accounts[accountID]
+	if !ok {
+		return 0, false, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
+	}
+	return a.balance, a.disabled, nil
+}
+
+// AdjustBalance adds amount (nano-units, negative for a correction) to an
+// account's balance and writes the matching ledger row with the note, in one
+// transaction. A zero amount is refused: it would be a ledger row that
+// changes nothing.
+func (s *Store) AdjustBalance(ctx context.Context, accountID string, amount int64, note string) (Account, LedgerEntry, error) {
+	if amount == 0 {
+		return Account{}, LedgerEntry{}, fmt.Errorf("%w: amount must not be zero", ErrInvalid)
+	}
+	if a := amount; a > maxAmountUnits*NanoPerUnit || a < -maxAmountUnits*NanoPerUnit {
+		return Account{}, LedgerEntry{}, fmt.Errorf("%w: amount is too large", ErrInvalid)
+	}
+	note = strings.TrimSpace(note)
+	if utf8.RuneCountInString(note) > 1024 || !utf8.ValidString(note) {
+		return Account{}, LedgerEntry{}, fmt.Errorf("%w: note must be valid UTF-8 of at most 1024 characters", ErrInvalid)
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.isClosed() {
+		return Account{}, LedgerEntry{}, ErrClosed
+	}
+	s.acctMu.RLock()
+	a, ok := s.accounts[accountID]
+	var cur int64
+	if ok {
+		cur = a.balance
+	}
+	s.acctMu.RUnlock()
+	if !ok {
+		return Account{}, LedgerEntry{}, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
+	}
+	after := cur + amount
+	if (amount > 0 && after < cur) || (amount < 0 && after > cur) {
+		return Account{}, LedgerEntry{}, fmt.Errorf("%w: balance would overflow", ErrInvalid)
+	}
+	now := unixMS(s.now())
+
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", accountID, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + ? WHERE id = ?`, amount, accountID); err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", accountID, err)
+	}
+	var noteArg any
+	if note != "" {
+		noteArg = note
+	}
+	res, err := tx.ExecContext(ctx,
+		`INSERT INTO ledger (created_at, account_id, kind, amount, balance_after, note) VALUES (?, ?, ?, ?, ?, ?)`,
+		now, accountID, KindAdjustment, amount, after, noteArg)
+	if err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("writing ledger row for %q: %w", accountID, err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("writing ledger row for %q: %w", accountID, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", accountID, err)
+	}
+	s.acctMu.Lock()
+	a.balance += amount
+	snap := a.snapshot()
+	s.acctMu.Unlock()
+	return snap, LedgerEntry{
+		ID: id, CreatedAt: fromMS(now), AccountID: accountID, Kind: KindAdjustment,
+		Amount: amount, BalanceAfter: after, Note: note,
+	}, nil
+}
+
+// UpdateAccount changes an account's name and/or disabled flag. A nil
+// argument leaves that field as it is.
+func (s *Store) UpdateAccount(ctx context.Context, id string, name *string, disabled *bool) (Account, error) {
+	var newName string
+	if name != nil {
+		n, err := validateName("account", *name)
+		if err != nil {
+			return Account{}, err
+		}
+		newName = n
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.isClosed() {
+		return Account{}, ErrClosed
+	}
+	s.acctMu.RLock()
+	a, ok := s.accounts[id]
+	var cur accountState
+	if ok {
+		cur = *a
+	}
+	s.acctMu.RUnlock()
+	if !ok {
+		return Account{}, fmt.Errorf("account %q: %w", id, ErrNotFound)
+	}
+	if name != nil {
+		cur.name = newName
+	}
+	if disabled != nil {
+		cur.disabled = *disabled
+	}
+	if _, err := s.w.ExecContext(ctx, `UPDATE accounts SET name = ?, disabled = ? WHERE id = ?`, cur.name, cur.disabled, id); err != nil {
+		return Account{}, fmt.Errorf("updating account %q: %w", id, err)
+	}
+	s.acctMu.Lock()
+	a.name, a.disabled = cur.name, cur.disabled
+	snap := a.snapshot()
+	s.acctMu.Unlock()
+	return snap, nil
+}
+
+// LedgerSum returns the sum of an account's ledger amounts. For every
+// account it equals the balance; tests and `usage` totals rely on it.
+func (s *Store) LedgerSum(ctx context.Context, accountID string) (int64, error) {
+	var sum int64
+	err := s.r.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account_id = ?`, accountID).Scan(&sum)
+	if err != nil {
+		return 0, fmt.Errorf("summing ledger of %q: %w", accountID, err)
+	}
+	return sum, nil
+}
+
+// StoredBalance reads an account's balance from the database, bypassing
+// memory (consistency checks).
+func (s *Store) StoredBalance(ctx context.Context, accountID string) (int64, error) {
+	var b int64
+	err := s.r.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = ?`, accountID).Scan(&b)
+	if err != nil {
+		return 0, fmt.Errorf("reading balance of %q: %w", accountID, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,387 @@
+package keystore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Key describes an API key. It never holds the plaintext.
+type Key struct {
+	ID         string     `json:"id"`
+	AccountID  string     `json:"account_id"`
+	Name       string     `json:"name"`
+	Hint       string     `json:"hint"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	// ReplacedBy is set on a key that was rotated with a grace period: the
+	// id of its replacement.
+	ReplacedBy string `json:"replaced_by,omitempty"`
+	// Status is "active" or "expired".
+	Status string `json:"status"`
+}
+
+// Identity is what a successful Authenticate tells the caller.
+type Identity struct {
+	KeyID     string
+	KeyName   string
+	AccountID string
+}
+
+const keyColumns = `id, account_id, name, hint, created_at, last_used_at, expires_at, replaced_by`
+
+func (s *Store) scanKey(row interface{ Scan(...any) error }) (Key, error) {
+	var (
+		k                 Key
+		created           int64
+		lastUsed, expires sql.NullInt64
+		replacedBy        sql.NullString
+	)
+	if err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Hint, &created, &lastUsed, &expires, &replacedBy); err != nil {
+		return Key{}, err
+	}
+	k.CreatedAt = fromMS(created)
+	k.LastUsedAt = nullMS(lastUsed)
+	if p := s.lastUsed.peek(k.ID); p != 0 && (!lastUsed.Valid || p > lastUsed.Int64) {
+		t := fromMS(p)
+		k.LastUsedAt = &t
+	}
+	k.ExpiresAt = nullMS(expires)
+	k.ReplacedBy = replacedBy.String
+	k.Status = "active"
+	if expires.Valid && expires.Int64 <= unixMS(s.now()) {
+		k.Status = "expired"
+	}
+	return k, nil
+}
+
+func newKeyID() (string, error) {
+	r, err := randomBase62(16)
+	if err != nil {
+		return "", err
+	}
+	return "key_" + r, nil
+}
+
+// CreateKey issues a new key for an account and returns its description and
+// the plaintext. The plaintext is not kept anywhere: this is the only time
+// it exists outside the caller. expiresAt may be nil (no expiry).
+func (s *Store) CreateKey(ctx context.Context, accountID, name string, expiresAt *time.Time) (Key, string, error) {
+	name, err := validateName("key", name)
+	if err != nil {
+		return Key{}, "", err
+	}
+	if expiresAt != nil && !expiresAt.After(s.now()) {
+		return Key{}, "", fmt.Errorf("%w: expiry %s is not in the future", ErrInvalid, expiresAt.UTC().Format(time.RFC3339))
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.isClosed() {
+		return Key{}, "", ErrClosed
+	}
+	if _, err := s.Account(ctx, accountID); err != nil {
+		return Key{}, "", err
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return Key{}, "", fmt.Errorf("creating key: %w", err)
+	}
+	defer tx.Rollback()
+	k, plaintext, err := s.insertKey(ctx, tx, accountID, name, expiresAt)
+	if err != nil {
+		return Key{}, "", err
+	}
+	if err := tx.Commit(); err != nil {
+		return Key{}, "", fmt.Errorf("creating key: %w", err)
+	}
+	return k, plaintext, nil
+}
+
+func (s *Store) insertKey(ctx context.Context, tx *sql.Tx, accountID, name string, expiresAt *time.Time) (Key, string, error) {
+	plaintext, err := newPlaintextKey()
+	if err != nil {
+		return Key{}, "", err
+	}
+	id, err := newKeyID()
+	if err != nil {
+		return Key{}, "", err
+	}
+	h := HashKey(plaintext)
+	now := s.now()
+	var exp any
+	if expiresAt != nil {
+		exp = unixMS(*expiresAt)
+	}
+	if _, err := tx.ExecContext(ctx,
+		`INSERT INTO api_keys (id, account_id, name, hash, hint, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		id, accountID, name, h[:], keyHint(plaintext), unixMS(now), exp); err != nil {
+		return Key{}, "", fmt.Errorf("creating key: %w", err)
+	}
+	k := Key{
+		ID: id, AccountID: accountID, Name: name, Hint: keyHint(plaintext),
+		CreatedAt: fromMS(unixMS(now)), Status: "active",
+	}
+	if expiresAt != nil {
+		t := fromMS(unixMS(*expiresAt))
+		k.ExpiresAt = &t
+	}
+	return k, plaintext, nil
+}
+
+// Key returns a key that has not been deleted.
+func (s *Store) Key(ctx context.Context, id string) (Key, error) {
+	row := s.r.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ? AND deleted_at IS NULL`, id)
+	k, err := s.scanKey(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Key{}, fmt.Errorf("key %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Key{}, fmt.Errorf("reading key %q: %w", id, err)
+	}
+	return k, nil
+}
+
+// Keys lists the keys that have not been deleted, of one account or, with an
+// empty accountID, of all accounts; oldest first.
+func (s *Store) Keys(ctx context.Context, accountID string) ([]Key, error) {
+	q := `SELECT ` + keyColumns + ` FROM api_keys WHERE deleted_at IS NULL`
+	var args []any
+	if accountID != "" {
+		if _, err := s.Account(ctx, accountID); err != nil {
+			return nil, err
+		}
+		q += ` AND account_id = ?`
+		args = append(args, accountID)
+	}
+	q += ` ORDER BY created_at, id`
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing keys: %w", err)
+	}
+	defer rows.Close()
+	out := []Key{}
+	for rows.Next() {
+		k, err := s.scanKey(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing keys: %w", err)
+		}
+		out = append(out, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing keys: %w", err)
+	}
+	return out, nil
+}
+
+// liveKeyHash reads the hash of a key that has not been deleted, inside tx.
+func liveKeyHash(ctx context.Context, tx *sql.Tx, id string) ([32]byte, error) {
+	var h []byte
+	err := tx.QueryRowContext(ctx, `SELECT hash FROM api_keys WHERE id = ? AND deleted_at IS NULL`, id).Scan(&h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return [32]byte{}, fmt.Errorf("key %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("reading key %q: %w", id, err)
+	}
+	var out [32]byte
+	copy(out[:], h)
+	return out, nil
+}
+
+// RenameKey changes a key's name.
+func (s *Store) RenameKey(ctx context.Context, id, name string) (Key, error) {
+	name, err := validateName("key", name)
+	if err != nil {
+		return Key{}, err
+	}
+	err = s.updateKey(ctx, id, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE api_keys SET name = ? WHERE id = ?`, name, id)
+		return err
+	})
+	if err != nil {
+		return Key{}, err
+	}
+	return s.Key(ctx, id)
+}
+
+// DeleteKey revokes a key. The very next Authenticate with it fails, in this
+// process, whichever caller deleted it. The row stays (ledger rows refer to
+// it) but can never authenticate again.
+func (s *Store) DeleteKey(ctx context.Context, id string) error {
+	return s.updateKey(ctx, id, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE api_keys SET deleted_at = ? WHERE id = ?`, unixMS(s.now()), id)
+		return err
+	})
+}
+
+// updateKey runs change on a live key inside a transaction and drops the key
+// from the cache once the change is committed.
+func (s *Store) updateKey(ctx context.Context, id string, change func(*sql.Tx) error) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.isClosed() {
+		return ErrClosed
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("updating key %q: %w", id, err)
+	}
+	defer tx.Rollback()
+	h, err := liveKeyHash(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	if err := change(tx); err != nil {
+		return fmt.Errorf("updating key %q: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("updating key %q: %w", id, err)
+	}
+	s.keys.invalidate(h)
+	return nil
+}
+
+// RotateKey issues a replacement for a key: same account, same name, same
+// expiry if it had one in the future. With grace <= 0 the old key is revoked
+// at once; otherwise it keeps working until now+grace (or its own earlier
+// expiry) and then fails as expired. A key that was already rotated cannot be
+// rotated again: rotate its replacement.
+func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (newKey Key, plaintext string, old Key, err error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.isClosed() {
+		return Key{}, "", Key{}, ErrClosed
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
+	}
+	defer tx.Rollback()
+	h, err := liveKeyHash(ctx, tx, id)
+	if err != nil {
+		return Key{}, "", Key{}, err
+	}
+	old, err = s.scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, id))
+	if err != nil {
+		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
+	}
+	if old.ReplacedBy != "" {
+		return Key{}, "", Key{}, fmt.Errorf("%w: key %q was already rotated; rotate its replacement %q instead", ErrInvalid, id, old.ReplacedBy)
+	}
+	now := s.now()
+	var newExpiry *time.Time
+	if old.ExpiresAt != nil && old.ExpiresAt.After(now) {
+		newExpiry = old.ExpiresAt
+	}
+	newKey, plaintext, err = s.insertKey(ctx, tx, old.AccountID, old.Name, newExpiry)
+	if err != nil {
+		return Key{}, "", Key{}, err
+	}
+	if grace <= 0 {
+		_, err = tx.ExecContext(ctx, `UPDATE api_keys SET deleted_at = ?, replaced_by = ? WHERE id = ?`, unixMS(now), newKey.ID, id)
+	} else {
+		until := unixMS(now.Add(grace))
+		if old.ExpiresAt != nil && unixMS(*old.ExpiresAt) < until {
+			until = unixMS(*old.ExpiresAt)
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE api_keys SET expires_at = ?, replaced_by = ? WHERE id = ?`, until, newKey.ID, id)
+		t := fromMS(until)
+		old.ExpiresAt = &t
+	}
+	if err != nil {
+		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
+	}
+	s.keys.invalidate(h)
+	old.ReplacedBy = newKey.ID
+	if grace <= 0 {
+		old.Status = "deleted"
+	}
+	return newKey, plaintext, old, nil
+}
+
+// Authenticate resolves a plaintext key to the identity it grants. It fails
+// with ErrUnknownKey (never issued, or deleted), ErrExpiredKey, or another
+// error when the database cannot answer (the caller must then refuse the
+// request). A cached key costs no SQL.
+func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, error) {
+	if !LooksLikeKey(plaintext) {
+		return Identity{}, ErrUnknownKey
+	}
+	if s.isClosed() {
+		return Identity{}, ErrClosed
+	}
+	h := HashKey(plaintext)
+	e, epoch := s.keys.get(h)
+	if e == nil {
+		var err error
+		e, err = s.loadKeyEntry(ctx, h)
+		if err != nil {
+			return Identity{}, err
+		}
+		s.keys.put(h, e, epoch)
+	}
+	now := unixMS(s.now())
+	if e.expiresAt != 0 && now >= e.expiresAt {
+		return Identity{}, ErrExpiredKey
+	}
+	s.lastUsed.touch(e, now)
+	return Identity{KeyID: e.id, KeyName: e.name, AccountID: e.accountID}, nil
+}
+
+func (s *Store) loadKeyEntry(ctx context.Context, h [32]byte) (*keyEntry, error) {
+	var (
+		e       keyEntry
+		expires sql.NullInt64
+	)
+	err := s.r.QueryRowContext(ctx,
+		`SELECT id, account_id, name, expires_at FROM api_keys WHERE hash = ? AND deleted_at IS NULL`, h[:]).
+		Scan(&e.id, &e.accountID, &e.name, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrUnknownKey
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up key: %w", err)
+	}
+	e.expiresAt = expires.Int64
+	return &e, nil
+}
+
+// flushLastUsed writes the last-used times collected since the last flush.
+func (s *Store) flushLastUsed(ctx context.Context) error {
+	p := s.lastUsed.take()
+	if len(p) == 0 {
+		return nil
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	err := func() error {
+		tx, err := s.w.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		stmt, err := tx.PrepareContext(ctx,
+			`UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for id, ms := range p {
+			if _, err := stmt.ExecContext(ctx, ms, id, ms); err != nil {
+				return err
+			}
+		}
+		return tx.Commit()
+	}()
+	if err != nil {
+		s.lastUsed.restore(p)
+		return fmt.Errorf("writing last-used times: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+package keystore
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// keyEntry is what the hot path needs to know about a live key. Entries are
+// immutable once cached; any change to a key (delete, rotate, rename) removes
+// its entry so the next lookup reads the database again.
+type keyEntry struct {
+	id        string
+	accountID string
+	name      string
+	expiresAt int64 // unix ms; 0 = never
+
+	// lastTouched is the last-used time (unix ms) last handed to the
+	// lastUsedTracker; it keeps the tracker's lock off most requests.
+	lastTouched atomic.Int64
+}
+
+// keyCache maps key hashes to entries, bounded in size. The epoch makes
+// invalidation race-free: a lookup that read the database before a delete
+// committed must not put its stale result back after the delete removed it,
+// so inserts carry the epoch they started in and are dropped if any
+// invalidation happened since.
+type keyCache struct {
+	mu      sync.RWMutex
+	entries map[[32]byte]*keyEntry
+	max     int
+	epoch   uint64
+}
+
+func newKeyCache(max int) *keyCache {
+	return &keyCache{entries: make(map[[32]byte]*keyEntry), max: max}
+}
+
+func (c *keyCache) get(h [32]byte) (*keyEntry, uint64) {
+	c.mu.RLock()
+	e, ep := c.entries[h], c.epoch
+	c.mu.RUnlock()
+	return e, ep
+}
+
+// put caches e unless an invalidation happened after epoch was read.
+func (c *keyCache) put(h [32]byte, e *keyEntry, epoch uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.epoch != epoch {
+		return
+	}
+	if len(c.entries) >= c.max {
+		// Evict an arbitrary entry (map iteration order is unspecified):
+		// cheap, and good enough for a cache whose misses cost one
+		// indexed read.
+		for k := range c.entries {
+			delete(c.entries, k)
+			break
+		}
+	}
+	c.entries[h] = e
+}
+
+// invalidate drops the entry for h and fences off in-flight lookups.
+func (c *keyCache) invalidate(h [32]byte) {
+	c.mu.Lock()
+	c.epoch++
+	delete(c.entries, h)
+	c.mu.Unlock()
+}
+
+func (c *keyCache) len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries)
+}
+
+// lastUsedTracker collects last-used times in memory so that a request does
+// not cost a database write; Store.flushLastUsed writes them in one
+// transaction every few seconds and on Close.
+type lastUsedTracker struct {
+	mu      sync.Mutex
+	pending map[string]int64 // key id -> unix ms
+}
+
+func newLastUsedTracker() *lastUsedTracker {
+	return &lastUsedTracker{pending: make(map[string]int64)}
+}
+
+// touchGranularityMS: a key's last-used time is recorded at most once a second.
+const touchGranularityMS = 1000
+
+func (t *lastUsedTracker) touch(e *keyEntry, nowMS int64) {
+	prev := e.lastTouched.Load()
+	if nowMS-prev < touchGranularityMS || !e.lastTouched.CompareAndSwap(prev, nowMS) {
+		return
+	}
+	t.mu.Lock()
+	if t.pending[e.id] < nowMS {
+		t.pending[e.id] = nowMS
+	}
+	t.mu.Unlock()
+}
+
+func (t *lastUsedTracker) take() map[string]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.pending) == 0 {
+		return nil
+	}
+	p := t.pending
+	t.pending = make(map[string]int64)
+	return p
+}
+
+// restore puts back times whose write failed, keeping newer ones.
+func (t *lastUsedTracker) restore(p map[string]int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, ms := range p {
+		if t.pending[id] < ms {
+			t.pending[id] = ms
+		}
+	}
+}
+
+func (t *lastUsedTracker) peek(id string) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pending[id]
+}

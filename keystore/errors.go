@@ -1,0 +1,23 @@
+package keystore
+
+import "errors"
+
+// Sentinel errors. Every error the store returns for one of these cases wraps
+// the sentinel with %w, so callers test with errors.Is and still get a message
+// that says which account, key or value was at fault.
+var (
+	// ErrNotFound: the account or key does not exist (or the key was deleted).
+	ErrNotFound = errors.New("not found")
+	// ErrExists: an account with that id already exists.
+	ErrExists = errors.New("already exists")
+	// ErrInvalid: an argument is malformed (id, name, amount, duration).
+	ErrInvalid = errors.New("invalid argument")
+	// ErrClosed: the store has been closed.
+	ErrClosed = errors.New("key store is closed")
+
+	// ErrUnknownKey: no live key has this value (never issued or deleted).
+	ErrUnknownKey = errors.New("unknown api key")
+	// ErrExpiredKey: the key exists but its expiry (or rotation grace
+	// period) has passed.
+	ErrExpiredKey = errors.New("expired api key")
+)

@@ -1,0 +1,212 @@
+// Package keystore keeps accounts, API keys, balances and the ledger of a
+// caddy-ai-gateway in one SQLite database. It knows nothing of Caddy or HTTP.
+//
+// One Store owns one database file. The store keeps every account's balance in
+// memory (it is the only writer, so memory and disk agree after each commit)
+// and caches looked-up keys, so that authenticating a request and checking its
+// balance does no SQL on the hot path. Every change goes through a
+// transaction first and touches memory only after the commit succeeded.
+package keystore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go)
+)
+
+// Options configure Open. The zero value is usable apart from Path.
+type Options struct {
+	// Path of the SQLite database file. Created with its directory if missing.
+	Path string
+	// KeyCacheSize bounds the number of keys held in memory. Default 100000.
+	KeyCacheSize int
+	// LastUsedFlushInterval is how often last-used times collected in memory
+	// are written to the database. Default 10s. They are also written on Close.
+	LastUsedFlushInterval time.Duration
+	// Now overrides the clock (tests). Default time.Now.
+	Now func() time.Time
+}
+
+// Store is the handle on one database. It is safe for concurrent use.
+type Store struct {
+	path string
+	w    *sql.DB // single connection: every write is serialised here
+	r    *sql.DB // read pool
+	now  func() time.Time
+
+	// writeMu serialises "commit, then update memory" so that memory sees
+	// changes in commit order.
+	writeMu sync.Mutex
+
+	acctMu   sync.RWMutex
+	accounts map[string]*accountState
+
+	keys *keyCache
+
+	lastUsed *lastUsedTracker
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	flushDone chan struct{}
+	closeErr  error
+}
+
+// accountState is the in-memory copy of an account row. Fields are guarded by
+// Store.acctMu.
+type accountState struct {
+	id        string
+	name      string
+	balance   int64
+	disabled  bool
+	createdAt int64 // unix ms
+}
+
+// Open opens (creating if needed) the database at opts.Path, migrates its
+// schema to the current version and loads accounts into memory.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Path == "" {
+		return nil, fmt.Errorf("%w: empty database path", ErrInvalid)
+	}
+	if opts.KeyCacheSize <= 0 {
+		opts.KeyCacheSize = 100_000
+	}
+	if opts.LastUsedFlushInterval <= 0 {
+		opts.LastUsedFlushInterval = 10 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if dir := filepath.Dir(opts.Path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating database directory: %w", err)
+		}
+	}
+
+	w, err := sql.Open("sqlite", dsn(opts.Path, true))
+	if err != nil {
+		return nil, fmt.Errorf("opening database %s: %w", opts.Path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("migrating database %s: %w", opts.Path, err)
+	}
+	// The file may hold keys' hashes and balances: keep it private.
+	_ = os.Chmod(opts.Path, 0o600)
+
+	r, err := sql.Open("sqlite", dsn(opts.Path, false))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening database %s: %w", opts.Path, err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+
+	s := &Store{
+		path:      opts.Path,
+		w:         w,
+		r:         r,
+		now:       opts.Now,
+		accounts:  make(map[string]*accountState),
+		keys:      newKeyCache(opts.KeyCacheSize),
+		lastUsed:  newLastUsedTracker(),
+		closed:    make(chan struct{}),
+		flushDone: make(chan struct{}),
+	}
+	if err := s.loadAccounts(ctx); err != nil {
+		s.w.Close()
+		s.r.Close()
+		return nil, err
+	}
+	go s.flushLoop(opts.LastUsedFlushInterval)
+	return s, nil
+}
+
+// dsn builds the modernc.org/sqlite data source name. WAL lets readers run
+// beside the single writer; synchronous=FULL makes a commit durable before it
+// returns; the busy timeout rides out a checkpoint or a second process.
+func dsn(path string, writer bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	if writer {
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Path returns the database file path.
+func (s *Store) Path() string { return s.path }
+
+// Close flushes pending last-used times and closes the database. It is safe
+// to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		<-s.flushDone
+		err := s.flushLastUsed(context.Background())
+		err = errors.Join(err, s.r.Close(), s.w.Close())
+		s.closeErr = err
+	})
+	return s.closeErr
+}
+
+func (s *Store) isClosed() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	return s.r.PingContext(ctx)
+}
+
+func (s *Store) flushLoop(every time.Duration) {
+	defer close(s.flushDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-t.C:
+			_ = s.flushLastUsed(context.Background())
+		}
+	}
+}
+
+// unixMS converts a time to the integer milliseconds stored in the database.
+func unixMS(t time.Time) int64 { return t.UnixMilli() }
+
+// fromMS converts stored milliseconds back to a UTC time.
+func fromMS(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+// nullMS converts a nullable column to an optional time.
+func nullMS(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMS(v.Int64)
+	return &t
+}
