@@ -40,11 +40,11 @@ func newClient(g *gwtest.Gateway, key string) openai.Client {
 	)
 }
 
-func chat(ctx context.Context, c openai.Client) (*openai.ChatCompletion, error) {
+func chat(ctx context.Context, c openai.Client, opts ...option.RequestOption) (*openai.ChatCompletion, error) {
 	return c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
 		Model:    "mock-model",
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hello")},
-	})
+	}, opts...)
 }
 
 // apiErrorOf unwraps the SDK's error type.

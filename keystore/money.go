@@ -77,6 +77,10 @@ func ParseAmount(s string) (int64, error) {
 		frac = v
 	}
 	n := units*NanoPerUnit + frac
+	if n > maxAmountUnits*NanoPerUnit {
+		// units == maxAmountUnits with a fraction, e.g. "1000000000.5"
+		return 0, fmt.Errorf("%w: amount %q is too large (max %d)", ErrInvalid, orig, maxAmountUnits)
+	}
 	if neg {
 		n = -n
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile" // the Caddyfile adapter
-	_ "github.com/caddyserver/caddy/v2/modules/standard"       // reverse_proxy & co.
+	_ "github.com/caddyserver/caddy/v2/modules/standard"      // reverse_proxy & co.
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
