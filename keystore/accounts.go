@@ -25,6 +25,7 @@ type Account struct {
 }
 
 // LedgerEntry is one row of the ledger: a change of an account's balance.
+// Usage rows (Kind KindUsage) also carry what the request consumed.
 type LedgerEntry struct {
 	ID           int64     `json:"id"`
 	CreatedAt    time.Time `json:"created_at"`
@@ -34,6 +35,24 @@ type LedgerEntry struct {
 	Amount       int64     `json:"amount_nano"`
 	BalanceAfter int64     `json:"balance_after_nano"`
 	Note         string    `json:"note,omitempty"`
+
+	// Model is the model the request used (usage rows).
+	Model string `json:"model,omitempty"`
+	// PromptTokens, CompletionTokens, CachedTokens and ReasoningTokens
+	// are the token counts the request was charged for (usage rows).
+	PromptTokens     int64 `json:"prompt_tokens,omitempty"`
+	CompletionTokens int64 `json:"completion_tokens,omitempty"`
+	CachedTokens     int64 `json:"cached_tokens,omitempty"`
+	ReasoningTokens  int64 `json:"reasoning_tokens,omitempty"`
+	// Status is the HTTP status the request ended with, 0 if unknown.
+	Status int `json:"status,omitempty"`
+	// DurationMS is how long the request took, in milliseconds.
+	DurationMS int64 `json:"duration_ms,omitempty"`
+	// RequestID identifies the request in the gateway's logs.
+	RequestID string `json:"request_id,omitempty"`
+	// Estimated is set when the cost was estimated because the upstream
+	// did not report usage.
+	Estimated bool `json:"estimated,omitempty"`
 }
 
 // Ledger entry kinds.
@@ -81,6 +100,7 @@ func (s *Store) loadAccounts(ctx context.Context) error {
 		if err := rows.Scan(&a.id, &a.name, &a.balance, &a.disabled, &a.createdAt); err != nil {
 			return fmt.Errorf("loading accounts: %w", err)
 		}
+		a.durable = a.balance
 		s.accounts[a.id] = a
 	}
 	return rows.Err()
@@ -167,6 +187,13 @@ func (s *Store) Balance(accountID string) (balance int64, disabled bool, err err
 // account's balance and writes the matching ledger row with the note, in one
 // transaction. A zero amount is refused: it would be a ledger row that
 // changes nothing.
+//
+// The adjustment is committed by the ledger writer in queue order, after
+// every charge settled before the call, so balance_after continues the
+// account's chain. AdjustBalance waits for that commit and returns the row
+// with its ID; memory changes only after the commit succeeded, and a failed
+// or cancelled adjustment changes nothing. The returned Account's balance
+// also includes charges settled but not yet committed.
 func (s *Store) AdjustBalance(ctx context.Context, accountID string, amount int64, note string) (Account, LedgerEntry, error) {
 	if amount == 0 {
 		return Account{}, LedgerEntry{}, fmt.Errorf("%w: amount must not be zero", ErrInvalid)
@@ -178,60 +205,30 @@ func (s *Store) AdjustBalance(ctx context.Context, accountID string, amount int6
 	if utf8.RuneCountInString(note) > 1024 || !utf8.ValidString(note) {
 		return Account{}, LedgerEntry{}, fmt.Errorf("%w: note must be valid UTF-8 of at most 1024 characters", ErrInvalid)
 	}
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
 	if s.isClosed() {
 		return Account{}, LedgerEntry{}, ErrClosed
 	}
 	s.acctMu.RLock()
 	a, ok := s.accounts[accountID]
-	var cur int64
-	if ok {
-		cur = a.balance
-	}
 	s.acctMu.RUnlock()
 	if !ok {
 		return Account{}, LedgerEntry{}, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
 	}
-	after := cur + amount
-	if (amount > 0 && after < cur) || (amount < 0 && after > cur) {
-		return Account{}, LedgerEntry{}, fmt.Errorf("%w: balance would overflow", ErrInvalid)
+	adj := &adjustment{ctx: ctx, amount: amount, note: note, done: make(chan struct{})}
+	if err := s.queue.push(&writeOp{acct: a, adj: adj}); err != nil {
+		return Account{}, LedgerEntry{}, err
 	}
-	now := unixMS(s.now())
-
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", accountID, err)
+	select {
+	case <-adj.done:
+	case <-ctx.Done():
+		if adj.state.CompareAndSwap(adjQueued, adjCancelled) {
+			return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", accountID, ctx.Err())
+		}
+		// The writer has started it: its transaction uses ctx and
+		// ends promptly, committed or not. Report what happened.
+		<-adj.done
 	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + ? WHERE id = ?`, amount, accountID); err != nil {
-		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", accountID, err)
-	}
-	var noteArg any
-	if note != "" {
-		noteArg = note
-	}
-	res, err := tx.ExecContext(ctx,
-		`INSERT INTO ledger (created_at, account_id, kind, amount, balance_after, note) VALUES (?, ?, ?, ?, ?, ?)`,
-		now, accountID, KindAdjustment, amount, after, noteArg)
-	if err != nil {
-		return Account{}, LedgerEntry{}, fmt.Errorf("writing ledger row for %q: %w", accountID, err)
-	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return Account{}, LedgerEntry{}, fmt.Errorf("writing ledger row for %q: %w", accountID, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", accountID, err)
-	}
-	s.acctMu.Lock()
-	a.balance += amount
-	snap := a.snapshot()
-	s.acctMu.Unlock()
-	return snap, LedgerEntry{
-		ID: id, CreatedAt: fromMS(now), AccountID: accountID, Kind: KindAdjustment,
-		Amount: amount, BalanceAfter: after, Note: note,
-	}, nil
+	return adj.account, adj.entry, adj.err
 }
 
 // UpdateAccount changes an account's name and/or disabled flag. A nil
@@ -276,8 +273,9 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, name *string, disa
 	return snap, nil
 }
 
-// LedgerSum returns the sum of an account's ledger amounts. For every
-// account it equals the balance; tests and `usage` totals rely on it.
+// LedgerSum returns the sum of an account's committed ledger amounts. For
+// every account it equals the stored balance, and after Flush the balance in
+// memory too; tests and `usage` totals rely on it.
 func (s *Store) LedgerSum(ctx context.Context, accountID string) (int64, error) {
 	var sum int64
 	err := s.r.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account_id = ?`, accountID).Scan(&sum)
@@ -288,7 +286,8 @@ func (s *Store) LedgerSum(ctx context.Context, accountID string) (int64, error) 
 }
 
 // StoredBalance reads an account's balance from the database, bypassing
-// memory (consistency checks).
+// memory (consistency checks). It excludes charges settled but not yet
+// committed: call Flush first to compare it with Balance.
 func (s *Store) StoredBalance(ctx context.Context, accountID string) (int64, error) {
 	var b int64
 	err := s.r.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = ?`, accountID).Scan(&b)

@@ -20,4 +20,12 @@ var (
 	// ErrExpiredKey: the key exists but its expiry (or rotation grace
 	// period) has passed.
 	ErrExpiredKey = errors.New("expired api key")
+
+	// ErrInsufficientBalance: the account's available balance (balance
+	// minus its holds) is zero or negative, so no request is admitted.
+	ErrInsufficientBalance = errors.New("insufficient balance")
+	// ErrAccountDisabled: the account is disabled and admits no request.
+	ErrAccountDisabled = errors.New("account disabled")
+	// ErrSettled: the hold was already settled or released.
+	ErrSettled = errors.New("hold already settled or released")
 )

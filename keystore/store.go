@@ -2,10 +2,18 @@
 // caddy-ai-gateway in one SQLite database. It knows nothing of Caddy or HTTP.
 //
 // One Store owns one database file. The store keeps every account's balance in
-// memory (it is the only writer, so memory and disk agree after each commit)
-// and caches looked-up keys, so that authenticating a request and checking its
-// balance does no SQL on the hot path. Every change goes through a
-// transaction first and touches memory only after the commit succeeded.
+// memory (it is the only writer, so memory and disk agree once pending writes
+// are committed) and caches looked-up keys, so that authenticating a request,
+// admitting it against the balance (Reserve) and charging it (Hold.Settle) do
+// no SQL on the request path.
+//
+// Administrative changes (accounts, keys, AdjustBalance) go through a
+// transaction first and touch memory only after the commit succeeded. Usage
+// charges go the other way: Settle changes the balance in memory at once and
+// queues the ledger row for a single writer goroutine, which commits queued
+// rows in batches (group commit). Each batch is one transaction holding both
+// the ledger rows and the matching balance updates, so after every commit,
+// and after a crash, accounts.balance = SUM(ledger.amount) for every account.
 package keystore
 
 import (
@@ -17,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go)
@@ -33,6 +42,18 @@ type Options struct {
 	LastUsedFlushInterval time.Duration
 	// Now overrides the clock (tests). Default time.Now.
 	Now func() time.Time
+	// OnWriteError, if set, is called from the ledger writer goroutine each
+	// time a batch of ledger rows fails to commit (the batch is retried
+	// with backoff, nothing is lost) and once more if Close gives up. It
+	// must return quickly and must not call the Store methods that wait for
+	// the writer (Flush, Ledger, UsageTotals, AdjustBalance, Close): they
+	// would deadlock.
+	OnWriteError func(error)
+	// DrainTimeout bounds how long Close keeps retrying ledger rows that
+	// fail to commit before it gives up on them (and reports how many were
+	// lost). Rows that commit normally are always written, however long
+	// that takes. Default 30s.
+	DrainTimeout time.Duration
 }
 
 // Store is the handle on one database. It is safe for concurrent use.
@@ -49,9 +70,26 @@ type Store struct {
 	acctMu   sync.RWMutex
 	accounts map[string]*accountState
 
+	// holdCount and holdAmount total the holds in flight; guarded by
+	// acctMu.
+	holdCount  int
+	holdAmount int64
+
 	keys *keyCache
 
 	lastUsed *lastUsedTracker
+
+	// queue feeds the ledger writer goroutine (writer.go).
+	queue        *writeQueue
+	onWriteError func(error)
+	drainTimeout time.Duration
+	// batches counts committed usage batches (tests check that rows are
+	// grouped).
+	batches atomic.Int64
+	// writerDone is closed when the writer goroutine has drained the queue
+	// after Close; writerErr is set before that if it had to give up.
+	writerDone chan struct{}
+	writerErr  error
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -60,13 +98,19 @@ type Store struct {
 }
 
 // accountState is the in-memory copy of an account row. Fields are guarded by
-// Store.acctMu.
+// Store.acctMu, except durable, which belongs to the ledger writer.
 type accountState struct {
 	id        string
 	name      string
-	balance   int64
+	balance   int64 // committed balance plus settled charges not yet committed
+	held      int64 // sum of the account's holds in flight
 	disabled  bool
 	createdAt int64 // unix ms
+
+	// durable is the balance as of the last committed ledger row. Only the
+	// ledger writer reads or writes it, under Store.writeMu (and Open
+	// before the writer starts); it is the base of balance_after.
+	durable int64
 }
 
 // Open opens (creating if needed) the database at opts.Path, migrates its
@@ -83,6 +127,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 30 * time.Second
 	}
 	if dir := filepath.Dir(opts.Path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -124,6 +171,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		lastUsed:  newLastUsedTracker(),
 		closed:    make(chan struct{}),
 		flushDone: make(chan struct{}),
+
+		queue:        newWriteQueue(),
+		onWriteError: opts.OnWriteError,
+		drainTimeout: opts.DrainTimeout,
+		writerDone:   make(chan struct{}),
 	}
 	if err := s.loadAccounts(ctx); err != nil {
 		s.w.Close()
@@ -131,6 +183,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	go s.flushLoop(opts.LastUsedFlushInterval)
+	go s.writeLoop()
 	return s, nil
 }
 
@@ -152,14 +205,20 @@ func dsn(path string, writer bool) string {
 // Path returns the database file path.
 func (s *Store) Path() string { return s.path }
 
-// Close flushes pending last-used times and closes the database. It is safe
-// to call more than once.
+// Close stops admitting new work, commits every ledger row settled before it
+// (graceful stop or reload loses no row), flushes pending last-used times and
+// closes the database. If the database keeps refusing the pending rows, Close
+// gives up after Options.DrainTimeout and its error says how many rows were
+// lost; the database is still consistent (each batch is all or nothing). It
+// is safe to call more than once.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closed)
+		s.queue.close()
+		<-s.writerDone
 		<-s.flushDone
 		err := s.flushLastUsed(context.Background())
-		err = errors.Join(err, s.r.Close(), s.w.Close())
+		err = errors.Join(s.writerErr, err, s.r.Close(), s.w.Close())
 		s.closeErr = err
 	})
 	return s.closeErr

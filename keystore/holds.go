@@ -1,0 +1,157 @@
+package keystore
+
+import (
+	"fmt"
+	"math"
+)
+
+// Hold is a reservation of part of an account's balance for one request in
+// flight, made by Reserve. It lives in memory only: holds protect concurrent
+// admission, and after a crash they simply vanish.
+//
+// A hold ends exactly once, by Settle (charge the request) or Release (charge
+// nothing); whichever comes first wins and later calls of either do nothing
+// (Settle then returns an error wrapping ErrSettled). A Hold is safe for
+// concurrent use. The zero Hold is not usable: get one from Reserve.
+type Hold struct {
+	s      *Store
+	acct   *accountState
+	amount int64
+	done   bool // guarded by s.acctMu
+}
+
+// Amount returns the reserved amount in nano-units.
+func (h *Hold) Amount() int64 { return h.amount }
+
+// AccountID returns the id of the account the hold is on.
+func (h *Hold) AccountID() string {
+	if h.acct == nil {
+		return ""
+	}
+	return h.acct.id
+}
+
+// Reserve admits a request on an account and holds amount (nano-units, >= 0)
+// of its balance until the hold is settled or released. It does no I/O.
+//
+// Admission rule: the account's available balance, its balance minus the sum
+// of its holds in flight, must be greater than zero before this hold is
+// added; the hold is then added in full, even if it exceeds what is
+// available. Reserve fails with ErrNotFound (unknown account),
+// ErrAccountDisabled, ErrClosed, ErrInvalid (amount out of range) or
+// ErrInsufficientBalance (available <= 0; the message gives the available
+// amount).
+//
+// Bound: the rule lets the balance go below zero, but not far. Leaving
+// AdjustBalance aside, the balance B and the holds H only move in three ways:
+// an admission lowers B-H by the hold h, and only when B-H > 0; a release
+// raises it by h; a settlement raises it by h-cost. Consider the last request
+// r admitted before the account comes to rest (no holds left). Just before
+// its admission B-H >= 1 nano-unit; after it, every request still in flight
+// (r included) ends, each changing B-H by h-cost (h for a release). Summed,
+// r contributes -cost(r) and every other one contributes -(cost-hold) if it
+// overran its hold and something >= 0 otherwise. Hence, with H back at 0,
+//
+//	final balance >= 1 - cost(r) - Σ overruns (cost-hold > 0) of the requests in flight together with r
+//	              >= 1 - (largest single request cost) - Σ those overruns.
+//
+// In particular, when every request costs at most its hold, the final balance
+// is greater than minus the cost of the last request admitted, so greater
+// than minus the largest single request cost: the overdraft is at most one
+// request's worth. Negative adjustments lower the balance on top of this.
+func (s *Store) Reserve(accountID string, amount int64) (*Hold, error) {
+	if amount < 0 || amount > maxAmountUnits*NanoPerUnit {
+		return nil, fmt.Errorf("%w: hold amount %s out of range", ErrInvalid, FormatAmount(amount))
+	}
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	s.acctMu.Lock()
+	defer s.acctMu.Unlock()
+	a, ok := s.accounts[accountID]
+	if !ok {
+		return nil, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
+	}
+	if a.disabled {
+		return nil, fmt.Errorf("account %q: %w", accountID, ErrAccountDisabled)
+	}
+	avail, ok := subInt64(a.balance, a.held)
+	if !ok {
+		avail = math.MinInt64 // only reachable with absurd balances
+	}
+	if avail <= 0 {
+		return nil, fmt.Errorf("account %q: available balance %s: %w", accountID, FormatAmount(avail), ErrInsufficientBalance)
+	}
+	held, ok := addInt64(a.held, amount)
+	if !ok {
+		return nil, fmt.Errorf("%w: holds on account %q would overflow", ErrInvalid, accountID)
+	}
+	a.held = held
+	s.holdCount++
+	s.holdAmount += amount
+	return &Hold{s: s, acct: a, amount: amount}, nil
+}
+
+// Release ends the hold without charging anything, e.g. when the request
+// failed before reaching the upstream. It is idempotent, does nothing after
+// Settle, and works on a closed store.
+func (h *Hold) Release() {
+	if h.s == nil {
+		return
+	}
+	h.s.acctMu.Lock()
+	h.endLocked()
+	h.s.acctMu.Unlock()
+}
+
+// endLocked marks the hold done and drops it from the account; the caller
+// holds s.acctMu. It reports whether the hold was still open.
+func (h *Hold) endLocked() bool {
+	if h.done {
+		return false
+	}
+	h.done = true
+	h.acct.held -= h.amount
+	h.s.holdCount--
+	h.s.holdAmount -= h.amount
+	return true
+}
+
+// Available returns an account's balance (including charges settled but not
+// yet committed) and the sum of its holds in flight; the available balance
+// Reserve checks is balance - held. It does no I/O.
+func (s *Store) Available(accountID string) (balance, held int64, err error) {
+	s.acctMu.RLock()
+	defer s.acctMu.RUnlock()
+	a, ok := s.accounts[accountID]
+	if !ok {
+		return 0, 0, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
+	}
+	return a.balance, a.held, nil
+}
+
+// HoldsInFlight returns how many holds are open across all accounts and the
+// total amount they reserve, for metrics.
+func (s *Store) HoldsInFlight() (count int, amount int64) {
+	s.acctMu.RLock()
+	defer s.acctMu.RUnlock()
+	return s.holdCount, s.holdAmount
+}
+
+// addInt64 returns a+b and whether it did not overflow.
+func addInt64(a, b int64) (int64, bool) {
+	c := a + b
+	if (b > 0 && c < a) || (b < 0 && c > a) {
+		return 0, false
+	}
+	return c, true
+}
+
+// subInt64 returns a-b and whether it did not overflow.
+func subInt64(a, b int64) (int64, bool) {
+	c := a - b
+	if (b > 0 && c > a) || (b < 0 && c < a) {
+		return 0, false
+	}
+	return c, true
+}

@@ -1,0 +1,236 @@
+package keystore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// LedgerFilter selects ledger rows for Ledger and UsageTotals. Zero-valued
+// fields do not filter.
+type LedgerFilter struct {
+	// AccountID, KeyID, Model and Kind match the row's field exactly.
+	AccountID, KeyID, Model, Kind string
+	// Since (inclusive) and Until (exclusive) bound created_at; a zero time
+	// leaves that end open.
+	Since, Until time.Time
+	// Limit is the maximum number of rows Ledger returns: 0 means 100,
+	// more than 10000 means 10000. UsageTotals ignores it.
+	Limit int
+	// BeforeID keeps only rows with id < BeforeID, for paging: pass the
+	// smallest id of the previous page.
+	BeforeID int64
+}
+
+// Limits of LedgerFilter.Limit.
+const (
+	defaultLedgerLimit = 100
+	maxLedgerLimit     = 10_000
+)
+
+// where validates f and renders it as a SQL condition with its arguments.
+func (f *LedgerFilter) where() (string, []any, error) {
+	switch f.Kind {
+	case "", KindAdjustment, KindUsage:
+	default:
+		return "", nil, fmt.Errorf("%w: ledger kind %q must be %q or %q", ErrInvalid, f.Kind, KindAdjustment, KindUsage)
+	}
+	if f.Limit < 0 {
+		return "", nil, fmt.Errorf("%w: limit must not be negative", ErrInvalid)
+	}
+	if f.BeforeID < 0 {
+		return "", nil, fmt.Errorf("%w: before id must not be negative", ErrInvalid)
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
+		return "", nil, fmt.Errorf("%w: until %s is before since %s", ErrInvalid,
+			f.Until.UTC().Format(time.RFC3339), f.Since.UTC().Format(time.RFC3339))
+	}
+	conds := []string{"1"}
+	var args []any
+	add := func(cond string, arg any) {
+		conds = append(conds, cond)
+		args = append(args, arg)
+	}
+	if f.AccountID != "" {
+		add("account_id = ?", f.AccountID)
+	}
+	if f.KeyID != "" {
+		add("key_id = ?", f.KeyID)
+	}
+	if f.Model != "" {
+		add("model = ?", f.Model)
+	}
+	if f.Kind != "" {
+		add("kind = ?", f.Kind)
+	}
+	if !f.Since.IsZero() {
+		add("created_at >= ?", unixMS(f.Since))
+	}
+	if !f.Until.IsZero() {
+		add("created_at < ?", unixMS(f.Until))
+	}
+	if f.BeforeID > 0 {
+		add("id < ?", f.BeforeID)
+	}
+	return strings.Join(conds, " AND "), args, nil
+}
+
+const ledgerColumns = `id, created_at, account_id, key_id, kind, amount, balance_after, note,
+	model, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, status, duration_ms, request_id, estimated`
+
+func scanLedgerEntry(row interface{ Scan(...any) error }) (LedgerEntry, error) {
+	var (
+		e                                  LedgerEntry
+		created                            int64
+		keyID, note, model, requestID      sql.NullString
+		prompt, completion, cached, reason sql.NullInt64
+		status, duration                   sql.NullInt64
+		estimated                          int64
+	)
+	if err := row.Scan(&e.ID, &created, &e.AccountID, &keyID, &e.Kind, &e.Amount, &e.BalanceAfter, &note,
+		&model, &prompt, &completion, &cached, &reason, &status, &duration, &requestID, &estimated); err != nil {
+		return LedgerEntry{}, err
+	}
+	e.CreatedAt = fromMS(created)
+	e.KeyID, e.Note, e.Model, e.RequestID = keyID.String, note.String, model.String, requestID.String
+	e.PromptTokens, e.CompletionTokens = prompt.Int64, completion.Int64
+	e.CachedTokens, e.ReasoningTokens = cached.Int64, reason.Int64
+	e.Status = int(status.Int64)
+	e.DurationMS = duration.Int64
+	e.Estimated = estimated != 0
+	return e, nil
+}
+
+// Ledger returns the ledger rows matching f, newest (highest id, i.e. latest
+// committed) first. It first waits for Flush, so the result includes every
+// charge settled before the call. Fails with ErrInvalid for a malformed
+// filter and ErrClosed on a closed store.
+func (s *Store) Ledger(ctx context.Context, f LedgerFilter) ([]LedgerEntry, error) {
+	where, args, err := f.where()
+	if err != nil {
+		return nil, err
+	}
+	limit := f.Limit
+	switch {
+	case limit == 0:
+		limit = defaultLedgerLimit
+	case limit > maxLedgerLimit:
+		limit = maxLedgerLimit
+	}
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	if err := s.Flush(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := s.r.QueryContext(ctx,
+		`SELECT `+ledgerColumns+` FROM ledger WHERE `+where+` ORDER BY id DESC LIMIT ?`,
+		append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("reading ledger: %w", err)
+	}
+	defer rows.Close()
+	out := []LedgerEntry{}
+	for rows.Next() {
+		e, err := scanLedgerEntry(rows)
+		if err != nil {
+			return nil, fmt.Errorf("reading ledger: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading ledger: %w", err)
+	}
+	return out, nil
+}
+
+// UsageTotal sums the usage rows of one group.
+type UsageTotal struct {
+	// Group is the model, day (UTC, YYYY-MM-DD), key id or account id the
+	// row is about; empty for the overall total and for rows without one
+	// (e.g. no key).
+	Group string `json:"group"`
+	// Requests is the number of usage rows.
+	Requests int64 `json:"requests"`
+	// Token sums.
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	CachedTokens     int64 `json:"cached_tokens"`
+	ReasoningTokens  int64 `json:"reasoning_tokens"`
+	// Cost charged, in nano-units, positive (minus the sum of amounts).
+	Cost int64 `json:"cost_nano"`
+	// Estimated is the number of rows charged by estimate.
+	Estimated int64 `json:"estimated"`
+}
+
+// usageGroup returns the SQL expression of UsageTotals' groupBy.
+func usageGroup(groupBy string) (string, bool) {
+	switch groupBy {
+	case "":
+		return `''`, true
+	case "model":
+		return `COALESCE(model, '')`, true
+	case "day":
+		return `strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')`, true
+	case "key":
+		return `COALESCE(key_id, '')`, true
+	case "account":
+		return `account_id`, true
+	}
+	return "", false
+}
+
+// UsageTotals sums the usage rows (kind "usage") matching f, grouped by
+// groupBy: "model", "day" (UTC date YYYY-MM-DD), "key", "account", or "" for
+// one overall total (always one element, zero when nothing matched). Groups
+// come in ascending order of Group. It first waits for Flush, so totals
+// include every charge settled before the call. Fails with ErrInvalid for
+// another groupBy, a filter kind other than "" or "usage", or a malformed
+// filter, and with ErrClosed on a closed store.
+func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string) ([]UsageTotal, error) {
+	group, ok := usageGroup(groupBy)
+	if !ok {
+		return nil, fmt.Errorf("%w: group by %q must be one of model, day, key, account or empty", ErrInvalid, groupBy)
+	}
+	if f.Kind != "" && f.Kind != KindUsage {
+		return nil, fmt.Errorf("%w: usage totals cover only %q rows, not %q", ErrInvalid, KindUsage, f.Kind)
+	}
+	f.Kind = KindUsage
+	where, args, err := f.where()
+	if err != nil {
+		return nil, err
+	}
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	if err := s.Flush(ctx); err != nil {
+		return nil, err
+	}
+	q := `SELECT ` + group + ` AS grp, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
+		COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), -COALESCE(SUM(amount), 0),
+		COALESCE(SUM(estimated), 0)
+		FROM ledger WHERE ` + where
+	if groupBy != "" {
+		q += ` GROUP BY grp ORDER BY grp`
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("summing usage: %w", err)
+	}
+	defer rows.Close()
+	out := []UsageTotal{}
+	for rows.Next() {
+		var t UsageTotal
+		if err := rows.Scan(&t.Group, &t.Requests, &t.PromptTokens, &t.CompletionTokens,
+			&t.CachedTokens, &t.ReasoningTokens, &t.Cost, &t.Estimated); err != nil {
+			return nil, fmt.Errorf("summing usage: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("summing usage: %w", err)
+	}
+	return out, nil
+}

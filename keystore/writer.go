@@ -1,0 +1,426 @@
+package keystore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The ledger writer is one goroutine that commits every balance change, in
+// the order the changes were queued:
+//
+//   - usage rows queued by Hold.Settle, whose charge is already in memory, are
+//     committed in batches of up to maxBatchRows: one transaction inserts the
+//     rows and applies one UPDATE accounts SET balance = balance + delta per
+//     account. Whatever is pending when the writer comes round forms the next
+//     batch; under load batches grow by themselves (group commit).
+//   - adjustments queued by AdjustBalance are committed one per transaction,
+//     after the rows queued before them, and touch memory only once
+//     committed; their caller waits for the outcome.
+//
+// balance_after is computed at commit time from accountState.durable, the
+// balance as of the account's last committed row, so that ordered by id each
+// account's rows chain: balance_after(n) = balance_after(previous) + amount(n).
+// A batch that fails to commit changes neither the database nor durable; it is
+// reported through Options.OnWriteError and retried with backoff (its
+// balance_after values recomputed), while Settle keeps queueing: the queue is
+// unbounded, so the request path never waits for the disk. PendingWrites
+// exposes its length for monitoring.
+
+// maxBatchRows bounds the usage rows committed in one transaction.
+const maxBatchRows = 1000
+
+// Retry backoff of a failed batch.
+const (
+	minRetryDelay = 20 * time.Millisecond
+	maxRetryDelay = 5 * time.Second
+)
+
+// writeOp is one queued balance change: a usage row (adj == nil) or an
+// adjustment.
+type writeOp struct {
+	seq  uint64
+	acct *accountState
+	row  ledgerRow
+	adj  *adjustment
+}
+
+// adjustment is an AdjustBalance call waiting for the writer.
+type adjustment struct {
+	ctx    context.Context
+	amount int64
+	note   string
+	// state moves from adjQueued to adjRunning (the writer took it) or to
+	// adjCancelled (the caller gave up first), exactly once.
+	state atomic.Int32
+	done  chan struct{} // closed when the result fields are set
+
+	account Account
+	entry   LedgerEntry
+	err     error
+}
+
+// Adjustment states.
+const (
+	adjQueued int32 = iota
+	adjRunning
+	adjCancelled
+)
+
+// writeQueue is the unbounded FIFO between the request path and the writer.
+type writeQueue struct {
+	mu     sync.Mutex
+	ops    []*writeOp
+	closed bool
+	pushed uint64 // seq of the last op pushed
+	// done: every op with seq <= done is finished (committed, or an
+	// adjustment that ended either way). progress is closed and replaced
+	// whenever done advances.
+	done     uint64
+	progress chan struct{}
+	wake     chan struct{} // capacity 1: "there may be work"
+}
+
+func newWriteQueue() *writeQueue {
+	return &writeQueue{progress: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+// push queues op, or fails with ErrClosed once the store is closing.
+func (q *writeQueue) push(op *writeOp) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrClosed
+	}
+	q.pushLocked(op)
+	return nil
+}
+
+// pushLocked queues op; the caller holds q.mu and has checked q.closed.
+func (q *writeQueue) pushLocked(op *writeOp) {
+	q.pushed++
+	op.seq = q.pushed
+	q.ops = append(q.ops, op)
+	q.signal()
+}
+
+func (q *writeQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeAll removes and returns everything queued, and whether the queue is
+// closed.
+func (q *writeQueue) takeAll() ([]*writeOp, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ops := q.ops
+	q.ops = nil
+	return ops, q.closed
+}
+
+// close refuses further pushes and wakes the writer so that it drains.
+func (q *writeQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+// markDone records that every op up to seq is finished.
+func (q *writeQueue) markDone(seq uint64) {
+	q.mu.Lock()
+	q.done = seq
+	close(q.progress)
+	q.progress = make(chan struct{})
+	q.mu.Unlock()
+}
+
+// PendingWrites returns how many queued balance changes (mostly settled
+// usage rows) are not committed yet. It grows only while the database is
+// slower than the request rate or failing; export it as a metric.
+func (s *Store) PendingWrites() int {
+	q := s.queue
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return int(q.pushed - q.done)
+}
+
+// Flush waits until every charge settled and every adjustment queued before
+// the call is committed, or ctx ends. After Close it returns nil if nothing
+// was lost, and an error wrapping ErrClosed if Close had to give up on rows.
+// It must not be called from Options.OnWriteError.
+func (s *Store) Flush(ctx context.Context) error {
+	q := s.queue
+	q.mu.Lock()
+	target := q.pushed
+	q.mu.Unlock()
+	for {
+		q.mu.Lock()
+		done, progress := q.done, q.progress
+		q.mu.Unlock()
+		if done >= target {
+			return nil
+		}
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return fmt.Errorf("flushing ledger: %w", ctx.Err())
+		case <-s.writerDone:
+			q.mu.Lock()
+			done = q.done
+			q.mu.Unlock()
+			if done >= target {
+				return nil
+			}
+			return fmt.Errorf("flushing ledger: rows were lost on close: %w", ErrClosed)
+		}
+	}
+}
+
+// writeLoop is the ledger writer goroutine. It returns once the queue is
+// closed and drained (or abandoned after DrainTimeout).
+func (s *Store) writeLoop() {
+	defer close(s.writerDone)
+	q := s.queue
+	var drainDeadline time.Time
+	for {
+		ops, closed := q.takeAll()
+		if len(ops) == 0 {
+			if closed {
+				return
+			}
+			<-q.wake
+			continue
+		}
+		for len(ops) > 0 {
+			if ops[0].adj != nil {
+				s.runAdjustment(ops[0])
+				q.markDone(ops[0].seq)
+				ops = ops[1:]
+				continue
+			}
+			n := 1
+			for n < len(ops) && n < maxBatchRows && ops[n].adj == nil {
+				n++
+			}
+			if err := s.commitWithRetry(ops[:n], &drainDeadline); err != nil {
+				s.abandon(ops, err)
+				return
+			}
+			q.markDone(ops[n-1].seq)
+			ops = ops[n:]
+		}
+	}
+}
+
+// commitWithRetry commits one batch of usage rows, retrying with backoff
+// until it succeeds. Once the store is closing it retries only until
+// *drainDeadline (set on the first failure after Close) and then returns the
+// last error.
+func (s *Store) commitWithRetry(batch []*writeOp, drainDeadline *time.Time) error {
+	delay := minRetryDelay
+	for attempt := 1; ; attempt++ {
+		err := s.commitUsage(batch)
+		if err == nil {
+			return nil
+		}
+		closing := s.isClosed()
+		if closing {
+			if drainDeadline.IsZero() {
+				*drainDeadline = time.Now().Add(s.drainTimeout)
+			}
+			left := time.Until(*drainDeadline)
+			if left <= 0 {
+				return err
+			}
+			delay = min(delay, left)
+		}
+		s.reportWriteError(fmt.Errorf("committing %d ledger rows (attempt %d, retrying in %s): %w", len(batch), attempt, delay, err))
+		t := time.NewTimer(delay)
+		if closing {
+			<-t.C
+		} else {
+			select {
+			case <-t.C:
+			case <-s.closed: // retry at once, now under the drain deadline
+				t.Stop()
+			}
+		}
+		delay = min(2*delay, maxRetryDelay)
+	}
+}
+
+// abandon gives up on ops and on anything still queued (the queue is closed):
+// queued adjustments fail, usage rows are lost, and the loss is recorded for
+// Close and Flush.
+func (s *Store) abandon(ops []*writeOp, cause error) {
+	rest, _ := s.queue.takeAll()
+	lost := 0
+	for _, op := range append(ops, rest...) {
+		if op.adj == nil {
+			lost++
+			continue
+		}
+		if op.adj.state.CompareAndSwap(adjQueued, adjRunning) {
+			op.adj.err = fmt.Errorf("adjusting balance of %q: %w", op.acct.id, ErrClosed)
+			close(op.adj.done)
+		}
+	}
+	s.writerErr = fmt.Errorf("closing key store: gave up on %d ledger rows after %s: %w", lost, s.drainTimeout, cause)
+	s.reportWriteError(s.writerErr)
+}
+
+func (s *Store) reportWriteError(err error) {
+	if s.onWriteError != nil {
+		s.onWriteError(err)
+	}
+}
+
+// insertLedgerSQL inserts one ledger row; ledgerArgs supplies its arguments.
+const insertLedgerSQL = `INSERT INTO ledger (created_at, account_id, key_id, kind, amount, balance_after, note,
+	model, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, status, duration_ms, request_id, estimated)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// ledgerArgs returns the arguments of insertLedgerSQL. Empty text is stored
+// as NULL; usage rows store their token counts even when zero.
+func ledgerArgs(r *ledgerRow, balanceAfter int64) []any {
+	var tokens [4]any
+	var status, duration any
+	if r.kind == KindUsage {
+		tokens = [4]any{r.prompt, r.completion, r.cached, r.reasoning}
+		duration = r.durationMS
+		if r.status != 0 {
+			status = r.status
+		}
+	}
+	estimated := 0
+	if r.estimated {
+		estimated = 1
+	}
+	return []any{r.createdAt, r.accountID, nullText(r.keyID), r.kind, r.amount, balanceAfter, nullText(r.note),
+		nullText(r.model), tokens[0], tokens[1], tokens[2], tokens[3], status, duration, nullText(r.requestID), estimated}
+}
+
+func nullText(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// commitUsage writes a batch of usage rows and the matching balance updates in
+// one transaction. durable moves only if the commit succeeded.
+func (s *Store) commitUsage(batch []*writeOp) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	ctx := context.Background()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, insertLedgerSQL)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+
+	after := make(map[*accountState]int64)
+	var touched []*accountState
+	for _, op := range batch {
+		b, seen := after[op.acct]
+		if !seen {
+			b = op.acct.durable
+			touched = append(touched, op.acct)
+		}
+		b += op.row.amount
+		after[op.acct] = b
+		if _, err := stmt.ExecContext(ctx, ledgerArgs(&op.row, b)...); err != nil {
+			return fmt.Errorf("inserting ledger row for %q: %w", op.acct.id, err)
+		}
+	}
+	for _, a := range touched {
+		if err := addToStoredBalance(ctx, tx, a.id, after[a]-a.durable); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	for _, a := range touched {
+		a.durable = after[a]
+	}
+	s.batches.Add(1)
+	return nil
+}
+
+// addToStoredBalance adds delta to an account row's balance inside tx.
+func addToStoredBalance(ctx context.Context, tx *sql.Tx, accountID string, delta int64) error {
+	res, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + ? WHERE id = ?`, delta, accountID)
+	if err != nil {
+		return fmt.Errorf("updating balance of %q: %w", accountID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return errors.Join(fmt.Errorf("updating balance of %q: %d rows changed", accountID, n), err)
+	}
+	return nil
+}
+
+// runAdjustment commits a queued adjustment unless its caller gave up.
+func (s *Store) runAdjustment(op *writeOp) {
+	adj := op.adj
+	if !adj.state.CompareAndSwap(adjQueued, adjRunning) {
+		return
+	}
+	adj.account, adj.entry, adj.err = s.commitAdjustment(adj.ctx, op.acct, adj.amount, adj.note)
+	close(adj.done)
+}
+
+// commitAdjustment writes an adjustment and its ledger row in one transaction
+// and then applies it to memory.
+func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount int64, note string) (Account, LedgerEntry, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.acctMu.RLock()
+	mem := a.balance
+	s.acctMu.RUnlock()
+	_, okMem := addInt64(mem, amount)
+	after, okDurable := addInt64(a.durable, amount)
+	if !okMem || !okDurable {
+		return Account{}, LedgerEntry{}, fmt.Errorf("%w: balance would overflow", ErrInvalid)
+	}
+	row := ledgerRow{createdAt: unixMS(s.now()), accountID: a.id, kind: KindAdjustment, amount: amount, note: note}
+
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
+	}
+	defer tx.Rollback()
+	if err := addToStoredBalance(ctx, tx, a.id, amount); err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, insertLedgerSQL, ledgerArgs(&row, after)...)
+	if err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("writing ledger row for %q: %w", a.id, err)
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("writing ledger row for %q: %w", a.id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
+	}
+	a.durable = after
+	s.acctMu.Lock()
+	a.balance += amount
+	snap := a.snapshot()
+	s.acctMu.Unlock()
+	return snap, row.entry(id, after), nil
+}
