@@ -1,0 +1,427 @@
+package caddyproxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math/big"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzStreamFilter feeds arbitrary bytes through the filter whole, cut at
+// an arbitrary point, and in small pieces, with and without dropping; split
+// picks the cut, the piece size, and whether the real line limit or a tiny
+// one (to reach the overlong-line paths) is used. It checks that:
+//   - nothing panics, and without dropping the output is exactly the input;
+//   - every cutting gives the same output and the same meter readings, and
+//     both agree with the whole-stream oracle of streamref_test.go;
+//   - after every Write all complete events have been passed on (or
+//     dropped), so nothing complete is held back;
+//   - the buffers stay within their limits.
+//
+// The seed corpus lives in testdata/fuzz/FuzzStreamFilter. Each execution
+// is kept cheap (a few dozen Writes at most) because Go minimises every new
+// interesting input, which costs a number of executions quadratic in its
+// length.
+func FuzzStreamFilter(f *testing.F) {
+	f.Fuzz(checkStreamFilter)
+}
+
+// checkStreamFilter is the body of FuzzStreamFilter.
+func checkStreamFilter(t *testing.T, data []byte, split uint) {
+	checkValidJSON(t, data)
+	cut := int(split % uint(len(data)+1))
+	piece := max(1+int(split%7), len(data)/64)
+	limit := MaxLineBytes
+	if split&1 != 0 {
+		limit = 24 + int(split/2%40)
+	}
+	bounded := func(f *StreamFilter, _ int, _ []byte) {
+		if len(f.line) > limit || len(f.data) > limit || len(f.held) > 4*limit+2 {
+			t.Fatalf("limit %d: buffers grew: line %d data %d held %d", limit, len(f.line), len(f.data), len(f.held))
+		}
+	}
+	for _, drop := range []bool{false, true} {
+		wantOut, wantMeter := refResult(data, drop, limit)
+		if !drop && !bytes.Equal(wantOut, data) {
+			t.Fatalf("oracle bug: pass-through output differs")
+		}
+		held := noHeldEvents(t, data, drop, limit)
+		runs := []struct {
+			name  string
+			parts [][]byte
+			check func(*StreamFilter, int, []byte)
+		}{
+			{"whole", [][]byte{data}, bounded},
+			{"cut", splitAt(data, cut), func(f *StreamFilter, n int, out []byte) {
+				bounded(f, n, out)
+				held(f, n, out)
+			}},
+			{"pieces", fixedPieces(data, piece), bounded},
+		}
+		for _, r := range runs {
+			got := feed(t, drop, limit, r.parts, r.check)
+			if !bytes.Equal(got.out, wantOut) {
+				t.Fatalf("limit %d drop %v %s (cut %d, piece %d): output\n%q\nwant\n%q", limit, drop, r.name, cut, piece, got.out, wantOut)
+			}
+			if got.meter != wantMeter {
+				t.Fatalf("limit %d drop %v %s (cut %d, piece %d): meter %+v, want %+v", limit, drop, r.name, cut, piece, got.meter, wantMeter)
+			}
+		}
+	}
+}
+
+// checkValidJSON checks validJSON against json.Valid, on b and on b with
+// each line of it as a document of its own (so stream payloads are covered).
+func checkValidJSON(t *testing.T, b []byte) {
+	for _, doc := range append(bytes.Split(b, []byte("\n")), b) {
+		if got, want := validJSON(doc), json.Valid(doc); got != want {
+			t.Fatalf("validJSON(%q) = %v, json.Valid says %v", doc, got, want)
+		}
+	}
+}
+
+// fixedPieces cuts b into pieces of n bytes.
+func fixedPieces(b []byte, n int) [][]byte {
+	var parts [][]byte
+	for len(b) > n {
+		parts = append(parts, b[:n])
+		b = b[n:]
+	}
+	return append(parts, b)
+}
+
+// FuzzParseRequest checks ParseRequest against encoding/json: it never
+// panics, every error wraps ErrInvalidJSON, it accepts exactly the JSON
+// objects whose typed fields are valid, and what it reports equals what a
+// full decode gives (string values counted with utf8.RuneCountInString).
+// It also checks InjectIncludeUsage and RewriteModel on accepted bodies.
+//
+// The seed corpus lives in testdata/fuzz/FuzzParseRequest.
+func FuzzParseRequest(f *testing.F) {
+	f.Fuzz(func(t *testing.T, body []byte) {
+		checkValidJSON(t, body)
+		info, err := ParseRequest(body)
+		if err != nil && !errors.Is(err, ErrInvalidJSON) {
+			t.Fatalf("error %v does not wrap ErrInvalidJSON", err)
+		}
+		want, wantErr := refParseRequest(t, body)
+		if (err != nil) != (wantErr != "") {
+			t.Fatalf("ParseRequest(%q): error %v, oracle says %q", body, err, wantErr)
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), wantErr) {
+				t.Fatalf("ParseRequest(%q): error %q, oracle says %q", body, err, wantErr)
+			}
+			return
+		}
+		if info != want {
+			t.Fatalf("ParseRequest(%q):\n got %+v\nwant %+v", body, info, want)
+		}
+
+		injected, err := InjectIncludeUsage(body)
+		if err == nil {
+			after, err := ParseRequest(injected)
+			if err != nil || !after.IncludeUsage {
+				t.Fatalf("InjectIncludeUsage(%q) = %q: %+v %v", body, injected, after, err)
+			}
+			info.IncludeUsage = true
+			if after != info {
+				t.Fatalf("InjectIncludeUsage(%q) changed more than include_usage: %+v vs %+v", body, after, info)
+			}
+		} else if !errors.Is(err, ErrInvalidJSON) {
+			t.Fatalf("InjectIncludeUsage: %v", err)
+		}
+		rewritten, err := RewriteModel(body, "model-\u00e9\"x")
+		if err != nil {
+			t.Fatalf("RewriteModel(%q): %v", body, err)
+		}
+		after, err := ParseRequest(rewritten)
+		if err != nil || after.Model != "model-\u00e9\"x" {
+			t.Fatalf("RewriteModel(%q) = %q: %+v %v", body, rewritten, after, err)
+		}
+	})
+}
+
+// refParseRequest is the encoding/json oracle for ParseRequest; it returns
+// the expected error text, or "".
+func refParseRequest(t *testing.T, body []byte) (RequestInfo, string) {
+	var info RequestInfo
+	if len(bytes.Trim(body, " \t\r\n")) == 0 {
+		return info, "empty"
+	}
+	if !json.Valid(body) {
+		return info, "not valid JSON"
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil || top == nil {
+		return info, "not a JSON object"
+	}
+	decode := func(raw json.RawMessage) any {
+		if raw == nil {
+			return nil
+		}
+		d := json.NewDecoder(bytes.NewReader(raw))
+		d.UseNumber()
+		var v any
+		if err := d.Decode(&v); err != nil {
+			t.Fatalf("oracle: decode %q: %v", raw, err)
+		}
+		return v
+	}
+	switch v := decode(top["model"]).(type) {
+	case nil:
+	case string:
+		info.Model = v
+	default:
+		return info, "model must be a string"
+	}
+	switch v := decode(top["stream"]).(type) {
+	case nil:
+	case bool:
+		info.Stream = v
+	default:
+		return info, "stream must be a boolean"
+	}
+	switch v := decode(top["stream_options"]).(type) {
+	case nil:
+	case map[string]any:
+		switch inc := v["include_usage"].(type) {
+		case nil:
+		case bool:
+			info.IncludeUsage = inc
+		default:
+			return info, "include_usage must be a boolean"
+		}
+	default:
+		return info, "stream_options must be an object"
+	}
+	chosen := false
+	for _, name := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
+		switch v := decode(top[name]).(type) {
+		case nil:
+		case json.Number:
+			n, ok := refCount(string(v))
+			if !ok {
+				return info, name
+			}
+			if !chosen {
+				info.MaxTokens, chosen = n, true
+			}
+		default:
+			return info, name + " must be a number"
+		}
+	}
+	for _, name := range promptFields() {
+		info.PromptChars += refChars(t, top[name])
+	}
+	if messages, isArr := decode(top["messages"]).([]any); isArr {
+		info.Messages = len(messages)
+	} else if _, ok := decode(top["input"]).(string); ok {
+		info.Messages = 1
+	} else if in, ok := decode(top["input"]).([]any); ok {
+		info.Messages = len(in)
+	}
+	info.EstimatedPromptTokens = EstimateTokens(info.PromptChars) + 4*int64(info.Messages)
+	return info, ""
+}
+
+// refCount reads a count exactly with math/big. Literals with very large
+// exponents are decided by sign alone, as big.Rat would take forever.
+func refCount(lit string) (int64, bool) {
+	if i := strings.IndexAny(lit, "eE"); i >= 0 {
+		exp := strings.TrimLeft(lit[i+1:], "+-")
+		exp = strings.TrimLeft(exp, "0")
+		if len(exp) > 4 {
+			mant, ok := new(big.Rat).SetString(lit[:i])
+			if !ok {
+				return 0, false
+			}
+			return 0, mant.Sign() == 0
+		}
+	}
+	rat, ok := new(big.Rat).SetString(lit)
+	if !ok || !rat.IsInt() || rat.Sign() < 0 || !rat.Num().IsInt64() {
+		return 0, false
+	}
+	return rat.Num().Int64(), true
+}
+
+// refChars counts the characters of every string value (not key) in a raw
+// value, walking its tokens with encoding/json: every value counts, also
+// those a repeated key overrides.
+func refChars(t *testing.T, raw json.RawMessage) int64 {
+	if raw == nil {
+		return 0
+	}
+	type frame struct{ obj, expectKey bool }
+	var stack []frame
+	var n int64
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return n
+		}
+		if err != nil {
+			t.Fatalf("oracle: tokens of %q: %v", raw, err)
+		}
+		top := len(stack) - 1
+		switch v := tok.(type) {
+		case json.Delim:
+			if v == '{' || v == '[' {
+				if top >= 0 && stack[top].obj {
+					stack[top].expectKey = true // after this value, a key
+				}
+				stack = append(stack, frame{obj: v == '{', expectKey: true})
+			} else {
+				stack = stack[:top]
+			}
+			continue
+		case string:
+			if top >= 0 && stack[top].obj && stack[top].expectKey {
+				stack[top].expectKey = false // a key
+				continue
+			}
+			n += int64(utf8.RuneCountInString(v))
+		}
+		if top >= 0 && stack[top].obj {
+			stack[top].expectKey = true
+		}
+	}
+}
+
+// FuzzParseResponseUsage checks ParseResponseUsage against encoding/json:
+// no panics, errors wrap ErrInvalidJSON, invalid JSON is always an error,
+// and the counts match a full decode of the usage object.
+//
+// The seed corpus lives in testdata/fuzz/FuzzParseResponseUsage.
+func FuzzParseResponseUsage(f *testing.F) {
+	f.Fuzz(func(t *testing.T, body []byte) {
+		checkValidJSON(t, body)
+		u, ok, err := ParseResponseUsage(body)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidJSON) {
+				t.Fatalf("error %v does not wrap ErrInvalidJSON", err)
+			}
+			if ok || u != (Usage{}) {
+				t.Fatalf("error %v with ok=%v usage %+v", err, ok, u)
+			}
+		}
+		if !json.Valid(body) {
+			if err == nil {
+				t.Fatalf("ParseResponseUsage(%q) accepted invalid JSON", body)
+			}
+			return
+		}
+		want, wantOK, wantErr := refResponseUsage(body)
+		if (err != nil) != wantErr || ok != wantOK || u != want {
+			t.Fatalf("ParseResponseUsage(%q) = %+v %v %v, oracle %+v %v err=%v", body, u, ok, err, want, wantOK, wantErr)
+		}
+		// The same usage object inside a stream chunk reads the same.
+		if err == nil {
+			var top map[string]json.RawMessage
+			if json.Unmarshal(body, &top) == nil && top["usage"] != nil {
+				chunk := []byte(`{"choices":[],"usage":` + string(top["usage"]) + `}`)
+				cu, cok := ParseChunkUsage(chunk)
+				if cu != u || cok != ok {
+					t.Fatalf("ParseChunkUsage disagrees: %+v %v vs %+v %v", cu, cok, u, ok)
+				}
+			}
+		}
+	})
+}
+
+// refResponseUsage is the encoding/json oracle for ParseResponseUsage.
+func refResponseUsage(body []byte) (Usage, bool, bool) {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil || top == nil {
+		return Usage{}, false, false // valid JSON, not an object
+	}
+	raw := top["usage"]
+	if raw == nil || string(raw) == "null" {
+		return Usage{}, false, false
+	}
+	var usage map[string]json.RawMessage
+	if json.Unmarshal(raw, &usage) != nil {
+		return Usage{}, false, true
+	}
+	// count reads usage[name]; present is false for absent or null.
+	count := func(obj map[string]json.RawMessage, name string) (n int64, present, bad bool) {
+		v, ok := obj[name]
+		if !ok || string(v) == "null" {
+			return 0, false, false
+		}
+		var num json.Number
+		if c := bytes.TrimSpace(v)[0]; c != '-' && (c < '0' || c > '9') {
+			return 0, false, true // json.Number would also take "12"
+		}
+		if json.Unmarshal(v, &num) != nil {
+			return 0, false, true
+		}
+		n, ok = refCount(string(num))
+		return n, true, !ok
+	}
+	var u Usage
+	var bad bool
+	field := func(name string) (int64, bool) {
+		n, present, b := count(usage, name)
+		bad = bad || b
+		return n, present
+	}
+	prompt, hasPrompt := field("prompt_tokens")
+	completion, hasCompletion := field("completion_tokens")
+	total, hasTotal := field("total_tokens")
+	input, hasInput := field("input_tokens")
+	output, hasOutput := field("output_tokens")
+	hit, hasHit := field("prompt_cache_hit_tokens")
+	if bad {
+		return Usage{}, false, true
+	}
+	detail := func(names []string, leaf string) (int64, bool, bool) {
+		for _, name := range names {
+			v, ok := usage[name]
+			if !ok || string(v) == "null" {
+				continue
+			}
+			var obj map[string]json.RawMessage
+			if json.Unmarshal(v, &obj) != nil || obj == nil {
+				return 0, false, true
+			}
+			n, present, b := count(obj, leaf)
+			if b {
+				return 0, false, true
+			}
+			if present {
+				return n, true, false
+			}
+		}
+		return 0, false, false
+	}
+	cached, hasCached, b1 := detail([]string{"prompt_tokens_details", "input_tokens_details"}, "cached_tokens")
+	reasoning, _, b2 := detail([]string{"completion_tokens_details", "output_tokens_details"}, "reasoning_tokens")
+	if b1 || b2 {
+		return Usage{}, false, true
+	}
+	if !hasPrompt && hasInput {
+		prompt, hasPrompt = input, true
+	}
+	if !hasCompletion && hasOutput {
+		completion, hasCompletion = output, true
+	}
+	if !hasCached && hasHit {
+		cached = hit
+	}
+	if !hasPrompt && !hasCompletion && !hasTotal {
+		return Usage{}, false, false
+	}
+	if !hasTotal {
+		total = addSat(prompt, completion)
+	}
+	u = Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: total, CachedTokens: cached, ReasoningTokens: reasoning}
+	return u, true, false
+}
