@@ -83,10 +83,13 @@ type writeQueue struct {
 	done     uint64
 	progress chan struct{}
 	wake     chan struct{} // capacity 1: "there may be work"
+	// urgent (capacity 1) cuts the writer's pacing wait short: someone
+	// waits for a commit (Flush, AdjustBalance, Close) or a batch is full.
+	urgent chan struct{}
 }
 
 func newWriteQueue() *writeQueue {
-	return &writeQueue{progress: make(chan struct{}), wake: make(chan struct{}, 1)}
+	return &writeQueue{progress: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1)}
 }
 
 // push queues op, or fails with ErrClosed once the store is closing.
@@ -106,11 +109,22 @@ func (q *writeQueue) pushLocked(op *writeOp) {
 	op.seq = q.pushed
 	q.ops = append(q.ops, op)
 	q.signal()
+	if op.adj != nil || len(q.ops) >= maxBatchRows {
+		q.hurry()
+	}
 }
 
 func (q *writeQueue) signal() {
 	select {
 	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// hurry ends the writer's pacing wait.
+func (q *writeQueue) hurry() {
+	select {
+	case q.urgent <- struct{}{}:
 	default:
 	}
 }
@@ -131,6 +145,7 @@ func (q *writeQueue) close() {
 	q.closed = true
 	q.mu.Unlock()
 	q.signal()
+	q.hurry()
 }
 
 // markDone records that every op up to seq is finished.
@@ -161,6 +176,7 @@ func (s *Store) Flush(ctx context.Context) error {
 	q.mu.Lock()
 	target := q.pushed
 	q.mu.Unlock()
+	q.hurry()
 	for {
 		q.mu.Lock()
 		done, progress := q.done, q.progress
@@ -189,8 +205,21 @@ func (s *Store) Flush(ctx context.Context) error {
 func (s *Store) writeLoop() {
 	defer close(s.writerDone)
 	q := s.queue
-	var drainDeadline time.Time
+	var (
+		drainDeadline time.Time
+		lastCommit    time.Time // of usage rows, for pacing
+	)
 	for {
+		if wait := s.commitEvery - time.Since(lastCommit); s.commitEvery > 0 && wait > 0 {
+			// Group commit: let rows gather for the rest of the interval
+			// unless someone needs them committed now.
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-q.urgent:
+				t.Stop()
+			}
+		}
 		ops, closed := q.takeAll()
 		if len(ops) == 0 {
 			if closed {
@@ -214,6 +243,7 @@ func (s *Store) writeLoop() {
 				s.abandon(ops, err)
 				return
 			}
+			lastCommit = time.Now()
 			q.markDone(ops[n-1].seq)
 			ops = ops[n:]
 		}
