@@ -33,6 +33,7 @@ func init() {
 //	PATCH  /ai-gateway/keys/{id}                {"name"}
 //	DELETE /ai-gateway/keys/{id}
 //	POST   /ai-gateway/keys/{id}/rotate         {"grace":"24h"}
+//	GET    /ai-gateway/usage?account=&key=&model=&since=&until=&by=
 //
 // The routes find the store of the running config at request time, so they
 // follow config reloads.
@@ -127,6 +128,10 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return h.method(w, r, map[string]func() error{
 			http.MethodPost: func() error { return h.rotateKey(w, r, parts[1]) },
 		})
+	case len(parts) == 1 && parts[0] == "usage":
+		return h.method(w, r, map[string]func() error{
+			http.MethodGet: func() error { return h.usage(w, r) },
+		})
 	}
 	return apiErr(http.StatusNotFound, fmt.Errorf("no such ai-gateway route: %s %s", r.Method, r.URL.Path))
 }
@@ -179,10 +184,15 @@ type accountView struct {
 	keystore.Account
 	Balance  string `json:"balance"`
 	Currency string `json:"currency"`
+	// HeldNano is what requests in flight hold of the balance right now.
+	HeldNano int64  `json:"held_nano"`
+	Held     string `json:"held"`
 }
 
 func (h adminHandler) view(a keystore.Account) accountView {
-	return accountView{Account: a, Balance: keystore.FormatAmount(a.Balance), Currency: h.app.Currency}
+	_, held, _ := h.store.Available(a.ID)
+	return accountView{Account: a, Balance: keystore.FormatAmount(a.Balance), Currency: h.app.Currency,
+		HeldNano: held, Held: keystore.FormatAmount(held)}
 }
 
 func (h adminHandler) listAccounts(w http.ResponseWriter) error {
@@ -259,12 +269,8 @@ func (h adminHandler) adjustBalance(w http.ResponseWriter, r *http.Request, id s
 	}
 	return writeJSON(w, http.StatusOK, struct {
 		Account accountView `json:"account"`
-		Entry   any         `json:"ledger_entry"`
-	}{h.view(a), struct {
-		keystore.LedgerEntry
-		Amount       string `json:"amount"`
-		BalanceAfter string `json:"balance_after"`
-	}{entry, keystore.FormatAmount(entry.Amount), keystore.FormatAmount(entry.BalanceAfter)}})
+		Entry   ledgerView  `json:"ledger_entry"`
+	}{h.view(a), newLedgerView(entry)})
 }
 
 func (h adminHandler) listKeys(w http.ResponseWriter, r *http.Request) error {

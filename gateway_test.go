@@ -91,7 +91,9 @@ func TestGatewayKeyNeverForwardedWithoutHeaderUp(t *testing.T) {
 	g.LoadSite(`
 	handle /v1/* {
 		api_key_auth
-		balance_guard
+		balance_guard {
+			unknown_model price 1 2
+		}
 		reverse_proxy ` + mock.URL + `
 	}`)
 	g.NewAccount("acme", "1")

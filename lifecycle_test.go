@@ -801,13 +801,30 @@ func TestConfigReloadUnderTraffic(t *testing.T) {
 	t.Logf("%d requests, 0 failed, %d keys created during %d reloads", ok.Load(), len(createdKs), len(steps))
 
 	// data survived: balances, keys, and the keys created meanwhile work
+	// Every request of the traffic was billed exactly once across the
+	// reloads: one usage row per successful request, and the balance is the
+	// top-up minus their costs.
 	var acme, beta struct {
-		Balance string `json:"balance"`
+		BalanceNano int64  `json:"balance_nano"`
+		Balance     string `json:"balance"`
 	}
 	g.MustAdmin("GET", "/ai-gateway/accounts/acme", nil, 200, &acme)
 	g.MustAdmin("GET", "/ai-gateway/accounts/beta", nil, 200, &beta)
-	if acme.Balance != "10.00" || beta.Balance != "3.50" {
-		t.Fatalf("balances after reloads: acme %s, beta %s", acme.Balance, beta.Balance)
+	var usage struct {
+		Totals []struct {
+			Requests int64 `json:"requests"`
+			CostNano int64 `json:"cost_nano"`
+		} `json:"totals"`
+	}
+	g.MustAdmin("GET", "/ai-gateway/usage?account=acme", nil, 200, &usage)
+	if len(usage.Totals) != 1 || usage.Totals[0].Requests != ok.Load() {
+		t.Fatalf("usage after reloads: %+v, want %d requests", usage.Totals, ok.Load())
+	}
+	if want := 10_000_000_000 - usage.Totals[0].CostNano; acme.BalanceNano != want || usage.Totals[0].CostNano <= 0 {
+		t.Fatalf("acme balance after reloads: %d nano, want %d (10 minus the usage)", acme.BalanceNano, want)
+	}
+	if beta.Balance != "3.50" {
+		t.Fatalf("beta balance after reloads: %s (beta sent nothing)", beta.Balance)
 	}
 	var list []lcKeyView
 	g.MustAdmin("GET", "/ai-gateway/keys", nil, 200, &list)

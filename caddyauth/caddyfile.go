@@ -6,6 +6,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
 )
 
 func init() {
@@ -63,9 +64,11 @@ func (h *APIKeyAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		price <model-glob> input <amount> output <amount> [cached <amount>]
 //		unknown_model reject | price <input> <output>
 //		default_max_tokens <n>
+//		max_request_body <size>
 //	}
 //
-// Amounts are decimals of the currency per 1M tokens. The block is optional.
+// Amounts are decimals of the currency per 1M tokens. Sizes take units like
+// request_body's max_size (10MB, 64MiB). The block is optional.
 func (g *BalanceGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -133,6 +136,18 @@ func (g *BalanceGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("default_max_tokens must be a non-negative integer, got %q", d.Val())
 			}
 			g.DefaultMaxTokens = n
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "max_request_body":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := humanize.ParseBytes(d.Val())
+			if err != nil || n == 0 || n > 1<<40 {
+				return d.Errf("max_request_body must be a size such as 10MB, got %q", d.Val())
+			}
+			g.MaxRequestBody = int64(n)
 			if d.NextArg() {
 				return d.ArgErr()
 			}

@@ -78,10 +78,7 @@ func (c *keyChecker) check(r *http.Request) (keystore.Identity, *apiError) {
 		return keystore.Identity{}, storeUnavailable()
 	}
 	if disabled {
-		return keystore.Identity{}, &apiError{
-			status: http.StatusForbidden, typ: typeInvalidRequest, code: codeAccountDisabled, reason: reasonDisabled,
-			message: fmt.Sprintf("The account %q that owns this API key is disabled. Contact the operator of this gateway.", id.AccountID),
-		}
+		return keystore.Identity{}, accountDisabled(id.AccountID)
 	}
 	return id, nil
 }
@@ -90,5 +87,12 @@ func storeUnavailable() *apiError {
 	return &apiError{
 		status: http.StatusServiceUnavailable, typ: typeServerError, code: codeStoreUnavailable, reason: reasonStore,
 		message: "The gateway's key store is unavailable, so the request was not sent to the provider. Try again shortly.",
+	}
+}
+
+func accountDisabled(accountID string) *apiError {
+	return &apiError{
+		status: http.StatusForbidden, typ: typeInvalidRequest, code: codeAccountDisabled, reason: reasonDisabled,
+		message: fmt.Sprintf("The account %q that owns this API key is disabled. Contact the operator of this gateway.", accountID),
 	}
 }

@@ -2,6 +2,7 @@ package caddyauth
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 )
 
@@ -28,7 +29,36 @@ const (
 	codeAccountDisabled     = "account_disabled"
 	codeStoreUnavailable    = "store_unavailable"
 	codeGatewayMisconfig    = "gateway_misconfigured"
+	codeInvalidJSON         = "invalid_json"
+	codeModelNotPriced      = "model_not_priced"
+	codeRequestTooLarge     = "request_too_large"
 )
+
+func invalidJSON(err error) *apiError {
+	return &apiError{
+		status: http.StatusBadRequest, typ: typeInvalidRequest, code: codeInvalidJSON, reason: codeInvalidJSON,
+		message: "We could not parse the JSON body of your request (" + err.Error() + "). " +
+			"The OpenAI API expects a JSON object; the request was not sent to the provider.",
+	}
+}
+
+func modelNotPriced(model string) *apiError {
+	msg := "The request names no model. Set \"model\" to one of the models this gateway offers."
+	if model != "" {
+		msg = fmt.Sprintf("The model %q is not available on this gateway (it has no price), so the request was not sent.", model)
+	}
+	return &apiError{
+		status: http.StatusBadRequest, typ: typeInvalidRequest, code: codeModelNotPriced, reason: codeModelNotPriced,
+		message: msg,
+	}
+}
+
+func requestTooLarge(limit int64) *apiError {
+	return &apiError{
+		status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest, code: codeRequestTooLarge, reason: codeRequestTooLarge,
+		message: fmt.Sprintf("The request body is larger than this gateway accepts (%d bytes), so it was not sent.", limit),
+	}
+}
 
 type errorBody struct {
 	Error errorFields `json:"error"`

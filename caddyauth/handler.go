@@ -30,6 +30,7 @@ type APIKeyAuth struct {
 
 	checker keyChecker
 	logger  *zap.Logger
+	metrics *metrics
 }
 
 // CaddyModule returns the Caddy module information.
@@ -48,6 +49,15 @@ func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("api_key_auth: %w", err)
 	}
 	h.checker = keyChecker{store: store, keysURL: h.KeysURL}
+	if h.metrics, err = loadMetrics(ctx, store); err != nil {
+		return fmt.Errorf("api_key_auth: %w", err)
+	}
+	return nil
+}
+
+// Cleanup releases the shared metrics.
+func (h *APIKeyAuth) Cleanup() error {
+	releaseMetrics(h.metrics, h.checker.store)
 	return nil
 }
 
@@ -55,6 +65,7 @@ func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
 func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	id, fail := h.checker.check(r)
 	if fail != nil {
+		h.metrics.authFailures.WithLabelValues(fail.reason).Inc()
 		level := zapcore.DebugLevel
 		if fail.reason == reasonStore {
 			level = zapcore.ErrorLevel
@@ -72,5 +83,6 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*APIKeyAuth)(nil)
+	_ caddy.CleanerUpper          = (*APIKeyAuth)(nil)
 	_ caddyhttp.MiddlewareHandler = (*APIKeyAuth)(nil)
 )

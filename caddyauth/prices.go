@@ -31,6 +31,8 @@ type UnknownModel struct {
 	Input string `json:"input,omitempty"`
 	// Price of 1M output tokens when Action is "price".
 	Output string `json:"output,omitempty"`
+
+	inputNano, outputNano int64
 }
 
 // provision validates a price and converts it to nano-units per 1M tokens.
@@ -75,10 +77,11 @@ func (u *UnknownModel) provision() error {
 			return fmt.Errorf("unknown_model reject takes no prices")
 		}
 	case "price":
-		if _, err := parsePrice(u.Input); err != nil {
+		var err error
+		if u.inputNano, err = parsePrice(u.Input); err != nil {
 			return fmt.Errorf("unknown_model price: input: %w", err)
 		}
-		if _, err := parsePrice(u.Output); err != nil {
+		if u.outputNano, err = parsePrice(u.Output); err != nil {
 			return fmt.Errorf("unknown_model price: output: %w", err)
 		}
 	default:

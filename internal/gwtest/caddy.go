@@ -80,15 +80,23 @@ func (g *Gateway) Caddyfile(siteBody, extraGlobal string) string {
 	ai_gateway {
 		database %s
 	}
-	%s
-}
+%s}
 
 http://127.0.0.1:%d {
 	bind 127.0.0.1
 %s
 }
 `, g.AdminAddr, g.HTTPPort, filepath.Join(g.Dir, "caddy-storage"), filepath.Join(g.Dir, "caddy.log"),
-		g.DBPath, extraGlobal, g.HTTPPort, siteBody)
+		g.DBPath, indentGlobal(extraGlobal), g.HTTPPort, siteBody)
+}
+
+// indentGlobal places extra global options one level in, as caddy fmt does.
+func indentGlobal(extra string) string {
+	extra = strings.TrimSpace(extra)
+	if extra == "" {
+		return ""
+	}
+	return "\t" + extra + "\n"
 }
 
 // Adapt turns a Caddyfile into Caddy JSON, failing the test on errors or

@@ -1,0 +1,204 @@
+package caddyauth
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/metask/caddy-ai-gateway/caddyproxy"
+)
+
+const (
+	// captureLimit is how much of a JSON response the meter keeps whole to
+	// read its usage. Larger bodies (big embedding batches) are read from
+	// their last tailLimit bytes, where OpenAI-shaped bodies put "usage".
+	captureLimit = 4 << 20
+	tailLimit    = 256 << 10
+)
+
+// meter wraps the response on its way from reverse_proxy to the client and
+// finds out what the request used, without holding anything back: a JSON
+// body is copied aside (bounded) as it passes; an event stream goes through
+// a caddyproxy.StreamFilter, and every complete event is written on (and
+// flushed, when reverse_proxy flushes) the moment it arrives.
+type meter struct {
+	*caddyhttp.ResponseWriterWrapper
+
+	dropUsageChunk bool
+
+	wroteHeader bool
+	status      int
+	stream      bool
+	encoding    string // Content-Encoding of the response
+	filter      *caddyproxy.StreamFilter
+
+	body      []byte // captured JSON body (first captureLimit bytes)
+	tail      []byte // last tailLimit bytes once body overflowed
+	overflow  bool
+	written   int64 // bytes received from upstream
+	clientErr error // first error writing to the client
+}
+
+func newMeter(w http.ResponseWriter, dropUsageChunk bool) *meter {
+	return &meter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, dropUsageChunk: dropUsageChunk}
+}
+
+// WriteHeader records the status and decides how the body is metered.
+func (m *meter) WriteHeader(status int) {
+	if m.wroteHeader {
+		return
+	}
+	if status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
+		m.ResponseWriter.WriteHeader(status) // informational: not final
+		return
+	}
+	m.wroteHeader, m.status = true, status
+	h := m.Header()
+	m.encoding = strings.ToLower(strings.TrimSpace(h.Get("Content-Encoding")))
+	if ct, _, _ := mime.ParseMediaType(h.Get("Content-Type")); ct == "text/event-stream" {
+		m.stream = true
+		if m.encoding == "" || m.encoding == "identity" {
+			m.filter = caddyproxy.NewStreamFilter(m.dropUsageChunk && status < 300)
+			if m.dropUsageChunk {
+				// The body may become shorter than the provider said.
+				h.Del("Content-Length")
+			}
+		}
+	}
+	m.ResponseWriter.WriteHeader(status)
+}
+
+// Write meters p and passes it (or, for a filtered stream, what the filter
+// releases) to the client. It reports len(p) written unless the client is
+// gone, so that reverse_proxy's copy loop sees the same as without it.
+func (m *meter) Write(p []byte) (int, error) {
+	if !m.wroteHeader {
+		m.WriteHeader(http.StatusOK)
+	}
+	m.written += int64(len(p))
+	if m.filter != nil {
+		out := m.filter.Write(p)
+		if len(out) > 0 && m.clientErr == nil {
+			if _, err := m.ResponseWriter.Write(out); err != nil {
+				m.clientErr = err
+			}
+		}
+		if m.clientErr != nil {
+			return 0, m.clientErr
+		}
+		return len(p), nil
+	}
+	if !m.stream && m.status < 300 {
+		m.capture(p)
+	}
+	return m.ResponseWriter.Write(p)
+}
+
+func (m *meter) capture(p []byte) {
+	if !m.overflow {
+		if len(m.body)+len(p) <= captureLimit {
+			m.body = append(m.body, p...)
+			return
+		}
+		m.overflow = true
+		m.tail = append(m.tail, m.body...)
+		m.body = nil
+	}
+	m.tail = append(m.tail, p...)
+	if len(m.tail) > tailLimit {
+		m.tail = append(m.tail[:0], m.tail[len(m.tail)-tailLimit:]...)
+	}
+}
+
+// ReadFrom sends the body through Write, so that it is metered (the
+// embedded wrapper would hand it to the client's connection directly).
+func (m *meter) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(writerOnly{m}, r)
+}
+
+// FlushError flushes the client's connection; the filter never holds a
+// complete event, so there is nothing of ours to flush first.
+func (m *meter) FlushError() error {
+	return http.NewResponseController(m.ResponseWriter).Flush()
+}
+
+// finish writes what the stream filter still holds (an incomplete last
+// event) once the upstream response has ended.
+func (m *meter) finish() {
+	if m.filter == nil {
+		return
+	}
+	if rest := m.filter.Flush(); len(rest) > 0 && m.clientErr == nil {
+		if _, err := m.ResponseWriter.Write(rest); err != nil {
+			m.clientErr = err
+		}
+	}
+}
+
+// usage is what the provider reported, if anything. generatedChars is the
+// text seen in a stream (or the size of a JSON body) for estimates.
+func (m *meter) usage() (u caddyproxy.Usage, ok bool, generatedChars int64) {
+	if m.filter != nil {
+		u, ok = m.filter.Usage()
+		return u, ok, m.filter.StreamedChars()
+	}
+	if m.stream || m.status >= 300 {
+		return u, false, 0
+	}
+	body := m.body
+	if m.overflow {
+		return usageFromTail(m.tail), hasUsage(m.tail), m.written
+	}
+	if m.encoding != "" && m.encoding != "identity" {
+		decoded, err := caddyproxy.DecodeBody(body, m.encoding)
+		if err != nil {
+			return u, false, m.written
+		}
+		body = decoded
+	}
+	u, ok, _ = caddyproxy.ParseResponseUsage(body)
+	return u, ok, int64(utf8.RuneCount(body))
+}
+
+// usageFromTail reads the last "usage" object of a body of which only the
+// end was kept.
+func usageFromTail(tail []byte) caddyproxy.Usage {
+	u, _ := tailUsage(tail)
+	return u
+}
+
+func hasUsage(tail []byte) bool {
+	_, ok := tailUsage(tail)
+	return ok
+}
+
+func tailUsage(tail []byte) (caddyproxy.Usage, bool) {
+	i := bytes.LastIndex(tail, []byte(`"usage"`))
+	if i < 0 {
+		return caddyproxy.Usage{}, false
+	}
+	// Rebuild a small document {"usage": …} from the key onwards and let
+	// the JSON decoder find where the object ends.
+	rest := bytes.TrimLeft(tail[i+len(`"usage"`):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
+		return caddyproxy.Usage{}, false
+	}
+	var obj json.RawMessage
+	if err := json.NewDecoder(bytes.NewReader(rest[1:])).Decode(&obj); err != nil {
+		return caddyproxy.Usage{}, false
+	}
+	u, ok, err := caddyproxy.ParseResponseUsage(append(append([]byte(`{"usage":`), obj...), '}'))
+	if err != nil {
+		return caddyproxy.Usage{}, false
+	}
+	return u, ok
+}
+
+// writerOnly hides ReadFrom so io.Copy uses Write.
+type writerOnly struct{ io.Writer }
