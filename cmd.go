@@ -33,8 +33,8 @@ func init() {
 }
 
 const (
-	aiGatewayUsage = "<accounts|keys> <command> [flags]"
-	aiGatewayShort = "Manages AI gateway accounts and API keys of a running Caddy"
+	aiGatewayUsage = "<accounts|keys|usage> [command] [flags]"
+	aiGatewayShort = "Manages AI gateway accounts, API keys and usage of a running Caddy"
 	aiGatewayLong  = `
 Manages the accounts and API keys of the AI gateway (the ai_gateway app)
 of a running Caddy instance, through the /ai-gateway/ routes of Caddy's
@@ -63,6 +63,7 @@ line and make the command exit with status 1.
   $ caddy ai-gateway keys create --account acme --name production-app
   $ caddy ai-gateway keys list --account acme
   $ caddy ai-gateway keys rotate key_0123456789abcdef --grace 24h
+  $ caddy ai-gateway usage --account acme --since 24h --by model
   $ caddy ai-gateway --config /etc/caddy/Caddyfile accounts list`
 )
 
@@ -102,7 +103,7 @@ func configureAIGatewayCommand(cmd *cobra.Command) {
 	pf.StringVarP(&c.adapter, "adapter", "a", "", "Name of config adapter to apply (if --config is used)")
 	pf.BoolVar(&c.json, "json", false, "Print the admin API's JSON answer instead of a table")
 	cmd.RunE = groupRunE
-	cmd.AddCommand(c.accountsCommand(), c.keysCommand())
+	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand())
 }
 
 // groupRunE runs a command that only groups subcommands: without arguments
