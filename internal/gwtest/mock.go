@@ -4,22 +4,27 @@
 package gwtest
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
-// Usage is what the mock reports as token usage.
+// Usage is what the mock reports as token usage. Cached is part of Prompt
+// and Reasoning part of Completion, as providers report them.
 type Usage struct {
 	Prompt     int
 	Completion int
 	Cached     int
+	Reasoning  int
 }
 
 // Recorded is one request the mock received.
@@ -28,26 +33,88 @@ type Recorded struct {
 	Path   string
 	Header http.Header
 	Body   []byte
+	// RequestID is the X-Mock-Request-Id the request carried ("" if none).
+	RequestID string
+}
+
+// Answer is what the mock sent back for one request (kept while recording
+// is on).
+type Answer struct {
+	// RequestID is the X-Mock-Request-Id of the request, echoed to the
+	// gateway as X-Request-Id; "" when the request had none.
+	RequestID string
+	Path      string
+	Status    int
+	Stream    bool
+	// Usage is the usage the answer reported; nil when it reported none
+	// (an error, X-Mock-No-Usage, a stream cut before its usage event, a
+	// stream whose request did not ask for usage).
+	Usage *Usage
+	// Text is the generated text sent: the message of a JSON answer, the
+	// concatenated deltas of a stream (as far as they were sent).
+	Text string
+	// Body is every byte written as the response body, before gzip.
+	Body []byte
+	// Gzip reports that Body was sent gzip-encoded.
+	Gzip bool
+	// EventTimes are the moments just before each SSE event was written.
+	EventTimes []time.Time
+	// Aborted reports that the mock cut the connection (X-Mock-Cut).
+	Aborted bool
+	// WriteFailed reports that a write to the gateway failed (it went away).
+	WriteFailed bool
 }
 
 // MockProvider speaks enough of the OpenAI API for the gateway's tests:
-// chat completions as JSON or SSE (with a usage chunk when
-// stream_options.include_usage is set), embeddings and a model list. A model
-// named "fail-500" gets a 500 error in the OpenAI shape.
+// chat completions and legacy completions as JSON or SSE (with a usage chunk
+// when stream_options.include_usage is set), the Responses API as JSON or
+// SSE, embeddings and a model list. A model named "fail-500" gets a 500
+// error in the OpenAI shape.
+//
+// Requests can steer the answer with headers (the gateway forwards them):
+//
+//	X-Mock-Usage: prompt,completion[,cached[,reasoning]]  usage of this answer
+//	X-Mock-No-Usage: 1        report no usage at all (JSON or stream)
+//	X-Mock-Cut: N             stream N content events, then cut the connection
+//	X-Mock-Gzip: 1            gzip a JSON answer whatever Accept-Encoding says
+//	X-Mock-Status: 4xx|5xx    answer that status with an OpenAI error body
+//	X-Mock-Delay-Ms: N        sleep N ms after each SSE event
+//	X-Mock-Wait-Ms: N         sleep N ms before answering at all
+//	X-Mock-Request-Id: id     echoed as X-Request-Id; names the Answer
 type MockProvider struct {
 	URL string
 
-	// Usage returned with every answer.
+	// Usage returned with every answer that sets no X-Mock-Usage.
 	Usage Usage
-	// Delay between SSE events.
+	// Delay between SSE events, unless X-Mock-Delay-Ms says otherwise.
 	StreamDelay time.Duration
 
-	server *httptest.Server
-	mu     sync.Mutex
-	reqs   []Recorded
-	count  int
-	record bool
+	server  *httptest.Server
+	mu      sync.Mutex
+	reqs    []Recorded
+	answers []Answer
+	count   int
+	record  bool
 }
+
+// Mock request headers.
+const (
+	HeaderUsage     = "X-Mock-Usage"
+	HeaderNoUsage   = "X-Mock-No-Usage"
+	HeaderCut       = "X-Mock-Cut"
+	HeaderGzip      = "X-Mock-Gzip"
+	HeaderStatus    = "X-Mock-Status"
+	HeaderDelayMs   = "X-Mock-Delay-Ms"
+	HeaderWaitMs    = "X-Mock-Wait-Ms"
+	HeaderRequestID = "X-Mock-Request-Id"
+)
+
+// StreamPieces are the content deltas of every streamed answer, in order;
+// JSON answers carry their concatenation as the message.
+var StreamPieces = []string{"Hello", " from", " the", " mock."}
+
+// jsonText is the message of JSON chat, completions and responses answers.
+const jsonText = "Hello from the mock provider."
 
 // NewMockProvider starts a mock provider on 127.0.0.1; it stops with the test.
 func NewMockProvider(t testing.TB) *MockProvider {
@@ -68,7 +135,8 @@ func NewMockProviderServer() *MockProvider {
 // Close stops the server.
 func (m *MockProvider) Close() { m.server.Close() }
 
-// SetRecording turns keeping request copies on or off (off under load).
+// SetRecording turns keeping request and answer copies on or off (off
+// under load).
 func (m *MockProvider) SetRecording(on bool) {
 	m.mu.Lock()
 	m.record = on
@@ -82,6 +150,26 @@ func (m *MockProvider) Requests() []Recorded {
 	return append([]Recorded(nil), m.reqs...)
 }
 
+// Answers returns the answers completed so far (a cut or failed answer is
+// complete once its handler returned), in the order they completed.
+func (m *MockProvider) Answers() []Answer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Answer(nil), m.answers...)
+}
+
+// AnswerFor returns the answer to the request whose X-Mock-Request-Id was id.
+func (m *MockProvider) AnswerFor(id string) (Answer, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := len(m.answers) - 1; i >= 0; i-- {
+		if m.answers[i].RequestID == id {
+			return m.answers[i], true
+		}
+	}
+	return Answer{}, false
+}
+
 // Count returns how many requests arrived (recorded or not).
 func (m *MockProvider) Count() int {
 	m.mu.Lock()
@@ -89,33 +177,248 @@ func (m *MockProvider) Count() int {
 	return m.count
 }
 
-// Reset forgets recorded requests.
+// Reset forgets recorded requests and answers.
 func (m *MockProvider) Reset() {
 	m.mu.Lock()
-	m.reqs, m.count = nil, 0
+	m.reqs, m.answers, m.count = nil, nil, 0
 	m.mu.Unlock()
+}
+
+// opts are the per-request steering headers.
+type opts struct {
+	usage   Usage
+	noUsage bool
+	cut     int // content events before the cut; -1: no cut
+	gzip    bool
+	status  int
+	delay   time.Duration
+	wait    time.Duration
+}
+
+// parseUsage reads "prompt,completion[,cached[,reasoning]]".
+func parseUsage(s string) (Usage, error) {
+	parts := strings.Split(s, ",")
+	if len(parts) < 2 || len(parts) > 4 {
+		return Usage{}, fmt.Errorf("%s %q: want prompt,completion[,cached[,reasoning]]", HeaderUsage, s)
+	}
+	var n [4]int
+	for i, p := range parts {
+		v, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || v < 0 {
+			return Usage{}, fmt.Errorf("%s %q: %q is not a count", HeaderUsage, s, p)
+		}
+		n[i] = v
+	}
+	return Usage{Prompt: n[0], Completion: n[1], Cached: n[2], Reasoning: n[3]}, nil
+}
+
+func (m *MockProvider) optsOf(r *http.Request) (opts, error) {
+	o := opts{usage: m.Usage, cut: -1, delay: m.StreamDelay}
+	h := r.Header
+	if v := h.Get(HeaderUsage); v != "" {
+		u, err := parseUsage(v)
+		if err != nil {
+			return o, err
+		}
+		o.usage = u
+	}
+	o.noUsage = h.Get(HeaderNoUsage) == "1"
+	o.gzip = h.Get(HeaderGzip) == "1"
+	for _, f := range []struct {
+		name string
+		dst  *int
+		min  int
+	}{{HeaderCut, &o.cut, 0}, {HeaderStatus, &o.status, 400}} {
+		if v := h.Get(f.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < f.min || (f.name == HeaderStatus && n > 599) {
+				return o, fmt.Errorf("%s %q is not valid", f.name, v)
+			}
+			*f.dst = n
+		}
+	}
+	for _, f := range []struct {
+		name string
+		dst  *time.Duration
+	}{{HeaderDelayMs, &o.delay}, {HeaderWaitMs, &o.wait}} {
+		if v := h.Get(f.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return o, fmt.Errorf("%s %q is not valid", f.name, v)
+			}
+			*f.dst = time.Duration(n) * time.Millisecond
+		}
+	}
+	return o, nil
+}
+
+// answerWriter writes one answer and keeps what it wrote.
+type answerWriter struct {
+	w    http.ResponseWriter
+	o    opts
+	a    *Answer
+	fl   http.Flusher
+	done <-chan struct{} // the request's context: the gateway went away
+}
+
+// sleep waits d, or less if the gateway goes away.
+func (aw *answerWriter) sleep(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-aw.done:
+	}
+}
+
+func (aw *answerWriter) write(p []byte) {
+	aw.a.Body = append(aw.a.Body, p...)
+	if _, err := aw.w.Write(p); err != nil {
+		aw.a.WriteFailed = true
+	}
+}
+
+// json answers status with v as its JSON body (gzipped under X-Mock-Gzip).
+func (aw *answerWriter) json(status int, v any) {
+	b, _ := json.Marshal(v)
+	b = append(b, '\n')
+	aw.a.Status = status
+	aw.w.Header().Set("Content-Type", "application/json")
+	if aw.o.gzip {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		_, _ = zw.Write(b)
+		_ = zw.Close()
+		aw.a.Body = append(aw.a.Body, b...)
+		aw.a.Gzip = true
+		aw.w.Header().Set("Content-Encoding", "gzip")
+		aw.w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+		aw.w.WriteHeader(status)
+		if _, err := aw.w.Write(buf.Bytes()); err != nil {
+			aw.a.WriteFailed = true
+		}
+		return
+	}
+	aw.w.WriteHeader(status)
+	aw.write(b)
+}
+
+// startStream sends the headers of an event stream.
+func (aw *answerWriter) startStream() {
+	aw.a.Stream, aw.a.Status = true, http.StatusOK
+	h := aw.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	aw.w.WriteHeader(http.StatusOK)
+	aw.fl, _ = aw.w.(http.Flusher)
+	if aw.fl != nil {
+		aw.fl.Flush() // the headers go out at once, as a real provider's do
+	}
+}
+
+// event sends one SSE event (name may be empty), flushes and, unless it is
+// the last event, sleeps the stream delay.
+func (aw *answerWriter) event(name string, v any) { aw.sendEvent(name, v, false) }
+
+func (aw *answerWriter) sendEvent(name string, v any, last bool) {
+	var b []byte
+	if s, ok := v.(string); ok {
+		b = []byte(s)
+	} else {
+		b, _ = json.Marshal(v)
+	}
+	var buf bytes.Buffer
+	if name != "" {
+		fmt.Fprintf(&buf, "event: %s\n", name)
+	}
+	fmt.Fprintf(&buf, "data: %s\n\n", b)
+	aw.a.EventTimes = append(aw.a.EventTimes, time.Now())
+	aw.write(buf.Bytes())
+	if aw.fl != nil {
+		aw.fl.Flush()
+	}
+	if !last {
+		aw.sleep(aw.o.delay)
+	}
+}
+
+// cutAfter reports whether the stream must be cut now that n content events
+// were sent, and cuts it.
+func (aw *answerWriter) cutAfter(n int) {
+	if aw.o.cut >= 0 && n >= aw.o.cut {
+		aw.a.Aborted = true
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// usage returns the usage to report, or nil under X-Mock-No-Usage, and
+// records it in the answer.
+func (aw *answerWriter) usage() *Usage {
+	if aw.o.noUsage {
+		return nil
+	}
+	u := aw.o.usage
+	aw.a.Usage = &u
+	return &u
 }
 
 func (m *MockProvider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 32<<20))
+	reqID := r.Header.Get(HeaderRequestID)
 	m.mu.Lock()
 	m.count++
-	if m.record {
-		m.reqs = append(m.reqs, Recorded{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
+	record := m.record
+	if record {
+		m.reqs = append(m.reqs, Recorded{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body, RequestID: reqID})
 	}
 	m.mu.Unlock()
 
+	a := &Answer{RequestID: reqID, Path: r.URL.Path}
+	if record {
+		defer func() {
+			m.mu.Lock()
+			m.answers = append(m.answers, *a)
+			m.mu.Unlock()
+		}()
+	}
+	if reqID != "" {
+		w.Header().Set("X-Request-Id", reqID)
+	}
+	o, err := m.optsOf(r)
+	aw := &answerWriter{w: w, o: o, a: a, done: r.Context().Done()}
+	if err != nil {
+		aw.o.gzip = false
+		aw.json(http.StatusBadRequest, errBody("mock: "+err.Error(), "bad_mock_header"))
+		return
+	}
+	aw.sleep(o.wait)
+	if o.status != 0 {
+		typ := "invalid_request_error"
+		if o.status >= 500 {
+			typ = "server_error"
+		}
+		aw.json(o.status, errBodyType(fmt.Sprintf("mock provider answers %d", o.status), typ, "mock_status"))
+		return
+	}
+
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/models":
-		writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []any{
+		aw.json(http.StatusOK, map[string]any{"object": "list", "data": []any{
 			map[string]any{"id": "mock-model", "object": "model", "created": 1700000000, "owned_by": "mock"},
 		}})
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions":
-		m.chat(w, body)
+		m.chat(aw, body, false)
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/completions":
+		m.chat(aw, body, true)
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/responses":
+		m.responses(aw, body)
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/embeddings":
-		m.embeddings(w, body)
+		m.embeddings(aw, body)
 	default:
-		writeJSON(w, http.StatusNotFound, errBody("no route "+r.Method+" "+r.URL.Path, "not_found"))
+		aw.json(http.StatusNotFound, errBody("no route "+r.Method+" "+r.URL.Path, "not_found"))
 	}
 }
 
@@ -127,100 +430,183 @@ type chatRequest struct {
 	} `json:"stream_options"`
 }
 
-func (m *MockProvider) usageJSON() map[string]any {
-	u := map[string]any{
-		"prompt_tokens":     m.Usage.Prompt,
-		"completion_tokens": m.Usage.Completion,
-		"total_tokens":      m.Usage.Prompt + m.Usage.Completion,
+// chatUsageJSON renders usage the way chat and completions report it.
+func chatUsageJSON(u Usage) map[string]any {
+	out := map[string]any{
+		"prompt_tokens":     u.Prompt,
+		"completion_tokens": u.Completion,
+		"total_tokens":      u.Prompt + u.Completion,
 	}
-	if m.Usage.Cached > 0 {
-		u["prompt_tokens_details"] = map[string]any{"cached_tokens": m.Usage.Cached}
+	if u.Cached > 0 {
+		out["prompt_tokens_details"] = map[string]any{"cached_tokens": u.Cached}
 	}
-	return u
+	if u.Reasoning > 0 {
+		out["completion_tokens_details"] = map[string]any{"reasoning_tokens": u.Reasoning}
+	}
+	return out
 }
 
-func (m *MockProvider) chat(w http.ResponseWriter, body []byte) {
+// chat answers /v1/chat/completions, or /v1/completions when legacy.
+func (m *MockProvider) chat(aw *answerWriter, body []byte, legacy bool) {
 	var req chatRequest
 	if err := json.Unmarshal(body, &req); err != nil {
-		writeJSON(w, http.StatusBadRequest, errBody("mock: bad json: "+err.Error(), "invalid_json"))
+		aw.json(http.StatusBadRequest, errBody("mock: bad json: "+err.Error(), "invalid_json"))
 		return
 	}
 	if req.Model == "fail-500" {
-		writeJSON(w, http.StatusInternalServerError, errBody("mock provider failure", "server_error"))
+		aw.json(http.StatusInternalServerError, errBody("mock provider failure", "server_error"))
 		return
 	}
-	const id = "chatcmpl-mock"
+	id, object := "chatcmpl-mock", "chat.completion"
+	if legacy {
+		id, object = "cmpl-mock", "text_completion"
+	}
 	if !req.Stream {
-		writeJSON(w, http.StatusOK, map[string]any{
-			"id": id, "object": "chat.completion", "created": 1700000000, "model": req.Model,
-			"choices": []any{map[string]any{
-				"index": 0, "finish_reason": "stop",
-				"message": map[string]any{"role": "assistant", "content": "Hello from the mock provider."},
-			}},
-			"usage": m.usageJSON(),
-		})
+		var choice map[string]any
+		if legacy {
+			choice = map[string]any{"index": 0, "text": jsonText, "logprobs": nil, "finish_reason": "stop"}
+		} else {
+			choice = map[string]any{"index": 0, "finish_reason": "stop",
+				"message": map[string]any{"role": "assistant", "content": jsonText}}
+		}
+		resp := map[string]any{
+			"id": id, "object": object, "created": 1700000000, "model": req.Model,
+			"choices": []any{choice},
+		}
+		if u := aw.usage(); u != nil {
+			resp["usage"] = chatUsageJSON(*u)
+		}
+		aw.a.Text = jsonText
+		aw.json(http.StatusOK, resp)
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	flusher, _ := w.(http.Flusher)
-	send := func(v any) {
-		b, _ := json.Marshal(v)
-		fmt.Fprintf(w, "data: %s\n\n", b)
-		if flusher != nil {
-			flusher.Flush()
-		}
-		if m.StreamDelay > 0 {
-			time.Sleep(m.StreamDelay)
-		}
+	if legacy {
+		object = "text_completion"
+	} else {
+		object = "chat.completion.chunk"
 	}
-	chunk := func(delta map[string]any, finish any) map[string]any {
+	aw.startStream()
+	chunk := func(delta map[string]any, text string, finish any) map[string]any {
+		choice := map[string]any{"index": 0, "finish_reason": finish}
+		if legacy {
+			choice["text"] = text
+			choice["logprobs"] = nil
+		} else {
+			choice["delta"] = delta
+		}
 		return map[string]any{
-			"id": id, "object": "chat.completion.chunk", "created": 1700000000, "model": req.Model,
-			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}},
+			"id": id, "object": object, "created": 1700000000, "model": req.Model,
+			"choices": []any{choice},
 		}
 	}
-	send(chunk(map[string]any{"role": "assistant", "content": ""}, nil))
-	for _, piece := range []string{"Hello", " from", " the", " mock."} {
-		send(chunk(map[string]any{"content": piece}, nil))
+	if !legacy {
+		aw.event("", chunk(map[string]any{"role": "assistant", "content": ""}, "", nil))
 	}
-	send(chunk(map[string]any{}, "stop"))
+	for i, piece := range StreamPieces {
+		aw.cutAfter(i)
+		aw.event("", chunk(map[string]any{"content": piece}, piece, nil))
+		aw.a.Text += piece
+	}
+	aw.cutAfter(len(StreamPieces))
+	aw.event("", chunk(map[string]any{}, "", "stop"))
 	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
-		send(map[string]any{
-			"id": id, "object": "chat.completion.chunk", "created": 1700000000, "model": req.Model,
-			"choices": []any{}, "usage": m.usageJSON(),
-		})
+		if u := aw.usage(); u != nil {
+			aw.event("", map[string]any{
+				"id": id, "object": object, "created": 1700000000, "model": req.Model,
+				"choices": []any{}, "usage": chatUsageJSON(*u),
+			})
+		}
 	}
-	fmt.Fprint(w, "data: [DONE]\n\n")
-	if flusher != nil {
-		flusher.Flush()
-	}
+	aw.sendEvent("", "[DONE]", true)
 }
 
-func (m *MockProvider) embeddings(w http.ResponseWriter, body []byte) {
+// responses answers /v1/responses.
+func (m *MockProvider) responses(aw *answerWriter, body []byte) {
+	var req struct {
+		Model  string `json:"model"`
+		Stream bool   `json:"stream"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		aw.json(http.StatusBadRequest, errBody("mock: bad json: "+err.Error(), "invalid_json"))
+		return
+	}
+	const respID, msgID = "resp_mock", "msg_mock"
+	response := func(status string, text string, u *Usage) map[string]any {
+		out := map[string]any{
+			"id": respID, "object": "response", "created_at": 1700000000, "status": status,
+			"model": req.Model, "output": []any{}, "usage": nil,
+		}
+		if status == "completed" {
+			out["output"] = []any{map[string]any{
+				"type": "message", "id": msgID, "status": "completed", "role": "assistant",
+				"content": []any{map[string]any{"type": "output_text", "text": text, "annotations": []any{}}},
+			}}
+		}
+		if u != nil {
+			out["usage"] = map[string]any{
+				"input_tokens": u.Prompt, "output_tokens": u.Completion, "total_tokens": u.Prompt + u.Completion,
+				"input_tokens_details":  map[string]any{"cached_tokens": u.Cached},
+				"output_tokens_details": map[string]any{"reasoning_tokens": u.Reasoning},
+			}
+		}
+		return out
+	}
+	if !req.Stream {
+		aw.a.Text = jsonText
+		aw.json(http.StatusOK, response("completed", jsonText, aw.usage()))
+		return
+	}
+	aw.startStream()
+	seq := 0
+	ev := func(typ string, v map[string]any) {
+		v["type"] = typ
+		v["sequence_number"] = seq
+		seq++
+		aw.event(typ, v)
+	}
+	ev("response.created", map[string]any{"response": response("in_progress", "", nil)})
+	for i, piece := range StreamPieces {
+		aw.cutAfter(i)
+		ev("response.output_text.delta", map[string]any{
+			"item_id": msgID, "output_index": 0, "content_index": 0, "delta": piece,
+		})
+		aw.a.Text += piece
+	}
+	aw.cutAfter(len(StreamPieces))
+	ev("response.output_text.done", map[string]any{
+		"item_id": msgID, "output_index": 0, "content_index": 0, "text": aw.a.Text,
+	})
+	v := map[string]any{"type": "response.completed", "sequence_number": seq,
+		"response": response("completed", aw.a.Text, aw.usage())}
+	aw.sendEvent("response.completed", v, true)
+}
+
+func (m *MockProvider) embeddings(aw *answerWriter, body []byte) {
 	var req struct {
 		Model string `json:"model"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
-		writeJSON(w, http.StatusBadRequest, errBody("mock: bad json", "invalid_json"))
+		aw.json(http.StatusBadRequest, errBody("mock: bad json", "invalid_json"))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	resp := map[string]any{
 		"object": "list", "model": req.Model,
-		"data":  []any{map[string]any{"object": "embedding", "index": 0, "embedding": []float64{0.1, 0.2, 0.3}}},
-		"usage": map[string]any{"prompt_tokens": m.Usage.Prompt, "total_tokens": m.Usage.Prompt},
-	})
+		"data": []any{map[string]any{"object": "embedding", "index": 0, "embedding": []float64{0.1, 0.2, 0.3}}},
+	}
+	if u := aw.usage(); u != nil {
+		// Embeddings have no completion: what is reported is the prompt.
+		u.Completion, u.Cached, u.Reasoning = 0, 0, 0
+		resp["usage"] = map[string]any{"prompt_tokens": u.Prompt, "total_tokens": u.Prompt}
+	}
+	aw.json(http.StatusOK, resp)
 }
 
 func errBody(msg, code string) map[string]any {
-	return map[string]any{"error": map[string]any{"message": msg, "type": "invalid_request_error", "param": nil, "code": code}}
+	return errBodyType(msg, "invalid_request_error", code)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+func errBodyType(msg, typ, code string) map[string]any {
+	return map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": code}}
 }
 
 // HasHeaderValue reports whether any recorded request carried a header whose
