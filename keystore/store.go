@@ -90,7 +90,8 @@ type Store struct {
 	queue        *writeQueue
 	onWriteError func(error)
 	drainTimeout time.Duration
-	commitEvery  time.Duration // see Options.CommitInterval
+	commitEvery  time.Duration     // see Options.CommitInterval
+	inserts      map[int]*sql.Stmt // prepared multi-row ledger inserts, by rows
 	// batches counts committed usage batches (tests check that rows are
 	// grouped).
 	batches atomic.Int64
@@ -229,6 +230,9 @@ func (s *Store) Close() error {
 		s.queue.close()
 		<-s.writerDone
 		<-s.flushDone
+		for _, st := range s.inserts { // the writer is gone: no one uses them
+			st.Close()
+		}
 		err := s.flushLastUsed(context.Background())
 		err = errors.Join(s.writerErr, err, s.r.Close(), s.w.Close())
 		s.closeErr = err

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -321,6 +322,48 @@ const insertLedgerSQL = `INSERT INTO ledger (created_at, account_id, key_id, kin
 // ledgerArgs returns the arguments of insertLedgerSQL. Empty text is stored
 // as NULL; usage rows store their token counts even when zero.
 func ledgerArgs(r *ledgerRow, balanceAfter int64) []any {
+	return appendLedgerArgs(make([]any, 0, ledgerValues), r, balanceAfter)
+}
+
+// ledgerValues is the number of values of one row of insertLedgerSQL.
+const ledgerValues = 16
+
+// insertChunks are the sizes of the multi-row INSERTs a batch is cut into,
+// largest first: per statement, not per row, is where database/sql and the
+// driver spend most of their time.
+var insertChunks = [...]int{64, 16, 4, 1}
+
+// prepareInserts prepares the multi-row INSERTs on the writer connection
+// once. It must run outside a transaction: the writer pool has a single
+// connection, which a transaction holds. Only the writer goroutine calls
+// it, under writeMu.
+func (s *Store) prepareInserts(ctx context.Context) error {
+	if s.inserts != nil {
+		return nil
+	}
+	stmts := make(map[int]*sql.Stmt, len(insertChunks))
+	for _, n := range insertChunks {
+		st, err := s.w.PrepareContext(ctx, insertLedgerRowsSQL(n))
+		if err != nil {
+			for _, st := range stmts {
+				st.Close()
+			}
+			return fmt.Errorf("preparing ledger insert: %w", err)
+		}
+		stmts[n] = st
+	}
+	s.inserts = stmts
+	return nil
+}
+
+// insertLedgerRowsSQL is insertLedgerSQL for n rows.
+func insertLedgerRowsSQL(n int) string {
+	one := insertLedgerSQL[strings.LastIndex(insertLedgerSQL, "("):]
+	return insertLedgerSQL + strings.Repeat(", "+one, n-1)
+}
+
+// appendLedgerArgs appends the values of one row of insertLedgerSQL.
+func appendLedgerArgs(dst []any, r *ledgerRow, balanceAfter int64) []any {
 	var tokens [4]any
 	var status, duration any
 	if r.kind == KindUsage {
@@ -334,8 +377,8 @@ func ledgerArgs(r *ledgerRow, balanceAfter int64) []any {
 	if r.estimated {
 		estimated = 1
 	}
-	return []any{r.createdAt, r.accountID, nullText(r.keyID), r.kind, r.amount, balanceAfter, nullText(r.note),
-		nullText(r.model), tokens[0], tokens[1], tokens[2], tokens[3], status, duration, nullText(r.requestID), estimated}
+	return append(dst, r.createdAt, r.accountID, nullText(r.keyID), r.kind, r.amount, balanceAfter, nullText(r.note),
+		nullText(r.model), tokens[0], tokens[1], tokens[2], tokens[3], status, duration, nullText(r.requestID), estimated)
 }
 
 func nullText(s string) any {
@@ -351,30 +394,41 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	ctx := context.Background()
+	if err := s.prepareInserts(ctx); err != nil {
+		return err
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, insertLedgerSQL)
-	if err != nil {
-		return err
-	}
-	defer stmt.Close()
-
 	after := make(map[*accountState]int64)
 	var touched []*accountState
-	for _, op := range batch {
-		b, seen := after[op.acct]
-		if !seen {
-			b = op.acct.durable
-			touched = append(touched, op.acct)
+	args := make([]any, 0, insertChunks[0]*ledgerValues)
+	for start := 0; start < len(batch); {
+		// the largest chunk size that fits what is left
+		n := insertChunks[len(insertChunks)-1]
+		for _, c := range insertChunks {
+			if c <= len(batch)-start {
+				n = c
+				break
+			}
 		}
-		b += op.row.amount
-		after[op.acct] = b
-		if _, err := stmt.ExecContext(ctx, ledgerArgs(&op.row, b)...); err != nil {
-			return fmt.Errorf("inserting ledger row for %q: %w", op.acct.id, err)
+		args = args[:0]
+		for _, op := range batch[start : start+n] {
+			b, seen := after[op.acct]
+			if !seen {
+				b = op.acct.durable
+				touched = append(touched, op.acct)
+			}
+			b += op.row.amount
+			after[op.acct] = b
+			args = appendLedgerArgs(args, &op.row, b)
 		}
+		if _, err := tx.StmtContext(ctx, s.inserts[n]).ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("inserting ledger rows: %w", err)
+		}
+		start += n
 	}
 	for _, a := range touched {
 		if err := addToStoredBalance(ctx, tx, a.id, after[a]-a.durable); err != nil {
