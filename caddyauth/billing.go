@@ -2,6 +2,8 @@ package caddyauth
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
@@ -107,8 +109,10 @@ func (b *billing) estimateNote(handlerErr error) string {
 	}
 }
 
-// requestID is the provider's request id when it sent one, else Caddy's
-// request UUID.
+// requestID is the provider's request id when it sent one, else one the
+// gateway makes up: "gw-" and 16 hex digits. (Not Caddy's request UUID:
+// Caddy creates that lazily in the request's variables, which a dial of
+// reverse_proxy may still be reading when settlement runs.)
 func (b *billing) requestID() string {
 	h := b.meter.Header()
 	for _, name := range []string{"X-Request-Id", "Request-Id", "Apim-Request-Id"} {
@@ -116,12 +120,7 @@ func (b *billing) requestID() string {
 			return v
 		}
 	}
-	if b.repl != nil {
-		if v, ok := b.repl.GetString("http.request.uuid"); ok {
-			return v
-		}
-	}
-	return ""
+	return fmt.Sprintf("gw-%016x", rand.Uint64())
 }
 
 // record publishes the charge: placeholders, access log fields, metrics.
@@ -146,12 +145,15 @@ func (b *billing) record(c keystore.Charge, status int) {
 				return c.ReasoningTokens, true
 			case "ai_gateway.estimated":
 				return c.Estimated, true
+			case "ai_gateway.request_id":
+				return c.RequestID, true
 			}
 			return nil, false
 		})
 	}
 	if extra, ok := b.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		extra.Set(zap.String("ai_gateway_model", c.Model))
+		extra.Set(zap.String("ai_gateway_request_id", c.RequestID))
 		extra.Set(zap.String("ai_gateway_cost", cost))
 		extra.Set(zap.Int64("ai_gateway_prompt_tokens", c.PromptTokens))
 		extra.Set(zap.Int64("ai_gateway_completion_tokens", c.CompletionTokens))

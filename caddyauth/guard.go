@@ -202,11 +202,6 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
 		repl.Set("ai_gateway.model", info.Model)
-		// Create the request UUID (settlement may log it as the request id)
-		// now: Caddy stores it in the request's vars on first use, and once
-		// reverse_proxy has returned, a dial its transport started for this
-		// request may still be reading those vars on another goroutine.
-		_, _ = repl.GetString("http.request.uuid")
 	}
 
 	m := newMeter(w, dropUsage)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 	"unicode/utf8"
@@ -61,7 +60,7 @@ func (m *meter) WriteHeader(status int) {
 	m.wroteHeader, m.status = true, status
 	h := m.Header()
 	m.encoding = strings.ToLower(strings.TrimSpace(h.Get("Content-Encoding")))
-	if ct, _, _ := mime.ParseMediaType(h.Get("Content-Type")); ct == "text/event-stream" {
+	if isEventStream(h.Get("Content-Type")) {
 		m.stream = true
 		if m.encoding == "" || m.encoding == "identity" {
 			m.filter = caddyproxy.NewStreamFilter(m.dropUsageChunk && status < 300)
@@ -198,6 +197,18 @@ func tailUsage(tail []byte) (caddyproxy.Usage, bool) {
 		return caddyproxy.Usage{}, false
 	}
 	return u, ok
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream (any
+// case, parameters allowed), without mime.ParseMediaType's allocations.
+func isEventStream(ct string) bool {
+	const want = "text/event-stream"
+	ct = strings.TrimSpace(ct)
+	if len(ct) < len(want) || !strings.EqualFold(ct[:len(want)], want) {
+		return false
+	}
+	rest := strings.TrimSpace(ct[len(want):])
+	return rest == "" || rest[0] == ';'
 }
 
 // writerOnly hides ReadFrom so io.Copy uses Write.
