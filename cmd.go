@@ -397,14 +397,42 @@ func (c *gatewayCLI) accountsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "accounts",
 		Aliases: []string{"account"},
-		Short:   "Create, list, show and top up accounts",
+		Short:   "Create, list, show, top up, disable and enable accounts",
 		Long: `Accounts hold the balance that requests made with their API keys are
 charged to. An account id is a slug of 1-64 characters: a-z, 0-9, '.', '_'
 or '-', starting with a letter or digit.`,
 		RunE: groupRunE,
 	}
-	cmd.AddCommand(c.accountsCreate(), c.accountsList(), c.accountsShow(), c.accountsTopup())
+	cmd.AddCommand(c.accountsCreate(), c.accountsList(), c.accountsShow(), c.accountsTopup(),
+		c.accountsSetDisabled(true), c.accountsSetDisabled(false))
 	return cmd
+}
+
+// accountsSetDisabled builds `accounts disable ID` (disabled true) or
+// `accounts enable ID`.
+func (c *gatewayCLI) accountsSetDisabled(disabled bool) *cobra.Command {
+	use, short, done := "enable", "Let an account's keys be used again", "enabled; its keys work again"
+	if disabled {
+		use, short, done = "disable", "Refuse every request of an account's keys (403 account_disabled)",
+			"disabled; its keys get 403 account_disabled from the next request on"
+	}
+	return &cobra.Command{
+		Use:   use + " ID",
+		Short: short,
+		Long: short + `. The balance, the keys and the ledger are kept; enabling the
+account again restores access.`,
+		Args: namedArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var a cliAccount
+			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/accounts/"+escape(args[0]),
+				map[string]bool{"disabled": disabled}, &a)
+			if err != nil || !table {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Account %s is %s.\n", a.ID, done)
+			return err
+		},
+	}
 }
 
 func (c *gatewayCLI) accountsCreate() *cobra.Command {

@@ -2,6 +2,7 @@ package aigateway
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -103,4 +104,34 @@ func TestCLIUsage(t *testing.T) {
 	failCLI(t, g, []string{"usage", "--since", "yesterday"}, "since", "is not a time")
 	failCLI(t, g, []string{"usage", "--account", "nope"}, `account "nope": not found`, "HTTP 404")
 	failCLI(t, g, []string{"usage", "--adjustments", "--by", "model"}, "do not go together")
+}
+
+// TestCLIAccountsDisableEnable: a disabled account's keys get 403
+// account_disabled from the next request on, and work again once enabled.
+func TestCLIAccountsDisableEnable(t *testing.T) {
+	g, mock := startCLIGateway(t)
+	mustCLI(t, g, "accounts", "create", "acme")
+	mustCLI(t, g, "accounts", "topup", "acme", "1")
+	secret := secretFrom(t, mustCLI(t, g, "keys", "create", "--account", "acme", "--name", "app"))
+	chatOK(t, g, secret)
+
+	out := mustCLI(t, g, "accounts", "disable", "acme")
+	if !strings.Contains(out, "Account acme is disabled") {
+		t.Fatalf("disable output:\n%s", out)
+	}
+	if r := tableRow(t, mustCLI(t, g, "accounts", "list"), "acme"); r[len(r)-1] != "yes" {
+		t.Fatalf("list after disable: %q", r)
+	}
+	before := mock.Count()
+	resp, body := rawPost(t, g, []string{"Bearer " + secret})
+	checkOpenAIError(t, resp, body, http.StatusForbidden, "invalid_request_error", "account_disabled", "disabled")
+	if mock.Count() != before {
+		t.Fatal("a request of a disabled account reached the provider")
+	}
+
+	if out := mustCLI(t, g, "accounts", "enable", "acme"); !strings.Contains(out, "Account acme is enabled") {
+		t.Fatalf("enable output:\n%s", out)
+	}
+	chatOK(t, g, secret)
+	failCLI(t, g, []string{"accounts", "disable", "nope"}, `account "nope": not found`)
 }
