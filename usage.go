@@ -1,7 +1,6 @@
 package aigateway
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -130,17 +129,9 @@ func (h adminHandler) usage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storeErr(err)
 	}
-	tf := f
-	if tf.Kind == keystore.KindAdjustment {
-		// totals are of usage only; an adjustment listing has none
-		tf.Kind = ""
-	}
 	var totals []keystore.UsageTotal
-	if f.Kind != keystore.KindAdjustment {
-		if totals, err = h.store.UsageTotals(r.Context(), tf, by); err != nil {
-			if errors.Is(err, keystore.ErrInvalid) {
-				return apiErr(http.StatusBadRequest, err)
-			}
+	if f.Kind != keystore.KindAdjustment { // totals are of usage rows only
+		if totals, err = h.store.UsageTotals(r.Context(), f, by); err != nil {
 			return storeErr(err)
 		}
 	}
@@ -155,11 +146,7 @@ func (h adminHandler) usage(w http.ResponseWriter, r *http.Request) error {
 	for _, e := range rows {
 		ans.Rows = append(ans.Rows, newLedgerView(e))
 	}
-	limit := f.Limit
-	if limit == 0 {
-		limit = 100
-	}
-	if len(rows) == limit && len(rows) > 0 {
+	if len(rows) == f.RowLimit() {
 		ans.NextBefore = rows[len(rows)-1].ID
 	}
 	return writeJSON(w, http.StatusOK, ans)

@@ -152,7 +152,8 @@ func (m *meter) usage() (u caddyproxy.Usage, ok bool, generatedChars int64) {
 	}
 	body := m.body
 	if m.overflow {
-		return usageFromTail(m.tail), hasUsage(m.tail), m.written
+		u, ok = tailUsage(m.tail)
+		return u, ok, m.written
 	}
 	if m.encoding != "" && m.encoding != "identity" {
 		decoded, err := caddyproxy.DecodeBody(body, m.encoding)
@@ -165,18 +166,8 @@ func (m *meter) usage() (u caddyproxy.Usage, ok bool, generatedChars int64) {
 	return u, ok, int64(utf8.RuneCount(body))
 }
 
-// usageFromTail reads the last "usage" object of a body of which only the
-// end was kept.
-func usageFromTail(tail []byte) caddyproxy.Usage {
-	u, _ := tailUsage(tail)
-	return u
-}
-
-func hasUsage(tail []byte) bool {
-	_, ok := tailUsage(tail)
-	return ok
-}
-
+// tailUsage reads the last "usage" object of a body of which only the end
+// was kept.
 func tailUsage(tail []byte) (caddyproxy.Usage, bool) {
 	i := bytes.LastIndex(tail, []byte(`"usage"`))
 	if i < 0 {

@@ -103,6 +103,19 @@ func scanLedgerEntry(row interface{ Scan(...any) error }) (LedgerEntry, error) {
 	return e, nil
 }
 
+// RowLimit is the number of rows Ledger returns at most for f: Limit, or
+// the default of 100 when it is 0, capped at 10000. A page as long as this
+// may have older rows after it (page on with BeforeID).
+func (f LedgerFilter) RowLimit() int {
+	switch {
+	case f.Limit <= 0:
+		return defaultLedgerLimit
+	case f.Limit > maxLedgerLimit:
+		return maxLedgerLimit
+	}
+	return f.Limit
+}
+
 // Ledger returns the ledger rows matching f, newest (highest id, i.e. latest
 // committed) first. It first waits for Flush, so the result includes every
 // charge settled before the call. Fails with ErrInvalid for a malformed
@@ -112,13 +125,7 @@ func (s *Store) Ledger(ctx context.Context, f LedgerFilter) ([]LedgerEntry, erro
 	if err != nil {
 		return nil, err
 	}
-	limit := f.Limit
-	switch {
-	case limit == 0:
-		limit = defaultLedgerLimit
-	case limit > maxLedgerLimit:
-		limit = maxLedgerLimit
-	}
+	limit := f.RowLimit()
 	if s.isClosed() {
 		return nil, ErrClosed
 	}
