@@ -22,6 +22,11 @@ type Key struct {
 	ReplacedBy string `json:"replaced_by,omitempty"`
 	// Status is "active" or "expired".
 	Status string `json:"status"`
+	// AllowedModels lists the model globs the key may use; empty: any.
+	AllowedModels []string `json:"allowed_models,omitempty"`
+	// SpendLimit caps what the key (with its rotation predecessors and
+	// successors) may spend; nil: only the account balance limits it.
+	SpendLimit *SpendLimit `json:"spend_limit,omitempty"`
 }
 
 // Identity is what a successful Authenticate tells the caller.
@@ -29,9 +34,14 @@ type Identity struct {
 	KeyID     string
 	KeyName   string
 	AccountID string
+	// AllowedModels is the key's model allowlist (globs); empty: any model.
+	// See AllowsModel.
+	AllowedModels []string
+
+	lineage string // key lineage, for the spend limit (policy.go)
 }
 
-const keyColumns = `id, account_id, name, hint, created_at, last_used_at, expires_at, replaced_by`
+const keyColumns = `id, account_id, name, hint, created_at, last_used_at, expires_at, replaced_by, ` + policyColumns
 
 func (s *Store) scanKey(row interface{ Scan(...any) error }) (Key, error) {
 	var (
@@ -39,10 +49,18 @@ func (s *Store) scanKey(row interface{ Scan(...any) error }) (Key, error) {
 		created           int64
 		lastUsed, expires sql.NullInt64
 		replacedBy        sql.NullString
+		models, period    sql.NullString
+		limit             sql.NullInt64
 	)
-	if err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Hint, &created, &lastUsed, &expires, &replacedBy); err != nil {
+	if err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Hint, &created, &lastUsed, &expires, &replacedBy,
+		&models, &limit, &period); err != nil {
 		return Key{}, err
 	}
+	var err error
+	if k.AllowedModels, err = decodeModels(models); err != nil {
+		return Key{}, err
+	}
+	k.SpendLimit = decodeLimit(limit, period)
 	k.CreatedAt = fromMS(created)
 	k.LastUsedAt = nullMS(lastUsed)
 	if p := s.lastUsed.peek(k.ID); p != 0 && (!lastUsed.Valid || p > lastUsed.Int64) {
@@ -70,12 +88,18 @@ func newKeyID() (string, error) {
 // the plaintext. The plaintext is not kept anywhere: this is the only time
 // it exists outside the caller. expiresAt may be nil (no expiry).
 func (s *Store) CreateKey(ctx context.Context, accountID, name string, expiresAt *time.Time) (Key, string, error) {
+	return s.CreateKeyWithPolicy(ctx, accountID, name, KeyPolicy{ExpiresAt: expiresAt})
+}
+
+// CreateKeyWithPolicy is CreateKey with a model allowlist and spend limit as
+// well as an expiry.
+func (s *Store) CreateKeyWithPolicy(ctx context.Context, accountID, name string, pol KeyPolicy) (Key, string, error) {
 	name, err := validateName("key", name)
 	if err != nil {
 		return Key{}, "", err
 	}
-	if expiresAt != nil && !expiresAt.After(s.now()) {
-		return Key{}, "", fmt.Errorf("%w: expiry %s is not in the future", ErrInvalid, expiresAt.UTC().Format(time.RFC3339))
+	if err := pol.validate(s.now()); err != nil {
+		return Key{}, "", err
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -90,17 +114,28 @@ func (s *Store) CreateKey(ctx context.Context, accountID, name string, expiresAt
 		return Key{}, "", fmt.Errorf("creating key: %w", err)
 	}
 	defer tx.Rollback()
-	k, plaintext, err := s.insertKey(ctx, tx, accountID, name, expiresAt)
+	k, plaintext, err := s.insertKey(ctx, tx, accountID, name, "", pol)
 	if err != nil {
 		return Key{}, "", err
 	}
 	if err := tx.Commit(); err != nil {
 		return Key{}, "", fmt.Errorf("creating key: %w", err)
 	}
+	if pol.SpendLimit != nil {
+		// A new lineage has spent nothing: no load from the ledger.
+		st := &spendState{limit: *pol.SpendLimit, loaded: true}
+		st.start, st.end = periodBounds(st.limit.Period, unixMS(s.now()))
+		s.acctMu.Lock()
+		s.spend[k.ID] = st
+		s.acctMu.Unlock()
+	}
 	return k, plaintext, nil
 }
 
-func (s *Store) insertKey(ctx context.Context, tx *sql.Tx, accountID, name string, expiresAt *time.Time) (Key, string, error) {
+// insertKey inserts a new key in lineage (empty: a lineage of its own) with
+// the given policy.
+func (s *Store) insertKey(ctx context.Context, tx *sql.Tx, accountID, name, lineage string, pol KeyPolicy) (Key, string, error) {
+	expiresAt := pol.ExpiresAt
 	plaintext, err := newPlaintextKey()
 	if err != nil {
 		return Key{}, "", err
@@ -115,14 +150,21 @@ func (s *Store) insertKey(ctx context.Context, tx *sql.Tx, accountID, name strin
 	if expiresAt != nil {
 		exp = unixMS(*expiresAt)
 	}
+	if lineage == "" {
+		lineage = id
+	}
+	limit, period := encodeLimit(pol.SpendLimit)
 	if _, err := tx.ExecContext(ctx,
-		`INSERT INTO api_keys (id, account_id, name, hash, hint, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		id, accountID, name, h[:], keyHint(plaintext), unixMS(now), exp); err != nil {
+		`INSERT INTO api_keys (id, account_id, name, hash, hint, created_at, expires_at, lineage, `+policyColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, accountID, name, h[:], keyHint(plaintext), unixMS(now), exp, lineage,
+		encodeModels(pol.AllowedModels), limit, period); err != nil {
 		return Key{}, "", fmt.Errorf("creating key: %w", err)
 	}
 	k := Key{
 		ID: id, AccountID: accountID, Name: name, Hint: keyHint(plaintext),
 		CreatedAt: fromMS(unixMS(now)), Status: "active",
+		AllowedModels: pol.AllowedModels, SpendLimit: pol.SpendLimit,
 	}
 	if expiresAt != nil {
 		t := fromMS(unixMS(*expiresAt))
@@ -276,7 +318,12 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 	if old.ExpiresAt != nil && old.ExpiresAt.After(now) {
 		newExpiry = old.ExpiresAt
 	}
-	newKey, plaintext, err = s.insertKey(ctx, tx, old.AccountID, old.Name, newExpiry)
+	var lineage string
+	if err := tx.QueryRowContext(ctx, `SELECT lineage FROM api_keys WHERE id = ?`, id).Scan(&lineage); err != nil {
+		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
+	}
+	newKey, plaintext, err = s.insertKey(ctx, tx, old.AccountID, old.Name, lineage,
+		KeyPolicy{ExpiresAt: newExpiry, AllowedModels: old.AllowedModels, SpendLimit: old.SpendLimit})
 	if err != nil {
 		return Key{}, "", Key{}, err
 	}
@@ -331,17 +378,18 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 		return Identity{}, ErrExpiredKey
 	}
 	s.lastUsed.touch(e, now)
-	return Identity{KeyID: e.id, KeyName: e.name, AccountID: e.accountID}, nil
+	return Identity{KeyID: e.id, KeyName: e.name, AccountID: e.accountID, AllowedModels: e.models, lineage: e.lineage}, nil
 }
 
 func (s *Store) loadKeyEntry(ctx context.Context, h [32]byte) (*keyEntry, error) {
 	var (
 		e       keyEntry
 		expires sql.NullInt64
+		models  sql.NullString
 	)
 	err := s.r.QueryRowContext(ctx,
-		`SELECT id, account_id, name, expires_at FROM api_keys WHERE hash = ? AND deleted_at IS NULL`, h[:]).
-		Scan(&e.id, &e.accountID, &e.name, &expires)
+		`SELECT id, account_id, name, expires_at, lineage, allowed_models FROM api_keys WHERE hash = ? AND deleted_at IS NULL`, h[:]).
+		Scan(&e.id, &e.accountID, &e.name, &expires, &e.lineage, &models)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrUnknownKey
 	}
@@ -349,6 +397,9 @@ func (s *Store) loadKeyEntry(ctx context.Context, h [32]byte) (*keyEntry, error)
 		return nil, fmt.Errorf("looking up key: %w", err)
 	}
 	e.expiresAt = expires.Int64
+	if e.models, err = decodeModels(models); err != nil {
+		return nil, fmt.Errorf("looking up key: %w", err)
+	}
 	return &e, nil
 }
 

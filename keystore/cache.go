@@ -13,6 +13,8 @@ type keyEntry struct {
 	accountID string
 	name      string
 	expiresAt int64 // unix ms; 0 = never
+	lineage   string
+	models    []string // allowlist; nil = any model
 
 	// lastTouched is the last-used time (unix ms) last handed to the
 	// lastUsedTracker; it keeps the tracker's lock off most requests.

@@ -26,6 +26,9 @@ var (
 	ErrInsufficientBalance = errors.New("insufficient balance")
 	// ErrAccountDisabled: the account is disabled and admits no request.
 	ErrAccountDisabled = errors.New("account disabled")
+	// ErrKeyLimitExceeded: the key has spent its spend limit for the
+	// current period (see LimitError).
+	ErrKeyLimitExceeded = errors.New("key spend limit exceeded")
 	// ErrSettled: the hold was already settled or released.
 	ErrSettled = errors.New("hold already settled or released")
 )

@@ -18,6 +18,9 @@ type Hold struct {
 	acct   *accountState
 	amount int64
 	done   bool // guarded by s.acctMu
+
+	lineage   string // key lineage whose spend counter the charge goes to
+	spendHeld bool   // amount is counted in that counter's holds
 }
 
 // Amount returns the reserved amount in nano-units.
@@ -60,6 +63,18 @@ func (h *Hold) AccountID() string {
 // than minus the largest single request cost: the overdraft is at most one
 // request's worth. Negative adjustments lower the balance on top of this.
 func (s *Store) Reserve(accountID string, amount int64) (*Hold, error) {
+	return s.ReserveFor(Identity{AccountID: accountID}, amount)
+}
+
+// ReserveFor is Reserve for a request made with an API key: on top of the
+// account's rule it applies the key's spend limit, if it has one, by the same
+// rule (the lineage's spend in the current period plus its holds must be
+// below the limit; the hold then counts in full). A request refused by the
+// limit fails with a *LimitError, which wraps ErrKeyLimitExceeded; the same
+// bound as the account's applies: the limit is exceeded by at most the last
+// admitted request's cost plus the overruns of requests in flight with it.
+func (s *Store) ReserveFor(id Identity, amount int64) (*Hold, error) {
+	accountID := id.AccountID
 	if amount < 0 || amount > maxAmountUnits*NanoPerUnit {
 		return nil, fmt.Errorf("%w: hold amount %s out of range", ErrInvalid, FormatAmount(amount))
 	}
@@ -86,10 +101,14 @@ func (s *Store) Reserve(accountID string, amount int64) (*Hold, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: holds on account %q would overflow", ErrInvalid, accountID)
 	}
+	counted, err := s.reserveSpend(id, amount)
+	if err != nil {
+		return nil, err
+	}
 	a.held = held
 	s.holdCount++
 	s.holdAmount += amount
-	return &Hold{s: s, acct: a, amount: amount}, nil
+	return &Hold{s: s, acct: a, amount: amount, lineage: id.lineage, spendHeld: counted}, nil
 }
 
 // Release ends the hold without charging anything, e.g. when the request
@@ -100,7 +119,9 @@ func (h *Hold) Release() {
 		return
 	}
 	h.s.acctMu.Lock()
-	h.endLocked()
+	if h.endLocked() {
+		h.s.endSpendLocked(h, 0)
+	}
 	h.s.acctMu.Unlock()
 }
 

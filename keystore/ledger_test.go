@@ -286,6 +286,11 @@ func TestMigrationFromVersion1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pt, err := newPlaintextKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := HashKey(pt)
 	for _, q := range []string{
 		migrations[0],
 		`PRAGMA user_version = 1`,
@@ -298,11 +303,26 @@ func TestMigrationFromVersion1(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
+	if _, err := db.Exec(`INSERT INTO api_keys (id, account_id, name, hash, hint, created_at) VALUES ('key_old', 'acme', 'old', ?, 'sk-…old', 1000)`, h[:]); err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
 
 	s := openAt(t, path, Options{})
-	if v := queryInt(t, s.r, `PRAGMA user_version`); v != 2 || SchemaVersion() != 2 {
-		t.Fatalf("user_version %d, SchemaVersion %d, want 2", v, SchemaVersion())
+	if v := queryInt(t, s.r, `PRAGMA user_version`); v != 3 || SchemaVersion() != 3 {
+		t.Fatalf("user_version %d, SchemaVersion %d, want 3", v, SchemaVersion())
+	}
+	// a key of version 1 is its own lineage, with no policy, and can get one
+	id, err := s.Authenticate(ctx, pt)
+	if err != nil || id.lineage != "key_old" || id.AllowedModels != nil {
+		t.Fatalf("old key after migration: %+v, %v", id, err)
+	}
+	if _, err := s.UpdateKey(ctx, "key_old", KeyUpdate{SetSpendLimit: true, SpendLimit: &SpendLimit{Amount: 5 * NanoPerUnit, Period: PeriodTotal}}); err != nil {
+		t.Fatal(err)
+	}
+	// the usage row of version 1 counts against the new limit
+	if spent, _, _, ok := s.KeySpend(ctx, "key_old"); !ok || spent != NanoPerUnit {
+		t.Fatalf("spend of the migrated key: %d, %v", spent, ok)
 	}
 	if n := queryInt(t, s.r, `SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'ledger_time'`); n != 1 {
 		t.Fatalf("index ledger_time: %d found, want 1", n)

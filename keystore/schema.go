@@ -65,6 +65,18 @@ CREATE INDEX ledger_key_time ON ledger(key_id, created_at);
 	`
 CREATE INDEX ledger_time ON ledger(created_at);
 `,
+	// 3: key policies. A lineage is a key and its rotation successors: they
+	// share the policy and the spend counter. allowed_models is a JSON
+	// array of globs (NULL: any model); spend_limit is in nano-units per
+	// limit_period ('total', 'day' or 'month'; NULL: no limit).
+	`
+ALTER TABLE api_keys ADD COLUMN lineage TEXT;
+UPDATE api_keys SET lineage = id;
+ALTER TABLE api_keys ADD COLUMN allowed_models TEXT;
+ALTER TABLE api_keys ADD COLUMN spend_limit INTEGER;
+ALTER TABLE api_keys ADD COLUMN limit_period TEXT;
+CREATE INDEX api_keys_lineage ON api_keys(lineage);
+`,
 }
 
 // SchemaVersion is the schema version this build writes.

@@ -84,6 +84,10 @@ type Store struct {
 
 	keys *keyCache
 
+	// spend holds the spend counters of key lineages with a limit, by
+	// lineage; guarded by acctMu.
+	spend map[string]*spendState
+
 	lastUsed *lastUsedTracker
 
 	// queue feeds the ledger writer goroutine (writer.go).
@@ -179,6 +183,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		r:         r,
 		now:       opts.Now,
 		accounts:  make(map[string]*accountState),
+		spend:     make(map[string]*spendState),
 		keys:      newKeyCache(opts.KeyCacheSize),
 		lastUsed:  newLastUsedTracker(),
 		closed:    make(chan struct{}),
@@ -191,6 +196,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		writerDone:   make(chan struct{}),
 	}
 	if err := s.loadAccounts(ctx); err != nil {
+		s.w.Close()
+		s.r.Close()
+		return nil, err
+	}
+	if err := s.loadSpendStates(ctx); err != nil {
 		s.w.Close()
 		s.r.Close()
 		return nil, err

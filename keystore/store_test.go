@@ -414,7 +414,7 @@ func TestAuthenticate(t *testing.T) {
 	// hit (twice: database, then cache)
 	for i := 0; i < 2; i++ {
 		id, err := s.Authenticate(ctx, pt)
-		if err != nil || id != (Identity{KeyID: k.ID, KeyName: "prod", AccountID: "acme"}) {
+		if err != nil || id.KeyID != k.ID || id.KeyName != "prod" || id.AccountID != "acme" || id.AllowedModels != nil || id.lineage != k.ID {
 			t.Fatalf("Authenticate hit %d: %+v, %v", i, id, err)
 		}
 	}

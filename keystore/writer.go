@@ -48,7 +48,11 @@ type writeOp struct {
 	acct *accountState
 	row  ledgerRow
 	adj  *adjustment
+	load *spendLoad // see policy.go
 }
+
+// special reports whether op is not a usage row.
+func (op *writeOp) special() bool { return op.adj != nil || op.load != nil }
 
 // adjustment is an AdjustBalance call waiting for the writer.
 type adjustment struct {
@@ -110,7 +114,7 @@ func (q *writeQueue) pushLocked(op *writeOp) {
 	op.seq = q.pushed
 	q.ops = append(q.ops, op)
 	q.signal()
-	if op.adj != nil || len(q.ops) >= maxBatchRows {
+	if op.special() || len(q.ops) >= maxBatchRows {
 		q.hurry()
 	}
 }
@@ -230,6 +234,12 @@ func (s *Store) writeLoop() {
 			continue
 		}
 		for len(ops) > 0 {
+			if ops[0].load != nil {
+				s.runSpendLoad(ops[0].load)
+				q.markDone(ops[0].seq)
+				ops = ops[1:]
+				continue
+			}
 			if ops[0].adj != nil {
 				s.runAdjustment(ops[0])
 				q.markDone(ops[0].seq)
@@ -237,7 +247,7 @@ func (s *Store) writeLoop() {
 				continue
 			}
 			n := 1
-			for n < len(ops) && n < maxBatchRows && ops[n].adj == nil {
+			for n < len(ops) && n < maxBatchRows && !ops[n].special() {
 				n++
 			}
 			if err := s.commitWithRetry(ops[:n], &drainDeadline); err != nil {
@@ -295,6 +305,10 @@ func (s *Store) abandon(ops []*writeOp, cause error) {
 	rest, _ := s.queue.takeAll()
 	lost := 0
 	for _, op := range append(ops, rest...) {
+		if op.load != nil {
+			close(op.load.done)
+			continue
+		}
 		if op.adj == nil {
 			lost++
 			continue
