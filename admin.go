@@ -1,6 +1,7 @@
 package aigateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -121,7 +122,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	case len(parts) == 2 && parts[0] == "keys":
 		return h.method(w, r, map[string]func() error{
 			http.MethodGet:    func() error { return h.getKey(w, r, parts[1]) },
-			http.MethodPatch:  func() error { return h.renameKey(w, r, parts[1]) },
+			http.MethodPatch:  func() error { return h.updateKey(w, r, parts[1]) },
 			http.MethodDelete: func() error { return h.deleteKey(w, r, parts[1]) },
 		})
 	case len(parts) == 3 && parts[0] == "keys" && parts[2] == "rotate":
@@ -278,25 +279,104 @@ func (h adminHandler) listKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storeErr(err)
 	}
-	return writeJSON(w, http.StatusOK, keys)
+	out := make([]keyView, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, h.keyView(r.Context(), k))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// keyView is a key as the API shows it: the spend limit with what the key
+// spent of it in the current period.
+type keyView struct {
+	keystore.Key
+	SpendLimit *limitView `json:"spend_limit,omitempty"`
+}
+
+// limitView is a key's spend limit and its use. Amounts are decimals and
+// nano-units; resets_at is absent for a total limit.
+type limitView struct {
+	AmountNano int64      `json:"amount_nano"`
+	Amount     string     `json:"amount"`
+	Period     string     `json:"period"`
+	SpentNano  int64      `json:"spent_nano"`
+	Spent      string     `json:"spent"`
+	HeldNano   int64      `json:"held_nano"`
+	Held       string     `json:"held"`
+	ResetsAt   *time.Time `json:"resets_at,omitempty"`
+}
+
+func (h adminHandler) keyView(ctx context.Context, k keystore.Key) keyView {
+	v := keyView{Key: k}
+	if k.SpendLimit != nil {
+		l := &limitView{AmountNano: k.SpendLimit.Amount, Amount: keystore.FormatAmount(k.SpendLimit.Amount), Period: k.SpendLimit.Period}
+		if spent, held, resets, ok := h.store.KeySpend(ctx, k.ID); ok {
+			l.SpentNano, l.HeldNano, l.ResetsAt = spent, held, resets
+		}
+		l.Spent, l.Held = keystore.FormatAmount(l.SpentNano), keystore.FormatAmount(l.HeldNano)
+		v.SpendLimit = l
+	}
+	return v
 }
 
 // newKeyView is the only shape in which a plaintext key ever leaves the
 // gateway: the answer to create and rotate.
 type newKeyView struct {
-	keystore.Key
+	keyView
 	Secret  string `json:"key"`
 	Warning string `json:"warning"`
 }
 
 const shownOnce = "This is the only time the key is shown. Store it now; it cannot be retrieved again."
 
+// limitRequest is a spend limit as the API takes it.
+type limitRequest struct {
+	// Amount is a decimal string ("5.00"), never a JSON number.
+	Amount json.RawMessage `json:"amount"`
+	// Period is total (the default), day or month.
+	Period string `json:"period"`
+}
+
+func (l *limitRequest) parse() (*keystore.SpendLimit, error) {
+	var s string
+	if err := json.Unmarshal(l.Amount, &s); err != nil {
+		return nil, apiErr(http.StatusBadRequest, errors.New(`spend_limit.amount must be a decimal string such as "5.00"`))
+	}
+	n, err := keystore.ParseAmount(s)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	period := l.Period
+	if period == "" {
+		period = keystore.PeriodTotal
+	}
+	return &keystore.SpendLimit{Amount: n, Period: period}, nil
+}
+
+// expiry resolves expires_at / expires_in of a request.
+func expiry(at *time.Time, in string) (*time.Time, error) {
+	if in == "" {
+		return at, nil
+	}
+	if at != nil {
+		return nil, apiErr(http.StatusBadRequest, errors.New("give expires_at or expires_in, not both"))
+	}
+	d, err := caddy.ParseDuration(in)
+	if err != nil || d <= 0 {
+		return nil, apiErr(http.StatusBadRequest, fmt.Errorf("expires_in %q is not a positive duration", in))
+	}
+	t := time.Now().Add(d)
+	return &t, nil
+}
+
 func (h adminHandler) createKey(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
-		Account   string     `json:"account"`
-		Name      string     `json:"name"`
-		ExpiresAt *time.Time `json:"expires_at"`
-		ExpiresIn string     `json:"expires_in"`
+		Account       string        `json:"account"`
+		Name          string        `json:"name"`
+		ExpiresAt     *time.Time    `json:"expires_at"`
+		ExpiresIn     string        `json:"expires_in"`
+		AllowedModels []string      `json:"allowed_models"`
+		SpendLimit    *limitRequest `json:"spend_limit"`
 	}
 	if err := decode(r, &req); err != nil {
 		return err
@@ -304,23 +384,21 @@ func (h adminHandler) createKey(w http.ResponseWriter, r *http.Request) error {
 	if req.Account == "" {
 		return apiErr(http.StatusBadRequest, errors.New("account is required"))
 	}
-	expires := req.ExpiresAt
-	if req.ExpiresIn != "" {
-		if expires != nil {
-			return apiErr(http.StatusBadRequest, errors.New("give expires_at or expires_in, not both"))
-		}
-		d, err := caddy.ParseDuration(req.ExpiresIn)
-		if err != nil || d <= 0 {
-			return apiErr(http.StatusBadRequest, fmt.Errorf("expires_in %q is not a positive duration", req.ExpiresIn))
-		}
-		t := time.Now().Add(d)
-		expires = &t
+	pol := keystore.KeyPolicy{AllowedModels: req.AllowedModels}
+	var err error
+	if pol.ExpiresAt, err = expiry(req.ExpiresAt, req.ExpiresIn); err != nil {
+		return err
 	}
-	k, plaintext, err := h.store.CreateKey(r.Context(), req.Account, req.Name, expires)
+	if req.SpendLimit != nil {
+		if pol.SpendLimit, err = req.SpendLimit.parse(); err != nil {
+			return err
+		}
+	}
+	k, plaintext, err := h.store.CreateKeyWithPolicy(r.Context(), req.Account, req.Name, pol)
 	if err != nil {
 		return storeErr(err)
 	}
-	return writeJSON(w, http.StatusCreated, newKeyView{Key: k, Secret: plaintext, Warning: shownOnce})
+	return writeJSON(w, http.StatusCreated, newKeyView{keyView: h.keyView(r.Context(), k), Secret: plaintext, Warning: shownOnce})
 }
 
 func (h adminHandler) getKey(w http.ResponseWriter, r *http.Request, id string) error {
@@ -328,21 +406,71 @@ func (h adminHandler) getKey(w http.ResponseWriter, r *http.Request, id string) 
 	if err != nil {
 		return storeErr(err)
 	}
-	return writeJSON(w, http.StatusOK, k)
+	return writeJSON(w, http.StatusOK, h.keyView(r.Context(), k))
 }
 
-func (h adminHandler) renameKey(w http.ResponseWriter, r *http.Request, id string) error {
+// isNull reports whether a present JSON value is null.
+func isNull(v json.RawMessage) bool { return string(v) == "null" }
+
+// updateKey changes a key's name and policy. Absent fields are unchanged;
+// expires_at, allowed_models and spend_limit set to null remove that part
+// of the policy.
+func (h adminHandler) updateKey(w http.ResponseWriter, r *http.Request, id string) error {
 	var req struct {
-		Name string `json:"name"`
+		Name          *string         `json:"name"`
+		ExpiresAt     json.RawMessage `json:"expires_at"`
+		ExpiresIn     string          `json:"expires_in"`
+		AllowedModels json.RawMessage `json:"allowed_models"`
+		SpendLimit    json.RawMessage `json:"spend_limit"`
 	}
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	k, err := h.store.RenameKey(r.Context(), id, req.Name)
+	u := keystore.KeyUpdate{Name: req.Name}
+	if req.ExpiresAt != nil || req.ExpiresIn != "" {
+		u.SetExpiry = true
+		var at *time.Time
+		if req.ExpiresAt != nil && !isNull(req.ExpiresAt) {
+			if err := json.Unmarshal(req.ExpiresAt, &at); err != nil {
+				return apiErr(http.StatusBadRequest, fmt.Errorf("expires_at must be an RFC 3339 time or null: %w", err))
+			}
+		}
+		var err error
+		if u.ExpiresAt, err = expiry(at, req.ExpiresIn); err != nil {
+			return err
+		}
+	}
+	if req.AllowedModels != nil {
+		u.SetAllowedModels = true
+		if !isNull(req.AllowedModels) {
+			if err := json.Unmarshal(req.AllowedModels, &u.AllowedModels); err != nil {
+				return apiErr(http.StatusBadRequest, errors.New("allowed_models must be an array of model patterns or null"))
+			}
+		}
+	}
+	if req.SpendLimit != nil {
+		u.SetSpendLimit = true
+		if !isNull(req.SpendLimit) {
+			var l limitRequest
+			dec := json.NewDecoder(bytes.NewReader(req.SpendLimit))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&l); err != nil {
+				return apiErr(http.StatusBadRequest, fmt.Errorf(`spend_limit must be {"amount": "5.00", "period": "total|day|month"} or null: %w`, err))
+			}
+			var err error
+			if u.SpendLimit, err = l.parse(); err != nil {
+				return err
+			}
+		}
+	}
+	if u.Name == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit {
+		return apiErr(http.StatusBadRequest, errors.New("nothing to change: give name, expires_at, expires_in, allowed_models and/or spend_limit"))
+	}
+	k, err := h.store.UpdateKey(r.Context(), id, u)
 	if err != nil {
 		return storeErr(err)
 	}
-	return writeJSON(w, http.StatusOK, k)
+	return writeJSON(w, http.StatusOK, h.keyView(r.Context(), k))
 }
 
 func (h adminHandler) deleteKey(w http.ResponseWriter, r *http.Request, id string) error {
@@ -374,9 +502,9 @@ func (h adminHandler) rotateKey(w http.ResponseWriter, r *http.Request, id strin
 		return storeErr(err)
 	}
 	return writeJSON(w, http.StatusOK, struct {
-		New newKeyView   `json:"new"`
-		Old keystore.Key `json:"old"`
-	}{newKeyView{Key: nk, Secret: plaintext, Warning: shownOnce}, old})
+		New newKeyView `json:"new"`
+		Old keyView    `json:"old"`
+	}{newKeyView{keyView: h.keyView(r.Context(), nk), Secret: plaintext, Warning: shownOnce}, h.keyView(r.Context(), old)})
 }
 
 // Interface guard

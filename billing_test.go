@@ -1384,7 +1384,7 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	@emb path /v1/embeddings
 	request_body @emb {
 		max_size 300B
-	}` + btSite(mock.URL, "max_request_body 2KB", ""))
+	}` + btSite(mock.URL, "max_request_body 2KB\n\t\tmodels_endpoint upstream", ""))
 	g.NewAccount("acme", "10")
 	_, secret := g.NewKey("acme", "k")
 	before := btBalance(t, g, "acme")
@@ -1460,7 +1460,8 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	if status != http.StatusOK || mock.Count() != 1 {
 		t.Fatalf("valid request: %d %s", status, b)
 	}
-	// Requests that are not metered pass without a ledger row.
+	// Requests that are not metered pass without a ledger row (with
+	// models_endpoint upstream, GET /v1/models goes to the provider).
 	req, _ = http.NewRequest("GET", g.BaseURL+"/v1/models", nil)
 	req.Header.Set("Authorization", "Bearer "+secret)
 	resp, err = btRawHTTP.Do(req)

@@ -581,12 +581,34 @@ func lcWaitPool(t *testing.T, want map[string]int) {
 // config identical to the running one).
 func lcLoadCaddyfile(t *testing.T, g *gwtest.Gateway, caddyfile string) {
 	t.Helper()
+	// After a load Caddy swaps admin servers; wait until the admin endpoint
+	// answers a GET (retrying its connection errors) so the POST below does
+	// not land on the listener being closed.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		probe, _ := http.NewRequest("GET", "http://"+g.AdminAddr+"/config/", nil)
+		probe.Close = true
+		resp, err := lcHTTP.Do(probe)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("admin endpoint not answering: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	req, _ := http.NewRequest("POST", "http://"+g.AdminAddr+"/load", strings.NewReader(caddyfile))
 	req.Header.Set("Content-Type", "text/caddyfile")
 	req.Header.Set("Cache-Control", "must-revalidate")
+	// A fresh connection: a load replaces Caddy's admin server, so an idle
+	// connection to the previous one can be closed under a reused request
+	// (seen as EOF), and a POST is not retried.
+	req.Close = true
 	resp, err := lcHTTP.Do(req)
 	if err != nil {
-		t.Fatalf("POST /load: %v", err)
+		log := strings.Split(string(lcReadIfExists(t, filepath.Join(g.Dir, "caddy.log"))), "\n")
+		t.Fatalf("POST /load: %v\nlast log lines:\n%s", err, strings.Join(log[max(0, len(log)-15):], "\n"))
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)

@@ -65,10 +65,14 @@ func (h *APIKeyAuth) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		unknown_model reject | price <input> <output>
 //		default_max_tokens <n>
 //		max_request_body <size>
+//		alias <public-name> <provider-model>
+//		models_endpoint gateway | upstream
 //	}
 //
 // Amounts are decimals of the currency per 1M tokens. Sizes take units like
-// request_body's max_size (10MB, 64MiB). The block is optional.
+// request_body's max_size (10MB, 64MiB). alias may be repeated; the body
+// going upstream names the provider's model, everything the gateway records
+// names the public one. The block is optional.
 func (g *BalanceGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -148,6 +152,32 @@ func (g *BalanceGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_request_body must be a size such as 10MB, got %q", d.Val())
 			}
 			g.MaxRequestBody = int64(n)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "alias":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("alias takes a public model name and the provider's model name, got %d arguments", len(args))
+			}
+			if err := checkAlias(args[0], args[1]); err != nil {
+				return d.Err(err.Error())
+			}
+			if g.Aliases == nil {
+				g.Aliases = map[string]string{}
+			}
+			if _, dup := g.Aliases[args[0]]; dup {
+				return d.Errf("alias %s is defined twice", args[0])
+			}
+			g.Aliases[args[0]] = args[1]
+		case "models_endpoint":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			g.ModelsEndpoint = d.Val()
+			if g.ModelsEndpoint != modelsFromGateway && g.ModelsEndpoint != modelsFromUpstream {
+				return d.Errf("models_endpoint must be gateway or upstream, got %q", d.Val())
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}

@@ -2,8 +2,11 @@ package caddyauth
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/metask/caddy-ai-gateway/caddyproxy"
 )
 
 // apiError is an error the gateway itself answers, in the OpenAI shape:
@@ -32,6 +35,9 @@ const (
 	codeInvalidJSON         = "invalid_json"
 	codeModelNotPriced      = "model_not_priced"
 	codeRequestTooLarge     = "request_too_large"
+	codeModelNotAllowed     = "model_not_allowed"
+	codeModelNotFound       = "model_not_found"
+	codeKeyLimitExceeded    = "key_limit_exceeded"
 )
 
 func invalidJSON(err error) *apiError {
@@ -40,6 +46,16 @@ func invalidJSON(err error) *apiError {
 		message: "We could not parse the JSON body of your request (" + err.Error() + "). " +
 			"The OpenAI API expects a JSON object; the request was not sent to the provider.",
 	}
+}
+
+// fromRequestError turns a body caddyproxy refused to read into the
+// gateway's error.
+func fromRequestError(e *caddyproxy.RequestError) *apiError {
+	reason := e.Code
+	if e.Status == http.StatusBadRequest && !errors.Is(e, caddyproxy.ErrInvalidJSON) {
+		reason = "body_unreadable"
+	}
+	return &apiError{status: e.Status, typ: typeInvalidRequest, code: e.Code, reason: reason, message: e.Message}
 }
 
 func modelNotPriced(model string) *apiError {

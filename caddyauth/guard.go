@@ -1,12 +1,9 @@
 package caddyauth
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +44,21 @@ type BalanceGuard struct {
 	// larger bodies get 413. Default 64 MiB. Caddy's request_body max_size
 	// applies as well.
 	MaxRequestBody int64 `json:"max_request_body,omitempty"`
+	// Aliases map public model names to the provider's model names
+	// ("fast": "gpt-4o-mini"). The request body is rewritten before it goes
+	// upstream; prices, allowlists, the ledger, metrics and
+	// {ai_gateway.model} use the public name, and a public name without a
+	// price of its own is priced as its target. ai_model matchers see the
+	// provider's name.
+	Aliases map[string]string `json:"aliases,omitempty"`
+	// Who answers GET /v1/models (and /v1/models/{id}): "gateway" (the
+	// default) lists the priced models without patterns and the aliases,
+	// filtered by the calling key's allowlist; "upstream" passes the
+	// request to the provider like any other.
+	ModelsEndpoint string `json:"models_endpoint,omitempty"`
+
+	models  []string // the catalog of GET /v1/models, sorted
+	created int64    // "created" of the model objects: when the config loaded
 
 	store    *keystore.Store
 	currency string
@@ -92,6 +104,9 @@ func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 	}
 	if g.MaxRequestBody == 0 {
 		g.MaxRequestBody = defaultMaxRequestBody
+	}
+	if err := g.provisionCatalog(); err != nil {
+		return fmt.Errorf("balance_guard: %w", err)
 	}
 	store, currency, err := loadStore(ctx)
 	if err != nil {
@@ -150,23 +165,45 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 			message: "The gateway is misconfigured (no API key check before the balance check), so the request was refused.",
 		}).write(w)
 	}
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && g.ModelsEndpoint == modelsFromGateway {
+		if isList, modelID, ok := modelsPath(r.URL.Path); ok {
+			return g.serveModels(w, id, isList, modelID)
+		}
+	}
 	ep := endpointOf(r)
 	if ep == epNone {
-		if e := g.admit(id.AccountID); e != nil {
-			return g.refuse(w, e)
+		if len(id.AllowedModels) > 0 {
+			// A key with an allowlist may not reach another model through
+			// an endpoint the gateway does not meter (images, audio, …).
+			b, ok, rerr := caddyproxy.ReadBody(r, g.MaxRequestBody, false)
+			if rerr != nil {
+				return g.refuse(w, fromRequestError(rerr))
+			}
+			if ok && b.Info.Model != "" && !allowed(id, b.Info.Model, g.upstreamModel(b.Info.Model)) {
+				return g.refuse(w, modelNotAllowed(id, b.Info.Model))
+			}
 		}
+		hold, err := g.store.ReserveFor(id, 0)
+		if err != nil {
+			return g.refuse(w, g.reserveError(id, err))
+		}
+		hold.Release()
 		return next.ServeHTTP(w, r)
 	}
 
-	body, e := g.readBody(r)
-	if e != nil {
-		return g.refuse(w, e)
+	rb, _, rerr := caddyproxy.ReadBody(r, g.MaxRequestBody, true)
+	if rerr != nil {
+		return g.refuse(w, fromRequestError(rerr))
 	}
-	info, err := caddyproxy.ParseRequest(body)
-	if err != nil {
-		return g.refuse(w, invalidJSON(err))
+	info := rb.Info
+	upstream := g.upstreamModel(info.Model)
+	if info.Model != "" && !allowed(id, info.Model, upstream) {
+		return g.refuse(w, modelNotAllowed(id, info.Model))
 	}
 	rt, ok := g.priceFor(info.Model)
+	if !ok && upstream != info.Model {
+		rt, ok = g.priceFor(upstream)
+	}
 	if !ok {
 		return g.refuse(w, modelNotPriced(info.Model))
 	}
@@ -177,12 +214,13 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if ep == epEmbeddings {
 		maxOut = 0
 	}
-	hold, err := g.store.Reserve(id.AccountID, rt.cost(caddyproxy.Usage{
+	hold, err := g.store.ReserveFor(id, rt.cost(caddyproxy.Usage{
 		PromptTokens: info.EstimatedPromptTokens, CompletionTokens: maxOut}))
 	if err != nil {
-		return g.refuse(w, g.reserveError(id.AccountID, err))
+		return g.refuse(w, g.reserveError(id, err))
 	}
 
+	body := rb.Raw
 	dropUsage := false
 	if info.Stream && !info.IncludeUsage && (ep == epChat || ep == epCompletions) {
 		injected, err := caddyproxy.InjectIncludeUsage(body)
@@ -192,16 +230,24 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		}
 		body, dropUsage = injected, true
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
-	r.TransferEncoding = nil
+	if upstream != info.Model {
+		rewritten, err := caddyproxy.RewriteModel(body, upstream)
+		if err != nil {
+			hold.Release()
+			return g.refuse(w, invalidJSON(err))
+		}
+		body = rewritten
+	}
+	if dropUsage || upstream != info.Model {
+		caddyproxy.SetBody(r, &caddyproxy.Body{Raw: body, Info: info, Model: upstream})
+	}
 	// Usage is read from the response as it passes: ask for it unencoded.
 	r.Header.Set("Accept-Encoding", "identity")
 
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl != nil {
 		repl.Set("ai_gateway.model", info.Model)
+		repl.Set("ai_gateway.upstream_model", upstream)
 	}
 
 	m := newMeter(w, dropUsage)
@@ -220,20 +266,12 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	return handlerErr
 }
 
-// admit applies the admission rule to a request that is not metered.
-func (g *BalanceGuard) admit(accountID string) *apiError {
-	balance, held, err := g.store.Available(accountID)
-	if err != nil {
-		return g.reserveError(accountID, err)
-	}
-	if balance-held <= 0 {
-		return g.insufficient(accountID, balance, held)
-	}
-	return nil
-}
-
-func (g *BalanceGuard) reserveError(accountID string, err error) *apiError {
+func (g *BalanceGuard) reserveError(id keystore.Identity, err error) *apiError {
+	accountID := id.AccountID
+	var limit *keystore.LimitError
 	switch {
+	case errors.As(err, &limit):
+		return g.keyLimit(id, limit)
 	case errors.Is(err, keystore.ErrInsufficientBalance):
 		balance, held, _ := g.store.Available(accountID)
 		return g.insufficient(accountID, balance, held)
@@ -242,6 +280,26 @@ func (g *BalanceGuard) reserveError(accountID string, err error) *apiError {
 	}
 	g.logger.Error("reserving balance", zap.String("account", accountID), zap.Error(err))
 	return storeUnavailable()
+}
+
+func (g *BalanceGuard) keyLimit(id keystore.Identity, e *keystore.LimitError) *apiError {
+	period := map[string]string{keystore.PeriodDay: "daily ", keystore.PeriodMonth: "monthly ", keystore.PeriodTotal: ""}[e.Limit.Period]
+	spentIn := map[string]string{keystore.PeriodDay: " today", keystore.PeriodMonth: " this month", keystore.PeriodTotal: ""}[e.Limit.Period]
+	msg := fmt.Sprintf("The API key %q has reached its %sspend limit of %s %s (spent %s %s%s",
+		id.KeyName, period, keystore.FormatAmount(e.Limit.Amount), g.currency,
+		keystore.FormatAmount(e.Spent), g.currency, spentIn)
+	if e.Held > 0 {
+		msg += fmt.Sprintf(", %s %s held for requests in progress", keystore.FormatAmount(e.Held), g.currency)
+	}
+	msg += "), so the request was not sent."
+	if e.Resets != nil {
+		msg += " The limit resets at " + e.Resets.UTC().Format(time.RFC3339) + "."
+	}
+	msg += " Ask the operator of this gateway to raise the limit."
+	return &apiError{
+		status: http.StatusForbidden, typ: typeInsufficientQuota, code: codeKeyLimitExceeded, reason: codeKeyLimitExceeded,
+		message: msg,
+	}
 }
 
 func (g *BalanceGuard) insufficient(accountID string, balance, held int64) *apiError {
@@ -264,28 +322,6 @@ func (g *BalanceGuard) refuse(w http.ResponseWriter, e *apiError) error {
 	}
 	g.metrics.rejected.WithLabelValues(reason).Inc()
 	return e.write(w)
-}
-
-// readBody reads the whole request body, bounded by MaxRequestBody and by
-// Caddy's request_body max_size.
-func (g *BalanceGuard) readBody(r *http.Request) ([]byte, *apiError) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, invalidJSON(errors.New("request body is empty"))
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, g.MaxRequestBody+1))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) || int64(len(body)) > g.MaxRequestBody {
-		limit := g.MaxRequestBody
-		if tooBig != nil {
-			limit = tooBig.Limit
-		}
-		return nil, requestTooLarge(limit)
-	}
-	if err != nil {
-		return nil, &apiError{status: http.StatusBadRequest, typ: typeInvalidRequest, code: codeInvalidJSON,
-			reason: "body_unreadable", message: "The request body could not be read: " + err.Error()}
-	}
-	return body, nil
 }
 
 // Interface guards

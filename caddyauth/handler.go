@@ -4,6 +4,7 @@
 package caddyauth
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -11,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/metask/caddy-ai-gateway/caddyproxy"
 )
 
 func init() {
@@ -77,7 +80,16 @@ func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		return fail.write(w)
 	}
 	admit(r, id)
-	return next.ServeHTTP(w, r)
+	err := next.ServeHTTP(w, r)
+	// An ai_model matcher further down that could not read the body fails
+	// the request with an error; answer it in the OpenAI shape. Nothing
+	// was written yet: a matcher runs before its route's handlers.
+	var bodyErr *caddyproxy.RequestError
+	if err != nil && errors.As(err, &bodyErr) {
+		h.logger.Debug("request body refused by a matcher", zap.Int("status", bodyErr.Status), zap.Error(bodyErr.Err))
+		return fromRequestError(bodyErr).write(w)
+	}
+	return err
 }
 
 // Interface guards

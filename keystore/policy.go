@@ -309,8 +309,10 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // runSpendLoad adds the committed spend of a lineage to its new counter. It
 // runs on the writer goroutine, after every row queued before the load was
 // committed.
-func (s *Store) runSpendLoad(l *spendLoad) {
+func (s *Store) runSpendLoad(op *writeOp) {
+	l := op.load
 	defer close(l.done)
+	defer s.queue.markDone(op.seq)
 	s.acctMu.Lock()
 	start := l.state.start
 	s.acctMu.Unlock()

@@ -156,6 +156,10 @@ func (q *writeQueue) close() {
 // markDone records that every op up to seq is finished.
 func (q *writeQueue) markDone(seq uint64) {
 	q.mu.Lock()
+	if seq <= q.done {
+		q.mu.Unlock()
+		return
+	}
 	q.done = seq
 	close(q.progress)
 	q.progress = make(chan struct{})
@@ -235,7 +239,7 @@ func (s *Store) writeLoop() {
 		}
 		for len(ops) > 0 {
 			if ops[0].load != nil {
-				s.runSpendLoad(ops[0].load)
+				s.runSpendLoad(ops[0])
 				q.markDone(ops[0].seq)
 				ops = ops[1:]
 				continue
@@ -478,6 +482,9 @@ func (s *Store) runAdjustment(op *writeOp) {
 		return
 	}
 	adj.account, adj.entry, adj.err = s.commitAdjustment(adj.ctx, op.acct, adj.amount, adj.note)
+	// Done in the queue before the caller wakes, so that PendingWrites
+	// never counts an adjustment whose caller already returned.
+	s.queue.markDone(op.seq)
 	close(adj.done)
 }
 

@@ -165,6 +165,9 @@ func (g *Gateway) Admin(method, path string, body any) (int, []byte) {
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	// Never reuse a connection: a config load replaces the admin server and
+	// closes idle connections to the old one under a reused request.
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		g.t.Fatalf("admin request %s %s: %v", method, path, err)

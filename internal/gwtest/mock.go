@@ -404,18 +404,22 @@ func (m *MockProvider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// Routes match on the path's end, so the mock stands in for providers
+	// that mount the API elsewhere (Azure's /openai/deployments/{name}/…,
+	// Gemini's /v1beta/openai/…).
+	p := strings.TrimSuffix(r.URL.Path, "/")
 	switch {
-	case r.Method == http.MethodGet && r.URL.Path == "/v1/models":
+	case r.Method == http.MethodGet && strings.HasSuffix(p, "/models"):
 		aw.json(http.StatusOK, map[string]any{"object": "list", "data": []any{
 			map[string]any{"id": "mock-model", "object": "model", "created": 1700000000, "owned_by": "mock"},
 		}})
-	case r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions":
+	case r.Method == http.MethodPost && strings.HasSuffix(p, "/chat/completions"):
 		m.chat(aw, body, false)
-	case r.Method == http.MethodPost && r.URL.Path == "/v1/completions":
+	case r.Method == http.MethodPost && strings.HasSuffix(p, "/completions"):
 		m.chat(aw, body, true)
-	case r.Method == http.MethodPost && r.URL.Path == "/v1/responses":
+	case r.Method == http.MethodPost && strings.HasSuffix(p, "/responses"):
 		m.responses(aw, body)
-	case r.Method == http.MethodPost && r.URL.Path == "/v1/embeddings":
+	case r.Method == http.MethodPost && strings.HasSuffix(p, "/embeddings"):
 		m.embeddings(aw, body)
 	default:
 		aw.json(http.StatusNotFound, errBody("no route "+r.Method+" "+r.URL.Path, "not_found"))
