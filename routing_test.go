@@ -383,7 +383,7 @@ func TestKeySpendLimit(t *testing.T) {
 	var kv struct {
 		SpendLimit struct {
 			Amount, Period, Spent string
-			SpentNano             int64 `json:"spent_nano"`
+			SpentNano             int64      `json:"spent_nano"`
 			ResetsAt              *time.Time `json:"resets_at"`
 		} `json:"spend_limit"`
 	}
@@ -656,4 +656,3 @@ func TestFailoverReplaysBody(t *testing.T) {
 		t.Fatalf("ledger %+v", rows)
 	}
 }
-
