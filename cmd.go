@@ -341,21 +341,50 @@ func printAccount(w io.Writer, a cliAccount) error {
 	)
 }
 
-func printKeys(w io.Writer, keys []keystore.Key) error {
+// cliKey is a key as the admin API shows it, with the use of its spend
+// limit.
+type cliKey struct {
+	keystore.Key
+	SpendLimit *limitView `json:"spend_limit"`
+}
+
+// models renders a key's allowlist.
+func (k cliKey) models() string {
+	if len(k.AllowedModels) == 0 {
+		return "any"
+	}
+	return strings.Join(k.AllowedModels, ",")
+}
+
+// limit renders a key's spend limit and its use.
+func (k cliKey) limit() string {
+	l := k.SpendLimit
+	if l == nil {
+		return "none"
+	}
+	per := map[string]string{keystore.PeriodDay: "/day", keystore.PeriodMonth: "/month"}[l.Period]
+	s := fmt.Sprintf("%s of %s%s", l.Spent, l.Amount, per)
+	if l.ResetsAt != nil {
+		s += ", resets " + fmtTime(*l.ResetsAt)
+	}
+	return s
+}
+
+func printKeys(w io.Writer, keys []cliKey) error {
 	if len(keys) == 0 {
 		_, err := fmt.Fprintln(w, "No keys. Create one with: caddy ai-gateway keys create --account ID --name NAME")
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tNAME\tACCOUNT\tHINT\tCREATED\tLAST USED\tEXPIRES")
+	fmt.Fprintln(tw, "ID\tNAME\tACCOUNT\tHINT\tCREATED\tLAST USED\tEXPIRES\tMODELS\tSPEND LIMIT")
 	for _, k := range keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.AccountID, k.Hint,
-			fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt, "never"), keyExpires(k))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.AccountID, k.Hint,
+			fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt, "never"), keyExpires(k.Key), k.models(), k.limit())
 	}
 	return tw.Flush()
 }
 
-func printKey(w io.Writer, k keystore.Key) error {
+func printKey(w io.Writer, k cliKey) error {
 	pairs := []string{
 		"ID", k.ID,
 		"Name", k.Name,
@@ -364,7 +393,9 @@ func printKey(w io.Writer, k keystore.Key) error {
 		"Status", k.Status,
 		"Created", fmtTime(k.CreatedAt),
 		"Last used", fmtTimePtr(k.LastUsedAt, "never"),
-		"Expires", keyExpires(k),
+		"Expires", keyExpires(k.Key),
+		"Models", k.models(),
+		"Spend limit", k.limit(),
 	}
 	if k.ReplacedBy != "" {
 		pairs = append(pairs, "Replaced by", k.ReplacedBy)
@@ -375,7 +406,7 @@ func printKey(w io.Writer, k keystore.Key) error {
 // newKeyAnswer is the admin API's answer to key creation: the key and, only
 // here, its plaintext.
 type newKeyAnswer struct {
-	keystore.Key
+	cliKey
 	Secret  string `json:"key"`
 	Warning string `json:"warning"`
 }
@@ -598,21 +629,27 @@ once, by 'keys create' and 'keys rotate'; afterwards only its hint (such
 as sk-…wxyz) is shown. Deleting a key takes effect on the next request.`,
 		RunE: groupRunE,
 	}
-	cmd.AddCommand(c.keysCreate(), c.keysList(), c.keysShow(), c.keysRename(), c.keysDelete(), c.keysRotate())
+	cmd.AddCommand(c.keysCreate(), c.keysList(), c.keysShow(), c.keysRename(), c.keysUpdate(), c.keysDelete(), c.keysRotate())
 	return cmd
 }
 
 func (c *gatewayCLI) keysCreate() *cobra.Command {
 	var account, name, expiresIn, expiresAt string
+	var pf policyFlags
 	cmd := &cobra.Command{
-		Use:   "create --account ID --name NAME [--expires-in 720h | --expires-at TIME]",
+		Use:   "create --account ID --name NAME [--expires-in 720h | --expires-at TIME] [--models GLOBS] [--limit AMOUNT [--limit-period day]]",
 		Short: "Create an API key for an account (the key is printed once)",
 		Long: `Creates an API key for an account and prints it. This is the only time the
 key is shown: store it now. Without --expires-in or --expires-at the key
-does not expire.`,
+does not expire. --models restricts the key to models matching any of the
+comma-separated globs (gpt-4o-mini,o3*); --limit caps what it may spend in
+total, per day or per month (UTC).`,
 		Args: namedArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := map[string]any{"account": account, "name": name}
+			if err := pf.apply(cmd, req); err != nil {
+				return err
+			}
 			if expiresIn != "" {
 				req["expires_in"] = expiresIn
 			}
@@ -631,6 +668,9 @@ does not expire.`,
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "Created key %s (%q) for account %s, expires %s.\n",
 				nk.ID, nk.Name, nk.AccountID, fmtTimePtr(nk.ExpiresAt, "never"))
+			if len(nk.AllowedModels) > 0 || nk.SpendLimit != nil {
+				fmt.Fprintf(w, "Models: %s; spend limit: %s.\n", nk.models(), nk.limit())
+			}
 			printSecret(w, nk)
 			return nil
 		},
@@ -640,6 +680,7 @@ does not expire.`,
 	f.StringVar(&name, "name", "", "Name of the key, e.g. the application using it (required)")
 	f.StringVar(&expiresIn, "expires-in", "", "Expire the key after this duration (e.g. 720h or 30d)")
 	f.StringVar(&expiresAt, "expires-at", "", "Expire the key at this RFC 3339 time")
+	pf.register(cmd, false)
 	_ = cmd.MarkFlagRequired("account")
 	_ = cmd.MarkFlagRequired("name")
 	cmd.MarkFlagsMutuallyExclusive("expires-in", "expires-at")
@@ -658,7 +699,7 @@ func (c *gatewayCLI) keysList() *cobra.Command {
 			if account != "" {
 				uri += "?" + url.Values{"account": {account}}.Encode()
 			}
-			var keys []keystore.Key
+			var keys []cliKey
 			table, err := c.callInto(cmd, http.MethodGet, uri, nil, &keys)
 			if err != nil || !table {
 				return err
@@ -676,7 +717,7 @@ func (c *gatewayCLI) keysShow() *cobra.Command {
 		Short: "Show one API key (never its plaintext)",
 		Args:  namedArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var k keystore.Key
+			var k cliKey
 			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/keys/"+escape(args[0]), nil, &k)
 			if err != nil || !table {
 				return err
@@ -702,6 +743,110 @@ func (c *gatewayCLI) keysRename() *cobra.Command {
 			return err
 		},
 	}
+}
+
+// policyFlags are the key policy flags of keys create and keys update.
+type policyFlags struct {
+	models      string
+	anyModel    bool
+	limit       string
+	limitPeriod string
+	noLimit     bool
+}
+
+func (p *policyFlags) register(cmd *cobra.Command, update bool) {
+	f := cmd.Flags()
+	f.StringVar(&p.models, "models", "", "Only allow models matching these comma-separated globs (e.g. gpt-4o-mini,o3*)")
+	f.StringVar(&p.limit, "limit", "", "Spend limit of the key, a decimal amount (e.g. 5.00)")
+	f.StringVar(&p.limitPeriod, "limit-period", "total", "Period of the spend limit: total, day or month (UTC)")
+	if update {
+		f.BoolVar(&p.anyModel, "any-model", false, "Remove the model allowlist")
+		f.BoolVar(&p.noLimit, "no-limit", false, "Remove the spend limit")
+		cmd.MarkFlagsMutuallyExclusive("models", "any-model")
+		cmd.MarkFlagsMutuallyExclusive("limit", "no-limit")
+	}
+}
+
+// apply adds the policy fields the flags set to a request body.
+func (p *policyFlags) apply(cmd *cobra.Command, req map[string]any) error {
+	if cmd.Flags().Changed("models") {
+		var models []string
+		for _, m := range strings.Split(p.models, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				models = append(models, m)
+			}
+		}
+		if len(models) == 0 {
+			return usageError(cmd, errors.New("--models needs at least one model pattern (use --any-model to remove the allowlist)"))
+		}
+		req["allowed_models"] = models
+	}
+	if p.anyModel {
+		req["allowed_models"] = nil
+	}
+	if cmd.Flags().Changed("limit") {
+		req["spend_limit"] = map[string]string{"amount": p.limit, "period": p.limitPeriod}
+	} else if cmd.Flags().Changed("limit-period") {
+		return usageError(cmd, errors.New("--limit-period goes with --limit"))
+	}
+	if p.noLimit {
+		req["spend_limit"] = nil
+	}
+	return nil
+}
+
+func (c *gatewayCLI) keysUpdate() *cobra.Command {
+	var name, expiresIn, expiresAt string
+	var noExpiry bool
+	var pf policyFlags
+	cmd := &cobra.Command{
+		Use:   "update KEY_ID [--name NAME] [--models GLOBS | --any-model] [--limit AMOUNT [--limit-period day] | --no-limit] [--expires-in 720h | --expires-at TIME | --no-expiry]",
+		Short: "Change an API key's name, allowed models, spend limit or expiry",
+		Long: `Changes an API key. The change holds from the very next request. Allowed
+models and the spend limit apply to the key together with the keys it
+replaced or that replace it by rotation, which share one spend counter; a
+new limit counts what they already spent in the current period.`,
+		Args: namedArgs("KEY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := map[string]any{}
+			if cmd.Flags().Changed("name") {
+				req["name"] = name
+			}
+			if err := pf.apply(cmd, req); err != nil {
+				return err
+			}
+			switch {
+			case expiresIn != "":
+				req["expires_in"] = expiresIn
+			case expiresAt != "":
+				t, err := time.Parse(time.RFC3339, expiresAt)
+				if err != nil {
+					return usageError(cmd, fmt.Errorf("--expires-at must be an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err))
+				}
+				req["expires_at"] = t
+			case noExpiry:
+				req["expires_at"] = nil
+			}
+			if len(req) == 0 {
+				return usageError(cmd, errors.New("nothing to change: give at least one flag"))
+			}
+			var k cliKey
+			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/keys/"+escape(args[0]), req, &k)
+			if err != nil || !table {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Updated key %s.\n", k.ID)
+			return printKey(cmd.OutOrStdout(), k)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "New name of the key")
+	f.StringVar(&expiresIn, "expires-in", "", "Expire the key after this duration from now (e.g. 720h)")
+	f.StringVar(&expiresAt, "expires-at", "", "Expire the key at this RFC 3339 time")
+	f.BoolVar(&noExpiry, "no-expiry", false, "Remove the key's expiry")
+	pf.register(cmd, true)
+	cmd.MarkFlagsMutuallyExclusive("expires-in", "expires-at", "no-expiry")
+	return cmd
 }
 
 func (c *gatewayCLI) keysDelete() *cobra.Command {

@@ -562,3 +562,72 @@ func TestCmdRegisteredWithCaddy(t *testing.T) {
 		t.Fatal("no error from an unreachable admin endpoint")
 	}
 }
+
+func TestCLIKeyPolicies(t *testing.T) {
+	g, mock := startCLIGateway(t)
+	g.NewAccount("acme", "5")
+
+	out := mustCLI(t, g, "keys", "create", "--account", "acme", "--name", "capped",
+		"--models", "mock-*, o3*", "--limit", "0.000005", "--limit-period", "day")
+	secret := secretFrom(t, out)
+	if !strings.Contains(out, "Models: mock-*,o3*; spend limit: 0.00 of 0.000005/day, resets ") {
+		t.Fatalf("create output:\n%s", out)
+	}
+	id := strings.Fields(strings.SplitN(out, "Created key ", 2)[1])[0]
+
+	// mock-model costs 0.0000048 a request: two fit under 0.000005
+	chatOK(t, g, secret)
+	chatOK(t, g, secret)
+	_, err := chat(context.Background(), newClient(g, secret))
+	if e := apiErrorOf(t, err); e.StatusCode != http.StatusForbidden || e.Code != "key_limit_exceeded" {
+		t.Fatalf("over the limit: %v", err)
+	}
+	if mock.Count() != 2 {
+		t.Fatalf("provider saw %d requests", mock.Count())
+	}
+	out = mustCLI(t, g, "keys", "show", id)
+	for _, want := range []string{"Models:", "mock-*,o3*", "Spend limit:", "0.0000096 of 0.000005/day, resets "} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("show lacks %q:\n%s", want, out)
+		}
+	}
+	out = mustCLI(t, g, "keys", "list")
+	if row := strings.Join(tableRow(t, out, id), " "); !strings.Contains(row, "mock-*,o3*") || !strings.Contains(row, "0.0000096 of 0.000005/day") {
+		t.Fatalf("list row %q", row)
+	}
+
+	// raise the limit, narrow the models
+	out = mustCLI(t, g, "keys", "update", id, "--limit", "1", "--models", "o3*")
+	if !strings.Contains(out, "Updated key "+id) || !strings.Contains(out, "of 1") {
+		t.Fatalf("update output:\n%s", out)
+	}
+	_, err = chat(context.Background(), newClient(g, secret))
+	if e := apiErrorOf(t, err); e.StatusCode != http.StatusForbidden || e.Code != "model_not_allowed" {
+		t.Fatalf("outside the allowlist: %v", err)
+	}
+	mustCLI(t, g, "keys", "update", id, "--any-model", "--no-limit", "--name", "free")
+	chatOK(t, g, secret)
+	out = mustCLI(t, g, "keys", "show", id, "--json")
+	var k struct {
+		Name          string          `json:"name"`
+		AllowedModels []string        `json:"allowed_models"`
+		SpendLimit    json.RawMessage `json:"spend_limit"`
+	}
+	if err := json.Unmarshal([]byte(out), &k); err != nil || k.Name != "free" || k.AllowedModels != nil || k.SpendLimit != nil {
+		t.Fatalf("after clearing: %+v %v\n%s", k, err, out)
+	}
+	// expiry set and removed from the CLI
+	mustCLI(t, g, "keys", "update", id, "--expires-in", "1h")
+	if out = mustCLI(t, g, "keys", "show", id); strings.Contains(out, "Expires:     never") {
+		t.Fatalf("expiry not set:\n%s", out)
+	}
+	mustCLI(t, g, "keys", "update", id, "--no-expiry")
+
+	failCLI(t, g, []string{"keys", "update", id}, "nothing to change")
+	failCLI(t, g, []string{"keys", "update", id, "--limit-period", "day"}, "--limit-period goes with --limit")
+	failCLI(t, g, []string{"keys", "update", id, "--models", " , "}, "at least one model pattern")
+	failCLI(t, g, []string{"keys", "update", id, "--limit", "0"}, "greater than zero")
+	failCLI(t, g, []string{"keys", "update", id, "--limit", "1", "--limit-period", "week"}, "total, day or month")
+	failCLI(t, g, []string{"keys", "update", id, "--models", "[bad"}, "[bad")
+	failCLI(t, g, []string{"keys", "update", "key_nope", "--name", "x"}, "not found")
+}
