@@ -4,4 +4,5 @@ package aigateway
 // `xcaddy build --with github.com/metask/caddy-ai-gateway` is all it takes.
 import (
 	_ "github.com/metask/caddy-ai-gateway/caddyauth"
+	_ "github.com/metask/caddy-ai-gateway/dashboard"
 )
