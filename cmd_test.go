@@ -313,17 +313,18 @@ func TestCLIKeysCreateWorksThroughGateway(t *testing.T) {
 	if strings.Contains(out, secret) || strings.Contains(out, nk.Key) {
 		t.Fatalf("list prints a key:\n%s", out)
 	}
-	if h := strings.Join(strings.Fields(strings.SplitN(out, "\n", 2)[0]), " "); h != "ID NAME ACCOUNT HINT CREATED LAST USED EXPIRES" {
+	if h := strings.Join(strings.Fields(strings.SplitN(out, "\n", 2)[0]), " "); h != "ID NAME ACCOUNT HINT CREATED LAST USED EXPIRES MODELS SPEND LIMIT" {
 		t.Fatalf("keys header %q", h)
 	}
 	row := tableRow(t, out, id)
-	if row[1] != "production-app" || row[2] != "acme" || !strings.HasPrefix(row[3], "sk-") || row[len(row)-1] != "never" {
+	if row[1] != "production-app" || row[2] != "acme" || !strings.HasPrefix(row[3], "sk-") || row[len(row)-3] != "never" ||
+		row[len(row)-2] != "any" || row[len(row)-1] != "none" {
 		t.Fatalf("key row %q:\n%s", row, out)
 	}
 	if !strings.HasSuffix(secret, strings.TrimPrefix(row[3][strings.LastIndex(row[3], "…"):], "…")) {
 		t.Fatalf("hint %q does not match the key", row[3])
 	}
-	if r := tableRow(t, out, nk.ID); r[len(r)-1] == "never" {
+	if r := tableRow(t, out, nk.ID); r[len(r)-3] == "never" {
 		t.Fatalf("key with expiry shows EXPIRES never: %q", r)
 	}
 }

@@ -5,4 +5,5 @@ package aigateway
 import (
 	_ "github.com/metask/caddy-ai-gateway/caddyauth"
 	_ "github.com/metask/caddy-ai-gateway/caddyproxy"
+	_ "github.com/metask/caddy-ai-gateway/dashboard"
 )

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command of caddy-ai-gateway: vet, then every test with the race
 # detector, on real SQLite files and an in-process Caddy bound to loopback.
-# CI runs exactly this through .ci/run.
+# The dashboard's browser tests drive a headless Chromium; it is installed
+# here when missing (Debian/Ubuntu: apt-get install chromium). CI runs exactly
+# this through .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,6 +11,19 @@ if ! command -v go >/dev/null 2>&1; then
 	echo "test.sh: go is not on PATH (Go >= 1.25 is required)" >&2
 	exit 1
 fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+	echo "test.sh: chromium is missing; installing it for the dashboard's browser tests" >&2
+	sudo=""
+	if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+		sudo="sudo"
+	fi
+	$sudo apt-get update
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+
+# the browser tests fail instead of skipping when they cannot start chromium
+export AI_GATEWAY_REQUIRE_BROWSER=1
 
 go vet ./...
 go test -race -count=1 -timeout 20m ./...
