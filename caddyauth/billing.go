@@ -1,11 +1,11 @@
 package caddyauth
 
 import (
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -120,19 +120,23 @@ func (b *billing) requestID() string {
 			return v
 		}
 	}
-	return fmt.Sprintf("gw-%016x", rand.Uint64())
+	var buf [19]byte
+	copy(buf[:], "gw-")
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], rand.Uint64())
+	hex.Encode(buf[3:], n[:])
+	return string(buf[:])
 }
 
 // record publishes the charge: placeholders, access log fields, metrics.
 func (b *billing) record(c keystore.Charge, status int) {
-	cost := keystore.FormatAmount(c.Cost)
 	if b.repl != nil {
 		// One lazy provider instead of a map entry per placeholder: most
 		// configs read none of them.
 		b.repl.Map(func(key string) (any, bool) {
 			switch key {
 			case "ai_gateway.cost":
-				return cost, true
+				return keystore.FormatAmount(c.Cost), true
 			case "ai_gateway.cost_nano":
 				return c.Cost, true
 			case "ai_gateway.tokens.prompt":
@@ -154,7 +158,7 @@ func (b *billing) record(c keystore.Charge, status int) {
 	if extra, ok := b.r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		extra.Set(zap.String("ai_gateway_model", c.Model))
 		extra.Set(zap.String("ai_gateway_request_id", c.RequestID))
-		extra.Set(zap.String("ai_gateway_cost", cost))
+		extra.Set(zap.Stringer("ai_gateway_cost", amount(c.Cost)))
 		extra.Set(zap.Int64("ai_gateway_prompt_tokens", c.PromptTokens))
 		extra.Set(zap.Int64("ai_gateway_completion_tokens", c.CompletionTokens))
 		extra.Set(zap.Int64("ai_gateway_cached_tokens", c.CachedTokens))
@@ -162,21 +166,25 @@ func (b *billing) record(c keystore.Charge, status int) {
 			extra.Set(zap.Bool("ai_gateway_estimated", true))
 		}
 	}
-	mt := b.g.metrics
-	label := b.rate.label
-	mt.requests.WithLabelValues(label, strconv.Itoa(status/100)+"xx").Inc()
-	for _, t := range []struct {
-		kind string
-		n    int64
-	}{{"prompt", c.PromptTokens}, {"completion", c.CompletionTokens}, {"cached", c.CachedTokens}, {"reasoning", c.ReasoningTokens}} {
-		if t.n > 0 {
-			mt.tokens.WithLabelValues(label, t.kind).Add(float64(t.n))
+	lm := b.rate.metrics
+	if lm == nil { // a rate built outside Provision (tests)
+		lm = b.g.metrics.forLabel(b.rate.label)
+	}
+	lm.request(status)
+	for i, n := range [4]int64{c.PromptTokens, c.CompletionTokens, c.CachedTokens, c.ReasoningTokens} {
+		if n > 0 {
+			lm.tokens[i].Add(float64(n))
 		}
 	}
 	if c.Cost > 0 {
-		mt.cost.WithLabelValues(label).Add(nanoToUnits(c.Cost))
+		lm.cost.Add(nanoToUnits(c.Cost))
 	}
 	if c.Estimated {
-		mt.estimated.WithLabelValues(label).Inc()
+		lm.estimated.Inc()
 	}
 }
+
+// amount formats nano-units only when a log encoder asks for it.
+type amount int64
+
+func (a amount) String() string { return keystore.FormatAmount(int64(a)) }

@@ -17,6 +17,7 @@ const tokensPerPriceUnit = 1_000_000
 type rate struct {
 	input, output, cached int64
 	label                 string
+	metrics               *labelMetrics // the counters of label
 }
 
 // priceFor returns the rate of a model: the first price whose pattern
@@ -25,12 +26,12 @@ func (g *BalanceGuard) priceFor(model string) (rate, bool) {
 	for i := range g.Prices {
 		p := &g.Prices[i]
 		if ok, _ := path.Match(p.Model, model); ok {
-			return rate{input: p.inputNano, output: p.outputNano, cached: p.cachedNano, label: p.Model}, true
+			return rate{input: p.inputNano, output: p.outputNano, cached: p.cachedNano, label: p.Model, metrics: p.metrics}, true
 		}
 	}
 	if g.UnknownModel.Action == "price" {
 		return rate{input: g.UnknownModel.inputNano, output: g.UnknownModel.outputNano,
-			cached: g.UnknownModel.inputNano, label: "unknown"}, true
+			cached: g.UnknownModel.inputNano, label: "unknown", metrics: g.UnknownModel.metrics}, true
 	}
 	return rate{}, false
 }

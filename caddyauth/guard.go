@@ -116,6 +116,10 @@ func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 	if g.metrics, err = loadMetrics(ctx, store); err != nil {
 		return fmt.Errorf("balance_guard: %w", err)
 	}
+	for i := range g.Prices {
+		g.Prices[i].metrics = g.metrics.forLabel(g.Prices[i].Model)
+	}
+	g.UnknownModel.metrics = g.metrics.forLabel("unknown")
 	return nil
 }
 

@@ -49,11 +49,19 @@ func identityFrom(r *http.Request) (keystore.Identity, bool) {
 func admit(r *http.Request, id keystore.Identity) {
 	caddyhttp.SetVar(r.Context(), IdentityVar, id)
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.auth.user.id", id.KeyID)
-		repl.Set("http.auth.user.account", id.AccountID)
-		repl.Set("ai_gateway.account", id.AccountID)
-		repl.Set("ai_gateway.key.id", id.KeyID)
-		repl.Set("ai_gateway.key.name", id.KeyName)
+		// One lazy provider rather than five map entries under the
+		// replacer's lock: most configs read none of them.
+		repl.Map(func(key string) (any, bool) {
+			switch key {
+			case "http.auth.user.id", "ai_gateway.key.id":
+				return id.KeyID, true
+			case "http.auth.user.account", "ai_gateway.account":
+				return id.AccountID, true
+			case "ai_gateway.key.name":
+				return id.KeyName, true
+			}
+			return nil, false
+		})
 	}
 	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		extra.Set(zap.String("ai_gateway_account", id.AccountID))

@@ -3,6 +3,7 @@ package caddyauth
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
@@ -90,6 +91,43 @@ func loadMetrics(ctx caddy.Context, store *keystore.Store) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// labelMetrics are the counters of one model label, resolved once so that a
+// settlement does not hash label values.
+type labelMetrics struct {
+	requests  [7]prometheus.Counter // by status class: index status/100, 0 and 6 for the rest
+	tokens    [4]prometheus.Counter // prompt, completion, cached, reasoning
+	cost      prometheus.Counter
+	estimated prometheus.Counter
+}
+
+// forLabel resolves the counters of a model label.
+func (m *metrics) forLabel(label string) *labelMetrics {
+	lm := &labelMetrics{
+		cost:      m.cost.WithLabelValues(label),
+		estimated: m.estimated.WithLabelValues(label),
+	}
+	for i := range lm.requests {
+		code := strconv.Itoa(i) + "xx"
+		if i == 0 || i == 6 {
+			code = "other"
+		}
+		lm.requests[i] = m.requests.WithLabelValues(label, code)
+	}
+	for i, kind := range []string{"prompt", "completion", "cached", "reasoning"} {
+		lm.tokens[i] = m.tokens.WithLabelValues(label, kind)
+	}
+	return lm
+}
+
+// request counts a request that ended with status.
+func (lm *labelMetrics) request(status int) {
+	i := status / 100
+	if i < 1 || i > 5 {
+		i = 0
+	}
+	lm.requests[i].Inc()
 }
 
 func releaseMetrics(m *metrics, store *keystore.Store) {

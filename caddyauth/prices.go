@@ -21,6 +21,7 @@ type Price struct {
 	Cached string `json:"cached,omitempty"`
 
 	inputNano, outputNano, cachedNano int64
+	metrics                           *labelMetrics
 }
 
 // UnknownModel says what to do with a model that no price matches.
@@ -33,6 +34,7 @@ type UnknownModel struct {
 	Output string `json:"output,omitempty"`
 
 	inputNano, outputNano int64
+	metrics               *labelMetrics
 }
 
 // provision validates a price and converts it to nano-units per 1M tokens.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -128,7 +129,7 @@ func SetBody(r *http.Request, b *Body) {
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil }
 	r.ContentLength = int64(len(raw))
 	if r.Header != nil {
-		r.Header.Set("Content-Length", fmt.Sprint(len(raw)))
+		r.Header.Set("Content-Length", strconv.Itoa(len(raw)))
 	}
 	r.TransferEncoding = nil
 	caddyhttp.SetVar(r.Context(), BodyVar, b)
