@@ -1,7 +1,6 @@
 package caddyauth
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -76,23 +75,9 @@ func requestTooLarge(limit int64) *apiError {
 	}
 }
 
-type errorBody struct {
-	Error errorFields `json:"error"`
-}
-
-type errorFields struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    string  `json:"code"`
-}
-
 // write sends the error as the response. 401s carry WWW-Authenticate: Bearer.
 func (e *apiError) write(w http.ResponseWriter) error {
-	body, err := json.Marshal(errorBody{Error: errorFields{Message: e.message, Type: e.typ, Code: e.code}})
-	if err != nil {
-		return err
-	}
+	body := caddyproxy.ErrorJSON(e.message, e.typ, e.code)
 	h := w.Header()
 	if e.status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="ai-gateway"`)
@@ -101,6 +86,6 @@ func (e *apiError) write(w http.ResponseWriter) error {
 	h.Set("Cache-Control", "no-store")
 	h.Del("Content-Length")
 	w.WriteHeader(e.status)
-	_, err = w.Write(append(body, '\n'))
+	_, err := w.Write(append(body, '\n'))
 	return err
 }

@@ -1,8 +1,16 @@
-// Package caddyproxy parses the requests and responses of OpenAI-compatible
-// APIs for the gateway's billing handler. It depends on the standard library
-// only and never starts a server or touches the network.
+// Package caddyproxy is what goes to the provider and what comes back: the
+// ai_model request matcher, and the parsing and shaping of requests and
+// responses of OpenAI-compatible APIs for the gateway's billing handler. It
+// never starts a server or touches the network; only the matcher and the
+// request body cache (matcher.go, body.go) use Caddy, the parsers use the
+// standard library alone.
 //
 // What it offers:
+//
+//   - [MatchModel], the http.matchers.ai_model module, and [ReadBody] /
+//     [SetBody], which read a request's JSON body once per request and share
+//     it between the matcher and balance_guard.
+//   - [ErrorJSON], the OpenAI error shape every gateway error is written in.
 //
 //   - [ParseRequest] reads the fields a request is priced and admitted on
 //     (model, stream, the max-token limit) and estimates its prompt size with

@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/metask/caddy-ai-gateway/caddyproxy"
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
@@ -93,19 +94,8 @@ func storeError(err error) *apiError {
 		"Something went wrong on the server. Try again; if it persists, tell the operator."}
 }
 
-type errorBody struct {
-	Error errorFields `json:"error"`
-}
-
-type errorFields struct {
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    string  `json:"code"`
-}
-
 func writeError(w http.ResponseWriter, e *apiError) error {
-	return writeJSON(w, e.status, errorBody{Error: errorFields{Message: e.message, Type: e.typ, Code: e.code}})
+	return writeJSON(w, e.status, caddyproxy.ErrorBody{Error: caddyproxy.ErrorFields{Message: e.message, Type: e.typ, Code: e.code}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
