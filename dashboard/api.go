@@ -199,7 +199,7 @@ func (d *Dashboard) serveAPI(w http.ResponseWriter, r *http.Request, s session, 
 	// CSRF first: a forged request learns nothing, not even whether the
 	// user is an admin.
 	if !safeMethod(r.Method) {
-		if e := checkStateChange(r, s.user); e != nil {
+		if e := d.csrf.checkStateChange(r, s.user); e != nil {
 			d.logger.Warn("dashboard request refused by the CSRF check",
 				zap.String("user", s.user), zap.String("method", r.Method), zap.String("path", r.URL.Path),
 				zap.String("code", e.code), zap.String("origin", r.Header.Get("Origin")))

@@ -10,7 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // Cross-site request forgery protection.
@@ -27,9 +28,9 @@ import (
 //  2. Token. The X-CSRF-Token header must carry the user's token:
 //     base64url(HMAC-SHA256(secret, "ai_dashboard csrf\x00" + user id)). The
 //     page embeds it (the page is only readable by the same origin). The
-//     secret is 32 random bytes drawn once per process, so tokens survive
-//     config reloads and become invalid when Caddy restarts (the page then
-//     asks the user to reload). A token is bound to the user: one user's
+//     secret is 32 random bytes kept in a Caddy usage pool, so tokens
+//     survive config reloads and become invalid when Caddy restarts (the
+//     page then asks the user to reload). A token is bound to the user: one user's
 //     token is useless for another.
 //
 // Bodies must also be JSON (Content-Type: application/json), which an HTML
@@ -38,36 +39,49 @@ import (
 // csrfHeader carries the token on state-changing requests.
 const csrfHeader = "X-CSRF-Token"
 
-var csrfSecret = sync.OnceValues(func() ([]byte, error) {
-	b := make([]byte, 32)
-	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("drawing the csrf secret: %w", err)
-	}
-	return b, nil
-})
+// csrfSecrets holds the secret the tokens are made with, shared by every
+// config that has a dashboard so that tokens survive config reloads; it is
+// drawn anew once no config uses it any more.
+var csrfSecrets = caddy.NewUsagePool()
 
-// csrfToken returns the token of a user.
-func csrfToken(user string) (string, error) {
-	secret, err := csrfSecret()
+const csrfSecretKey = "ai_dashboard.csrf_secret"
+
+// csrfSecret is the HMAC key of the tokens. It never changes once drawn.
+type csrfSecret []byte
+
+// Destruct implements caddy.Destructor (nothing to release).
+func (csrfSecret) Destruct() error { return nil }
+
+// loadCSRFSecret takes a reference on the shared secret; release it with
+// csrfSecrets.Delete(csrfSecretKey) in Cleanup.
+func loadCSRFSecret() (csrfSecret, error) {
+	v, _, err := csrfSecrets.LoadOrNew(csrfSecretKey, func() (caddy.Destructor, error) {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("drawing the csrf secret: %w", err)
+		}
+		return csrfSecret(b), nil
+	})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("ai_dashboard csrf\x00"))
-	m.Write([]byte(user))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)), nil
+	return v.(csrfSecret), nil
 }
 
-// validCSRFToken reports whether got is the user's token.
-func validCSRFToken(user, got string) bool {
-	if got == "" {
+// token returns the token of a user.
+func (k csrfSecret) token(user string) string {
+	m := hmac.New(sha256.New, k)
+	m.Write([]byte("ai_dashboard csrf\x00"))
+	m.Write([]byte(user))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// valid reports whether got is the user's token.
+func (k csrfSecret) valid(user, got string) bool {
+	if got == "" || len(k) == 0 {
 		return false
 	}
-	want, err := csrfToken(user)
-	if err != nil {
-		return false
-	}
-	return hmac.Equal([]byte(want), []byte(got))
+	return hmac.Equal([]byte(k.token(user)), []byte(got))
 }
 
 // sameOrigin reports whether the request comes from a page of this origin,
@@ -106,11 +120,11 @@ func normalHost(hostport, scheme string) string {
 }
 
 // checkStateChange applies the CSRF rules to a state-changing request.
-func checkStateChange(r *http.Request, user string) *apiError {
+func (k csrfSecret) checkStateChange(r *http.Request, user string) *apiError {
 	if !sameOrigin(r) {
 		return errForeignOrigin
 	}
-	if !validCSRFToken(user, r.Header.Get(csrfHeader)) {
+	if !k.valid(user, r.Header.Get(csrfHeader)) {
 		return errBadToken
 	}
 	return nil

@@ -71,6 +71,7 @@ type Dashboard struct {
 
 	store    *keystore.Store
 	currency string
+	csrf     csrfSecret
 	admins   map[string]bool
 	logger   *zap.Logger
 	page     *template.Template
@@ -95,6 +96,11 @@ type storeSource interface {
 // Provision finds the key store and checks the configuration.
 func (d *Dashboard) Provision(ctx caddy.Context) error {
 	d.logger = ctx.Logger()
+	secret, err := loadCSRFSecret()
+	if err != nil {
+		return fmt.Errorf("ai_dashboard: %w", err)
+	}
+	d.csrf = secret
 	if d.UserID == "" {
 		d.UserID = "{http.auth.user.id}"
 	}
@@ -242,10 +248,7 @@ func (d *Dashboard) servePage(w http.ResponseWriter, r *http.Request, s session)
 				"The key store cannot answer right now. Try again in a moment.")
 		}
 	}
-	token, err := csrfToken(s.user)
-	if err != nil {
-		return caddyhttp.Error(http.StatusInternalServerError, err)
-	}
+	token := d.csrf.token(s.user)
 	var buf bytes.Buffer
 	if err := d.page.Execute(&buf, pageData{CSRFToken: token, User: s.user}); err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("rendering the dashboard page: %w", err))
@@ -258,7 +261,7 @@ func (d *Dashboard) servePage(w http.ResponseWriter, r *http.Request, s session)
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	_, err = w.Write(buf.Bytes())
+	_, err := w.Write(buf.Bytes())
 	return err
 }
 
@@ -332,9 +335,18 @@ func serveAsset(w http.ResponseWriter, r *http.Request, name string) error {
 	return nil
 }
 
+// Cleanup releases this config's reference to the CSRF secret.
+func (d *Dashboard) Cleanup() error {
+	if d.csrf != nil {
+		_, _ = csrfSecrets.Delete(csrfSecretKey)
+	}
+	return nil
+}
+
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Dashboard)(nil)
+	_ caddy.CleanerUpper          = (*Dashboard)(nil)
 	_ caddy.Validator             = (*Dashboard)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Dashboard)(nil)
 )
