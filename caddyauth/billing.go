@@ -166,10 +166,7 @@ func (b *billing) record(c keystore.Charge, status int) {
 			extra.Set(zap.Bool("ai_gateway_estimated", true))
 		}
 	}
-	lm := b.rate.metrics
-	if lm == nil { // a rate built outside Provision (tests)
-		lm = b.g.metrics.forLabel(b.rate.label)
-	}
+	lm := b.rate.metrics // resolved for every price in Provision
 	lm.request(status)
 	for i, n := range [4]int64{c.PromptTokens, c.CompletionTokens, c.CachedTokens, c.ReasoningTokens} {
 		if n > 0 {

@@ -31,21 +31,11 @@ const (
 	codeAccountDisabled     = "account_disabled"
 	codeStoreUnavailable    = "store_unavailable"
 	codeGatewayMisconfig    = "gateway_misconfigured"
-	codeInvalidJSON         = "invalid_json"
 	codeModelNotPriced      = "model_not_priced"
-	codeRequestTooLarge     = "request_too_large"
 	codeModelNotAllowed     = "model_not_allowed"
 	codeModelNotFound       = "model_not_found"
 	codeKeyLimitExceeded    = "key_limit_exceeded"
 )
-
-func invalidJSON(err error) *apiError {
-	return &apiError{
-		status: http.StatusBadRequest, typ: typeInvalidRequest, code: codeInvalidJSON, reason: codeInvalidJSON,
-		message: "We could not parse the JSON body of your request (" + err.Error() + "). " +
-			"The OpenAI API expects a JSON object; the request was not sent to the provider.",
-	}
-}
 
 // fromRequestError turns a body caddyproxy refused to read into the
 // gateway's error.
@@ -65,13 +55,6 @@ func modelNotPriced(model string) *apiError {
 	return &apiError{
 		status: http.StatusBadRequest, typ: typeInvalidRequest, code: codeModelNotPriced, reason: codeModelNotPriced,
 		message: msg,
-	}
-}
-
-func requestTooLarge(limit int64) *apiError {
-	return &apiError{
-		status: http.StatusRequestEntityTooLarge, typ: typeInvalidRequest, code: codeRequestTooLarge, reason: codeRequestTooLarge,
-		message: fmt.Sprintf("The request body is larger than this gateway accepts (%d bytes), so it was not sent.", limit),
 	}
 }
 

@@ -230,7 +230,7 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		injected, err := caddyproxy.InjectIncludeUsage(body)
 		if err != nil {
 			hold.Release()
-			return g.refuse(w, invalidJSON(err))
+			return g.refuse(w, fromRequestError(caddyproxy.InvalidJSON(err)))
 		}
 		body, dropUsage = injected, true
 	}
@@ -238,7 +238,7 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		rewritten, err := caddyproxy.RewriteModel(body, upstream)
 		if err != nil {
 			hold.Release()
-			return g.refuse(w, invalidJSON(err))
+			return g.refuse(w, fromRequestError(caddyproxy.InvalidJSON(err)))
 		}
 		body = rewritten
 	}

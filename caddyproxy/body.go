@@ -53,6 +53,16 @@ const (
 	CodeRequestTooLarge = "request_too_large"
 )
 
+// InvalidJSON is the 400 invalid_json refusal of a body that err (from
+// ParseRequest, InjectIncludeUsage or RewriteModel) says is not the JSON
+// expected.
+func InvalidJSON(err error) *RequestError {
+	return &RequestError{Status: http.StatusBadRequest, Code: CodeInvalidJSON,
+		Message: "We could not parse the JSON body of your request (" + err.Error() + "). " +
+			"The OpenAI API expects a JSON object; the request was not sent to the provider.",
+		Err: err}
+}
+
 // hasJSONBody reports whether r is a request whose body the gateway reads
 // to learn its model: POST, PUT or PATCH with a JSON content type, or none.
 func hasJSONBody(r *http.Request) bool {
@@ -111,10 +121,7 @@ func ReadBody(r *http.Request, limit int64, always bool) (b *Body, ok bool, err 
 	}
 	info, perr := ParseRequest(raw)
 	if perr != nil {
-		return nil, false, &RequestError{Status: http.StatusBadRequest, Code: CodeInvalidJSON,
-			Message: "We could not parse the JSON body of your request (" + perr.Error() + "). " +
-				"The OpenAI API expects a JSON object; the request was not sent to the provider.",
-			Err: perr}
+		return nil, false, InvalidJSON(perr)
 	}
 	b = &Body{Raw: raw, Info: info, Model: info.Model}
 	SetBody(r, b)
