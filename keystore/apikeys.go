@@ -235,33 +235,23 @@ func liveKeyHash(ctx context.Context, tx *sql.Tx, id string) ([32]byte, error) {
 
 // RenameKey changes a key's name.
 func (s *Store) RenameKey(ctx context.Context, id, name string) (Key, error) {
-	name, err := validateName("key", name)
-	if err != nil {
-		return Key{}, err
-	}
-	err = s.updateKey(ctx, id, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE api_keys SET name = ? WHERE id = ?`, name, id)
-		return err
-	})
-	if err != nil {
-		return Key{}, err
-	}
-	return s.Key(ctx, id)
+	return s.UpdateKey(ctx, id, KeyUpdate{Name: &name})
 }
 
 // DeleteKey revokes a key. The very next Authenticate with it fails, in this
 // process, whichever caller deleted it. The row stays (ledger rows refer to
 // it) but can never authenticate again.
 func (s *Store) DeleteKey(ctx context.Context, id string) error {
-	return s.updateKey(ctx, id, func(tx *sql.Tx) error {
+	return s.updateKey(ctx, id, func(tx *sql.Tx) ([][32]byte, error) {
 		_, err := tx.ExecContext(ctx, `UPDATE api_keys SET deleted_at = ? WHERE id = ?`, unixMS(s.now()), id)
-		return err
+		return nil, err
 	})
 }
 
-// updateKey runs change on a live key inside a transaction and drops the key
-// from the cache once the change is committed.
-func (s *Store) updateKey(ctx context.Context, id string, change func(*sql.Tx) error) error {
+// updateKey runs change on a live key inside a transaction and, once the
+// change is committed, drops the key from the cache, together with the keys
+// whose hashes change returns (the change touched them too).
+func (s *Store) updateKey(ctx context.Context, id string, change func(*sql.Tx) ([][32]byte, error)) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if s.isClosed() {
@@ -276,13 +266,17 @@ func (s *Store) updateKey(ctx context.Context, id string, change func(*sql.Tx) e
 	if err != nil {
 		return err
 	}
-	if err := change(tx); err != nil {
+	also, err := change(tx)
+	if err != nil {
 		return fmt.Errorf("updating key %q: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("updating key %q: %w", id, err)
 	}
 	s.keys.invalidate(h)
+	for _, h := range also {
+		s.keys.invalidate(h)
+	}
 	return nil
 }
 

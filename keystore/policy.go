@@ -470,26 +470,14 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 		}
 	}
 
-	s.writeMu.Lock()
-	err = func() error {
-		if s.isClosed() {
-			return ErrClosed
-		}
-		tx, err := s.w.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("updating key %q: %w", id, err)
-		}
-		defer tx.Rollback()
-		if _, err := liveKeyHash(ctx, tx, id); err != nil {
-			return err
-		}
+	err = s.updateKey(ctx, id, func(tx *sql.Tx) ([][32]byte, error) {
 		hashes, err := lineageHashes(ctx, tx, lineage)
 		if err != nil {
-			return fmt.Errorf("updating key %q: %w", id, err)
+			return nil, err
 		}
 		if u.Name != nil {
 			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET name = ? WHERE id = ?`, name, id); err != nil {
-				return fmt.Errorf("updating key %q: %w", id, err)
+				return nil, err
 			}
 		}
 		if u.SetExpiry {
@@ -500,31 +488,24 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 			// Only the key itself: a predecessor in its grace period keeps
 			// its own, earlier end.
 			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET expires_at = ? WHERE id = ?`, exp, id); err != nil {
-				return fmt.Errorf("updating key %q: %w", id, err)
+				return nil, err
 			}
 		}
 		if u.SetAllowedModels {
 			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET allowed_models = ? WHERE lineage = ? AND deleted_at IS NULL`,
 				encodeModels(pol.AllowedModels), lineage); err != nil {
-				return fmt.Errorf("updating key %q: %w", id, err)
+				return nil, err
 			}
 		}
 		if u.SetSpendLimit {
 			amount, period := encodeLimit(pol.SpendLimit)
 			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET spend_limit = ?, limit_period = ? WHERE lineage = ? AND deleted_at IS NULL`,
 				amount, period, lineage); err != nil {
-				return fmt.Errorf("updating key %q: %w", id, err)
+				return nil, err
 			}
 		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("updating key %q: %w", id, err)
-		}
-		for _, h := range hashes {
-			s.keys.invalidate(h)
-		}
-		return nil
-	}()
-	s.writeMu.Unlock()
+		return hashes, nil
+	})
 	if err != nil {
 		if restore != nil {
 			restore()
