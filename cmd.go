@@ -650,15 +650,8 @@ total, per day or per month (UTC).`,
 			if err := pf.apply(cmd, req); err != nil {
 				return err
 			}
-			if expiresIn != "" {
-				req["expires_in"] = expiresIn
-			}
-			if expiresAt != "" {
-				t, err := time.Parse(time.RFC3339, expiresAt)
-				if err != nil {
-					return usageError(cmd, fmt.Errorf("--expires-at must be an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err))
-				}
-				req["expires_at"] = t
+			if err := setExpiry(cmd, req, expiresIn, expiresAt); err != nil {
+				return err
 			}
 			var nk newKeyAnswer
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/keys", req, &nk)
@@ -745,6 +738,22 @@ func (c *gatewayCLI) keysRename() *cobra.Command {
 	}
 }
 
+// setExpiry adds --expires-in or --expires-at (checked here, so that a
+// malformed time is refused before anything is sent) to a request body.
+func setExpiry(cmd *cobra.Command, req map[string]any, in, at string) error {
+	if in != "" {
+		req["expires_in"] = in
+	}
+	if at != "" {
+		t, err := time.Parse(time.RFC3339, at)
+		if err != nil {
+			return usageError(cmd, fmt.Errorf("--expires-at must be an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err))
+		}
+		req["expires_at"] = t
+	}
+	return nil
+}
+
 // policyFlags are the key policy flags of keys create and keys update.
 type policyFlags struct {
 	models      string
@@ -815,16 +824,10 @@ new limit counts what they already spent in the current period.`,
 			if err := pf.apply(cmd, req); err != nil {
 				return err
 			}
-			switch {
-			case expiresIn != "":
-				req["expires_in"] = expiresIn
-			case expiresAt != "":
-				t, err := time.Parse(time.RFC3339, expiresAt)
-				if err != nil {
-					return usageError(cmd, fmt.Errorf("--expires-at must be an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err))
-				}
-				req["expires_at"] = t
-			case noExpiry:
+			if err := setExpiry(cmd, req, expiresIn, expiresAt); err != nil {
+				return err
+			}
+			if noExpiry {
 				req["expires_at"] = nil
 			}
 			if len(req) == 0 {
