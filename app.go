@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/metask/caddy-ai-gateway/internal/gwapp"
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
@@ -131,4 +132,5 @@ var (
 	_ caddy.Provisioner  = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 	_ caddy.Destructor   = pooledStore{}
+	_ gwapp.StoreSource  = (*App)(nil)
 )

@@ -9,8 +9,6 @@ import (
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
-var errNoStore = errors.New("the ai_gateway app has no key store")
-
 // keyChecker holds what api_key_auth and the api_key provider share: the
 // store and the wording of their 401s.
 type keyChecker struct {

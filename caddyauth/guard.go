@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/metask/caddy-ai-gateway/caddyproxy"
+	"github.com/metask/caddy-ai-gateway/internal/gwapp"
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
@@ -108,7 +109,7 @@ func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 	if err := g.provisionCatalog(); err != nil {
 		return fmt.Errorf("balance_guard: %w", err)
 	}
-	store, currency, err := loadStore(ctx)
+	store, currency, err := gwapp.LoadStore(ctx)
 	if err != nil {
 		return fmt.Errorf("balance_guard: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/metask/caddy-ai-gateway/caddyproxy"
+	"github.com/metask/caddy-ai-gateway/internal/gwapp"
 )
 
 func init() {
@@ -47,7 +48,7 @@ func (APIKeyAuth) CaddyModule() caddy.ModuleInfo {
 // Provision finds the key store.
 func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	store, _, err := loadStore(ctx)
+	store, _, err := gwapp.LoadStore(ctx)
 	if err != nil {
 		return fmt.Errorf("api_key_auth: %w", err)
 	}

@@ -15,27 +15,6 @@ import (
 // the caller's keystore.Identity for the handlers after them.
 const IdentityVar = "ai_gateway.identity"
 
-// storeSource is what the ai_gateway app offers its handlers. It is an
-// interface so that this package does not import the root package.
-type storeSource interface {
-	Store() *keystore.Store
-	CurrencyCode() string
-}
-
-// loadStore finds the ai_gateway app (loading it with defaults if the config
-// does not mention it) and returns its store.
-func loadStore(ctx caddy.Context) (*keystore.Store, string, error) {
-	app, err := ctx.App("ai_gateway")
-	if err != nil {
-		return nil, "", err
-	}
-	src, ok := app.(storeSource)
-	if !ok || src.Store() == nil {
-		return nil, "", errNoStore
-	}
-	return src.Store(), src.CurrencyCode(), nil
-}
-
 // identityFrom returns the identity an authenticator left on the request.
 func identityFrom(r *http.Request) (keystore.Identity, bool) {
 	id, ok := caddyhttp.GetVar(r.Context(), IdentityVar).(keystore.Identity)

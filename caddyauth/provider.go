@@ -7,6 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 	"go.uber.org/zap"
+
+	"github.com/metask/caddy-ai-gateway/internal/gwapp"
 )
 
 func init() {
@@ -40,7 +42,7 @@ func (APIKeyProvider) CaddyModule() caddy.ModuleInfo {
 // Provision finds the key store.
 func (p *APIKeyProvider) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
-	store, _, err := loadStore(ctx)
+	store, _, err := gwapp.LoadStore(ctx)
 	if err != nil {
 		return fmt.Errorf("api_key provider: %w", err)
 	}

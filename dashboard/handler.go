@@ -29,6 +29,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/metask/caddy-ai-gateway/internal/gwapp"
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
@@ -86,13 +87,6 @@ func (Dashboard) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// storeSource is what the ai_gateway app offers its handlers. It is an
-// interface so that this package does not import the root package.
-type storeSource interface {
-	Store() *keystore.Store
-	CurrencyCode() string
-}
-
 // Provision finds the key store and checks the configuration.
 func (d *Dashboard) Provision(ctx caddy.Context) error {
 	d.logger = ctx.Logger()
@@ -125,15 +119,9 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("ai_dashboard: gateway_url %q must be an absolute http or https URL", d.GatewayURL)
 		}
 	}
-	app, err := ctx.App("ai_gateway")
-	if err != nil {
-		return fmt.Errorf("ai_dashboard: loading the ai_gateway app: %w", err)
+	if d.store, d.currency, err = gwapp.LoadStore(ctx); err != nil {
+		return fmt.Errorf("ai_dashboard: %w", err)
 	}
-	src, ok := app.(storeSource)
-	if !ok || src.Store() == nil {
-		return errors.New("ai_dashboard: the ai_gateway app has no key store")
-	}
-	d.store, d.currency = src.Store(), src.CurrencyCode()
 	if d.page, err = template.ParseFS(assetsFS, "assets/index.html"); err != nil {
 		return fmt.Errorf("ai_dashboard: parsing the page template: %w", err)
 	}
