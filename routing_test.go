@@ -54,6 +54,17 @@ func rtSite(openaiURL, deepseekURL, guardExtra string) string {
 	}`
 }
 
+// rtGateway starts two mock providers and the gateway of rtSite in front of
+// them, with account acme topped up by balance.
+func rtGateway(t *testing.T, balance string) (g *gwtest.Gateway, openaiMock, deepseekMock *gwtest.MockProvider) {
+	t.Helper()
+	openaiMock, deepseekMock = gwtest.NewMockProvider(t), gwtest.NewMockProvider(t)
+	g = gwtest.New(t)
+	g.LoadSite(rtSite(openaiMock.URL, deepseekMock.URL, ""))
+	g.NewAccount("acme", balance)
+	return g, openaiMock, deepseekMock
+}
+
 // rtCost is ceil((prompt*in + completion*out)/1e6) with prices in nano-units
 // per 1M tokens.
 func rtCost(in, out, prompt, completion int64) int64 {
@@ -87,10 +98,7 @@ func rtModelOf(t *testing.T, body []byte) string {
 // model, with that provider's key only; aliases reach the provider under its
 // model name and are billed under the public name.
 func TestRoutingAndAliases(t *testing.T) {
-	oa, ds := gwtest.NewMockProvider(t), gwtest.NewMockProvider(t)
-	g := gwtest.New(t)
-	g.LoadSite(rtSite(oa.URL, ds.URL, ""))
-	g.NewAccount("acme", "10")
+	g, oa, ds := rtGateway(t, "10")
 	_, secret := g.NewKey("acme", "k")
 
 	cases := []struct {
@@ -155,10 +163,7 @@ func TestRoutingAndAliases(t *testing.T) {
 // TestSDKThroughRoutedGateway: the OpenAI Go SDK lists models, chats,
 // streams and embeds through the gateway.
 func TestSDKThroughRoutedGateway(t *testing.T) {
-	oa, ds := gwtest.NewMockProvider(t), gwtest.NewMockProvider(t)
-	g := gwtest.New(t)
-	g.LoadSite(rtSite(oa.URL, ds.URL, ""))
-	g.NewAccount("acme", "10")
+	g, oa, ds := rtGateway(t, "10")
 	_, secret := g.NewKey("acme", "k")
 	c := btClient(g, secret)
 	ctx := context.Background()
@@ -249,10 +254,7 @@ func rtKey(t *testing.T, g *gwtest.Gateway, body map[string]any) (id, secret str
 // model_not_allowed for the others, on every endpoint, and sees only its
 // models in the list.
 func TestKeyAllowlist(t *testing.T) {
-	oa, ds := gwtest.NewMockProvider(t), gwtest.NewMockProvider(t)
-	g := gwtest.New(t)
-	g.LoadSite(rtSite(oa.URL, ds.URL, ""))
-	g.NewAccount("acme", "10")
+	g, oa, ds := rtGateway(t, "10")
 	keyID, secret := rtKey(t, g, map[string]any{"account": "acme", "name": "mini-only", "allowed_models": []string{"gpt-4o-mini"}})
 
 	ok := func(model string) {
@@ -316,10 +318,7 @@ func TestKeyAllowlist(t *testing.T) {
 // less than one request's overrun; the rest get 403 key_limit_exceeded
 // naming the limit, and never reach the provider.
 func TestKeySpendLimit(t *testing.T) {
-	oa, ds := gwtest.NewMockProvider(t), gwtest.NewMockProvider(t)
-	g := gwtest.New(t)
-	g.LoadSite(rtSite(oa.URL, ds.URL, ""))
-	g.NewAccount("acme", "100")
+	g, oa, _ := rtGateway(t, "100")
 	// gpt-4o at 2.5/10: 1000 prompt + 100 completion = 0.0035 per request
 	const cost = 3_500_000
 	keyID, secret := rtKey(t, g, map[string]any{"account": "acme", "name": "capped",
@@ -406,10 +405,7 @@ func TestKeySpendLimit(t *testing.T) {
 // TestKeyExpiryAndDisabledAccount: an expired key is a 401 like an unknown
 // one, a disabled account a 403 account_disabled; neither reaches a provider.
 func TestKeyExpiryAndDisabledAccount(t *testing.T) {
-	oa, ds := gwtest.NewMockProvider(t), gwtest.NewMockProvider(t)
-	g := gwtest.New(t)
-	g.LoadSite(rtSite(oa.URL, ds.URL, ""))
-	g.NewAccount("acme", "10")
+	g, oa, _ := rtGateway(t, "10")
 	_, short := rtKey(t, g, map[string]any{"account": "acme", "name": "short", "expires_in": "1s"})
 	keyID, secret := g.NewKey("acme", "long")
 	body := `{"model":"gpt-4o-mini","messages":[]}`
