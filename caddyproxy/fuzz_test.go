@@ -160,6 +160,11 @@ func refParseRequest(t *testing.T, body []byte) (RequestInfo, string) {
 	if json.Unmarshal(body, &top) != nil || top == nil {
 		return info, "not a JSON object"
 	}
+	read := []string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+		"max_output_tokens", "n", "best_of", "messages", "prompt", "input", "instructions", "system", "tools"}
+	if name := refDuplicate(t, body, read); name != "" {
+		return info, "member \"" + name + "\" appears more than once"
+	}
 	decode := func(raw json.RawMessage) any {
 		if raw == nil {
 			return nil
@@ -189,6 +194,9 @@ func refParseRequest(t *testing.T, body []byte) (RequestInfo, string) {
 	switch v := decode(top["stream_options"]).(type) {
 	case nil:
 	case map[string]any:
+		if refDuplicate(t, top["stream_options"], []string{"include_usage"}) != "" {
+			return info, "stream_options.include_usage\" appears more than once"
+		}
 		switch inc := v["include_usage"].(type) {
 		case nil:
 		case bool:
@@ -215,6 +223,38 @@ func refParseRequest(t *testing.T, body []byte) (RequestInfo, string) {
 			return info, name + " must be a number"
 		}
 	}
+	info.Completions = 1
+	for _, name := range []string{"n", "best_of"} {
+		switch v := decode(top[name]).(type) {
+		case nil:
+		case json.Number:
+			n, ok := refCount(string(v))
+			if !ok {
+				return info, name
+			}
+			info.Completions = max(info.Completions, n)
+		default:
+			return info, name + " must be a number"
+		}
+	}
+	if prompts, ok := decode(top["prompt"]).([]any); ok && len(prompts) > 0 {
+		switch prompts[0].(type) {
+		case string, []any:
+			info.Completions = refMulSat(info.Completions, int64(len(prompts)))
+		}
+	}
+	var ids int64
+	for _, name := range []string{"prompt", "input"} {
+		list, _ := decode(top[name]).([]any)
+		for _, e := range list {
+			switch e := e.(type) {
+			case json.Number:
+				ids++
+			case []any:
+				ids += int64(len(e))
+			}
+		}
+	}
 	for _, name := range promptFields() {
 		info.PromptChars += refChars(t, top[name])
 	}
@@ -225,8 +265,45 @@ func refParseRequest(t *testing.T, body []byte) (RequestInfo, string) {
 	} else if in, ok := decode(top["input"]).([]any); ok {
 		info.Messages = len(in)
 	}
-	info.EstimatedPromptTokens = EstimateTokens(info.PromptChars) + 4*int64(info.Messages)
+	info.EstimatedPromptTokens = EstimateTokens(info.PromptChars) + 4*int64(info.Messages) + ids
 	return info, ""
+}
+
+// refDuplicate returns the first of names that the JSON object obj has more
+// than once (keys compared after decoding their escapes), or "".
+func refDuplicate(t *testing.T, obj []byte, names []string) string {
+	d := json.NewDecoder(bytes.NewReader(obj))
+	if tok, err := d.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("oracle: %q is not an object", obj)
+	}
+	seen := map[string]bool{}
+	for d.More() {
+		tok, err := d.Token()
+		if err != nil {
+			t.Fatalf("oracle: key of %q: %v", obj, err)
+		}
+		key := tok.(string)
+		var skip json.RawMessage
+		if err := d.Decode(&skip); err != nil {
+			t.Fatalf("oracle: value of %q: %v", obj, err)
+		}
+		for _, n := range names {
+			if key == n {
+				if seen[n] {
+					return n
+				}
+				seen[n] = true
+			}
+		}
+	}
+	return ""
+}
+
+func refMulSat(a, b int64) int64 {
+	if r := new(big.Int).Mul(big.NewInt(a), big.NewInt(b)); r.IsInt64() {
+		return r.Int64()
+	}
+	return 1<<63 - 1
 }
 
 // refCount reads a count exactly with math/big. Literals with very large

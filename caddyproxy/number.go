@@ -141,3 +141,14 @@ func addSat(a, b int64) int64 {
 	}
 	return a + b
 }
+
+// mulSat multiplies two non-negative counts, saturating at math.MaxInt64.
+func mulSat(a, b int64) int64 {
+	if a == 0 || b == 0 {
+		return 0
+	}
+	if a > math.MaxInt64/b {
+		return math.MaxInt64
+	}
+	return a * b
+}

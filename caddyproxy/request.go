@@ -32,12 +32,20 @@ type RequestInfo struct {
 	// repeated inside those members all count.
 	PromptChars int64
 	// EstimatedPromptTokens is EstimateTokens(PromptChars) plus
-	// MessageOverheadTokens per message.
+	// MessageOverheadTokens per message, plus one token per integer of a
+	// prompt or input given as token ids (a list of integers, or a list of
+	// such lists).
 	EstimatedPromptTokens int64
 	// Messages is the number of chat messages (len(messages)), else the
 	// number of Responses/embeddings input items (len(input)); a single
 	// string input counts as one item. 0 when there are neither.
 	Messages int
+	// Completions is how many completions the request asks the provider to
+	// generate, each up to MaxTokens: n (chat and completions), or best_of
+	// when it is larger (completions generate best_of and return the best
+	// n), times the number of prompts of a /v1/completions batch (a prompt
+	// that is a list of strings or of token lists). At least 1.
+	Completions int64
 }
 
 // numPromptFields is the number of names promptFields returns.
@@ -49,17 +57,23 @@ func promptFields() [numPromptFields]string {
 	return [numPromptFields]string{"messages", "prompt", "input", "instructions", "system", "tools"}
 }
 
-// Indexes into promptFields of the members that count messages.
+// Indexes into promptFields of the members that count messages, prompts
+// and token ids.
 const (
 	messagesField = 0
+	promptField   = 1
 	inputField    = 2
 )
 
 // requestFields collects the raw values of the request members ParseRequest
-// reads; when a member is repeated the last one wins, as in encoding/json.
+// reads. A body that repeats one of them is refused: JSON parsers disagree
+// on which copy counts (encoding/json takes the last, others the first), so
+// the gateway could bill or route by one model while the provider serves
+// another.
 type requestFields struct {
 	model, stream, streamOptions              []byte
 	maxTokens, maxCompletionTokens, maxOutput []byte
+	n, bestOf                                 []byte
 	prompt                                    [numPromptFields][]byte // same order as promptFields
 }
 
@@ -82,9 +96,10 @@ func validObject(body []byte, what string) error {
 // completions, embeddings or Responses API). The body must be exactly one
 // JSON object; "model" must be a string, "stream" a boolean,
 // "stream_options" an object whose "include_usage" is a boolean, and the max
-// token fields non-negative integers, each when present and not null. Every
-// error wraps ErrInvalidJSON and names the offending field. Members it does
-// not know are ignored, and of a repeated member the last one counts.
+// token fields, "n" and "best_of" non-negative integers, each when present
+// and not null. A member it reads may appear only once (in stream_options,
+// include_usage too). Every error wraps ErrInvalidJSON and names the
+// offending field. Members it does not know are ignored.
 func ParseRequest(body []byte) (RequestInfo, error) {
 	var info RequestInfo
 	if err := validObject(body, "request body"); err != nil {
@@ -97,7 +112,9 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 		if !more {
 			break
 		}
-		f.take(m)
+		if name, dup := f.take(m); dup {
+			return info, fmt.Errorf("%w: member %q appears more than once", ErrInvalidJSON, name)
+		}
 	}
 	if !it.ok {
 		return info, fmt.Errorf("%w: request body is not a JSON object", ErrInvalidJSON)
@@ -118,7 +135,10 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 		if kind(f.streamOptions) != '{' {
 			return info, fmt.Errorf("%w: stream_options must be an object", ErrInvalidJSON)
 		}
-		inc := lookup(f.streamOptions, "include_usage")
+		inc, dup := lookupOnce(f.streamOptions, "include_usage")
+		if dup {
+			return info, fmt.Errorf("%w: member %q appears more than once", ErrInvalidJSON, "stream_options.include_usage")
+		}
 		if info.IncludeUsage, err = boolField(inc, "stream_options.include_usage"); err != nil {
 			return info, err
 		}
@@ -145,8 +165,28 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 		}
 	}
 
-	for _, v := range f.prompt {
+	info.Completions = 1
+	for _, c := range [...]struct {
+		raw  []byte
+		name string
+	}{{f.n, "n"}, {f.bestOf, "best_of"}} {
+		if isNull(c.raw) {
+			continue
+		}
+		k, problem := parseCount(c.raw)
+		if problem != "" {
+			return info, fmt.Errorf("%w: %s %s", ErrInvalidJSON, c.name, problem)
+		}
+		info.Completions = max(info.Completions, k)
+	}
+	info.Completions = mulSat(info.Completions, int64(promptCount(f.prompt[promptField])))
+
+	var idTokens int64
+	for i, v := range f.prompt {
 		info.PromptChars += valueChars(v)
+		if i == promptField || i == inputField {
+			idTokens = addSat(idTokens, tokenIDs(v))
+		}
 	}
 	if n, ok := arrayLen(f.prompt[messagesField]); ok {
 		info.Messages = n
@@ -155,33 +195,115 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 	} else if n, ok := arrayLen(in); ok {
 		info.Messages = n
 	}
-	info.EstimatedPromptTokens = addSat(EstimateTokens(info.PromptChars), int64(info.Messages)*MessageOverheadTokens)
+	info.EstimatedPromptTokens = addSat(addSat(EstimateTokens(info.PromptChars), int64(info.Messages)*MessageOverheadTokens), idTokens)
 	return info, nil
 }
 
-// take records m if it is one of the members ParseRequest reads.
-func (f *requestFields) take(m member) {
-	switch {
-	case keyIs(m.key, "model"):
-		f.model = m.val
-	case keyIs(m.key, "stream"):
-		f.stream = m.val
-	case keyIs(m.key, "stream_options"):
-		f.streamOptions = m.val
-	case keyIs(m.key, "max_tokens"):
-		f.maxTokens = m.val
-	case keyIs(m.key, "max_completion_tokens"):
-		f.maxCompletionTokens = m.val
-	case keyIs(m.key, "max_output_tokens"):
-		f.maxOutput = m.val
-	default:
-		for i, name := range promptFields() {
-			if keyIs(m.key, name) {
-				f.prompt[i] = m.val
-				return
+// promptCount is the number of prompts of a /v1/completions "prompt": the
+// length of a list of strings or of token lists, else 1 (a string, a list of
+// token ids, an empty list, or no prompt).
+func promptCount(v []byte) int {
+	it, ok := newArrayIter(v)
+	if !ok {
+		return 1
+	}
+	n := 0
+	for {
+		e, more := it.next()
+		if !more {
+			break
+		}
+		if k := kind(e); n == 0 && k != '"' && k != '[' {
+			return 1 // token ids
+		}
+		n++
+	}
+	return max(n, 1)
+}
+
+// tokenIDs counts the integers of a prompt or input given as token ids: a
+// list of numbers, or a list whose elements are lists of numbers. Anything
+// else counts 0 (its text is counted by valueChars).
+func tokenIDs(v []byte) int64 {
+	it, ok := newArrayIter(v)
+	if !ok {
+		return 0
+	}
+	var n int64
+	for {
+		e, more := it.next()
+		if !more {
+			return n
+		}
+		switch k := kind(e); {
+		case k == '-' || (k >= '0' && k <= '9'):
+			n++
+		case k == '[':
+			if inner, ok := arrayLen(e); ok {
+				n += int64(inner)
 			}
 		}
 	}
+}
+
+// lookupOnce is lookup that also reports whether obj has name more than once.
+func lookupOnce(obj []byte, name string) (v []byte, dup bool) {
+	it, ok := newObjectIter(obj)
+	if !ok {
+		return nil, false
+	}
+	seen := false
+	for {
+		m, more := it.next()
+		if !more {
+			return v, false
+		}
+		if keyIs(m.key, name) {
+			if seen {
+				return nil, true
+			}
+			v, seen = m.val, true
+		}
+	}
+}
+
+// take records m if it is one of the members ParseRequest reads; dup
+// reports that it was seen before, and name is then its name.
+func (f *requestFields) take(m member) (name string, dup bool) {
+	var slot *[]byte
+	switch {
+	case keyIs(m.key, "model"):
+		slot, name = &f.model, "model"
+	case keyIs(m.key, "stream"):
+		slot, name = &f.stream, "stream"
+	case keyIs(m.key, "stream_options"):
+		slot, name = &f.streamOptions, "stream_options"
+	case keyIs(m.key, "max_tokens"):
+		slot, name = &f.maxTokens, "max_tokens"
+	case keyIs(m.key, "max_completion_tokens"):
+		slot, name = &f.maxCompletionTokens, "max_completion_tokens"
+	case keyIs(m.key, "max_output_tokens"):
+		slot, name = &f.maxOutput, "max_output_tokens"
+	case keyIs(m.key, "n"):
+		slot, name = &f.n, "n"
+	case keyIs(m.key, "best_of"):
+		slot, name = &f.bestOf, "best_of"
+	default:
+		for i, pn := range promptFields() {
+			if keyIs(m.key, pn) {
+				slot, name = &f.prompt[i], pn
+				break
+			}
+		}
+	}
+	if slot == nil {
+		return "", false
+	}
+	if *slot != nil {
+		return name, true
+	}
+	*slot = m.val
+	return "", false
 }
 
 // boolField reads an optional boolean member (absent or null is false).

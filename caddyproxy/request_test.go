@@ -42,7 +42,7 @@ func TestParseRequest(t *testing.T) {
 			Model: "text-embedding-3-small", PromptChars: 22 + 17, Messages: 2, EstimatedPromptTokens: 10 + 8,
 		}},
 		{"embeddings token ids", `{"model":"text-embedding-3-small","input":[[1212,318,257]]}`, RequestInfo{
-			Model: "text-embedding-3-small", Messages: 1, EstimatedPromptTokens: 4,
+			Model: "text-embedding-3-small", Messages: 1, EstimatedPromptTokens: 4 + 3, // one item, three token ids
 		}},
 		{"responses string input", `{"model":"gpt-4.1","instructions":"Talk like a pirate.","input":"Are semicolons optional in JavaScript?","max_output_tokens":500,"stream":true}`, RequestInfo{
 			Model: "gpt-4.1", Stream: true, MaxTokens: 500, PromptChars: 19 + 38, Messages: 1, EstimatedPromptTokens: 15 + 4,
@@ -65,7 +65,15 @@ func TestParseRequest(t *testing.T) {
 		{"zero max_tokens", `{"max_tokens":0}`, RequestInfo{}},
 		{"float max tokens", `{"max_tokens":1.5e3}`, RequestInfo{MaxTokens: 1500}},
 		{"include_usage false", `{"stream":true,"stream_options":{"include_usage":false}}`, RequestInfo{Stream: true}},
-		{"duplicate model last wins", `{"model":"a","model":"b"}`, RequestInfo{Model: "b"}},
+		{"n", `{"n":3,"max_tokens":10}`, RequestInfo{MaxTokens: 10, Completions: 3}},
+		{"best_of larger than n", `{"n":2,"best_of":5}`, RequestInfo{Completions: 5}},
+		{"n zero or null", `{"n":0,"best_of":null}`, RequestInfo{Completions: 1}},
+		{"prompt list times n", `{"prompt":["ab","cd","ef"],"n":2}`, RequestInfo{PromptChars: 6, EstimatedPromptTokens: 2, Completions: 6}},
+		{"prompt token lists", `{"prompt":[[1,2,3],[4,5]]}`, RequestInfo{EstimatedPromptTokens: 5, Completions: 2}},
+		{"prompt token ids", `{"prompt":[1,2,3,4]}`, RequestInfo{EstimatedPromptTokens: 4, Completions: 1}},
+		{"empty prompt list", `{"prompt":[]}`, RequestInfo{Completions: 1}},
+		{"input token ids", `{"input":[[1,2],[3]]}`, RequestInfo{Messages: 2, EstimatedPromptTokens: 2*MessageOverheadTokens + 3, Completions: 1}},
+		{"huge n saturates", `{"n":9223372036854775807,"prompt":["a","b"]}`, RequestInfo{PromptChars: 2, EstimatedPromptTokens: 1, Completions: 9223372036854775807}},
 		{"escaped key", `{"\u006dodel":"x"}`, RequestInfo{Model: "x"}},
 		{"whitespace around", " \n\t{\"model\":\"x\"}\r\n ", RequestInfo{Model: "x"}},
 		{"empty object", `{}`, RequestInfo{}},
@@ -76,6 +84,9 @@ func TestParseRequest(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 			continue
+		}
+		if tc.want.Completions == 0 {
+			tc.want.Completions = 1
 		}
 		if got != tc.want {
 			t.Errorf("%s:\n got %+v\nwant %+v", tc.name, got, tc.want)
@@ -109,6 +120,16 @@ func TestParseRequestErrors(t *testing.T) {
 		{"max_tokens string", `{"max_tokens":"100"}`, "max_tokens must be a number"},
 		{"later limit invalid", `{"max_tokens":5,"max_output_tokens":-5}`, "max_output_tokens must not be negative"},
 		{"invalid utf8 outside strings", "{\"model\":\"x\"}\xff", "not valid JSON"},
+		{"duplicate model", `{"model":"gpt-4o","model":"cheap"}`, `member "model" appears more than once`},
+		{"duplicate escaped key", `{"model":"a","\u006dodel":"b"}`, `member "model" appears more than once`},
+		{"duplicate stream", `{"stream":false,"stream":true}`, `member "stream" appears more than once`},
+		{"duplicate max_tokens", `{"max_tokens":1,"max_tokens":2}`, `member "max_tokens" appears more than once`},
+		{"duplicate n", `{"n":1,"n":20}`, `member "n" appears more than once`},
+		{"duplicate messages", `{"messages":[],"messages":[]}`, `member "messages" appears more than once`},
+		{"duplicate include_usage", `{"stream_options":{"include_usage":false,"include_usage":true}}`, `"stream_options.include_usage" appears more than once`},
+		{"negative n", `{"n":-1}`, "n must not be negative"},
+		{"n string", `{"n":"2"}`, "n must be a number"},
+		{"fractional best_of", `{"best_of":1.5}`, "best_of must be an integer"},
 	}
 	for _, tc := range cases {
 		_, err := ParseRequest([]byte(tc.body))
