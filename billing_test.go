@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"fmt"
 	"io"
 	"math/big"
@@ -37,6 +38,7 @@ import (
 	"github.com/openai/openai-go/v3/responses"
 
 	"github.com/metask/caddy-ai-gateway/internal/gwtest"
+	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
 // ---------------------------------------------------------------------------
@@ -107,7 +109,8 @@ func btCeil4(n int) int64 { return int64((n + 3) / 4) }
 
 // btPromptEstimate is the documented prompt estimate of a request body:
 // ceil(characters of all string values under messages, prompt, input,
-// instructions, system and tools / 4) + 4 per message (or input item).
+// instructions, system and tools / 4) + 4 per message (or input item) + 1
+// per token id of a prompt or input given as token ids.
 func btPromptEstimate(t testing.TB, body []byte) int64 {
 	var m map[string]any
 	if err := json.Unmarshal(body, &m); err != nil {
@@ -140,7 +143,20 @@ func btPromptEstimate(t testing.TB, body []byte) int64 {
 	} else if a, ok := m["input"].([]any); ok {
 		items = len(a)
 	}
-	return btCeil4(chars) + 4*int64(items)
+	// token ids: one token per number of a list (or list of lists)
+	ids := 0
+	for _, k := range []string{"prompt", "input"} {
+		list, _ := m[k].([]any)
+		for _, e := range list {
+			switch x := e.(type) {
+			case float64:
+				ids++
+			case []any:
+				ids += len(x)
+			}
+		}
+	}
+	return btCeil4(chars) + 4*int64(items) + int64(ids)
 }
 
 // ---------------------------------------------------------------------------
@@ -1379,11 +1395,18 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	mock := gwtest.NewMockProvider(t)
 	g := gwtest.New(t)
 	// request_body applies only to /v1/embeddings; the guard itself caps
-	// bodies at 2KB everywhere.
+	// bodies at 2KB everywhere. handle_errors is the README's snippet that
+	// gives request_body's own 413 the OpenAI shape.
 	g.LoadSite(`
 	@emb path /v1/embeddings
 	request_body @emb {
 		max_size 300B
+	}
+	handle_errors 413 {
+		header Content-Type application/json
+		respond <<JSON
+			{"error":{"message":"The request body is larger than this gateway accepts.","type":"invalid_request_error","param":null,"code":"request_too_large"}}
+			JSON 413
 	}` + btSite(mock.URL, "max_request_body 2KB\n\t\tmodels_endpoint upstream", ""))
 	g.NewAccount("acme", "10")
 	_, secret := g.NewKey("acme", "k")
@@ -1393,7 +1416,10 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	for _, path := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"} {
 		for _, body := range []string{`{`, `[]`, `{"model":5}`, ``, `null`, `"x"`, `{"model":"mock-model"} {}`,
 			`{"model":"mock-model","stream":"yes"}`, `{"model":"mock-model","max_tokens":-1}`,
-			`{"model":"mock-model","stream":true,"stream_options":[]}`} {
+			`{"model":"mock-model","stream":true,"stream_options":[]}`,
+			// a repeated member the gateway reads: a provider might read the
+			// other copy than the one billed
+			`{"model":"mock-model","model":"flat-model"}`, `{"model":"mock-model","n":1,"n":50}`} {
 			status, h, b, err := btPost(g, path, secret, body, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -1413,14 +1439,13 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	big := `{"model":"mock-model","messages":[{"role":"user","content":"` + strings.Repeat("a", 3000) + `"}]}`
 	status, h, b, _ := btPost(g, "/v1/chat/completions", secret, big, nil)
 	btCheckError(t, status, h, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
-	// request_body refuses a declared Content-Length over max_size itself
-	// (Caddy's plain 413); a chunked body of unknown length reaches the guard,
-	// whose read hits the limit: 413 in the OpenAI shape.
+	// request_body refuses a declared Content-Length over max_size itself,
+	// before any handler of ours runs (shaped by handle_errors); a chunked
+	// body of unknown length reaches the guard, whose read hits the limit:
+	// 413 in the OpenAI shape.
 	mid := `{"model":"emb-small","input":"` + strings.Repeat("a", 500) + `"}`
-	status, _, _, _ = btPost(g, "/v1/embeddings", secret, mid, nil)
-	if status != http.StatusRequestEntityTooLarge {
-		t.Fatalf("request_body max_size with Content-Length: %d", status)
-	}
+	status, h, b, _ = btPost(g, "/v1/embeddings", secret, mid, nil)
+	btCheckError(t, status, h, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
 	// (a body that is not a *strings.Reader has no known length: chunked)
 	req, _ := http.NewRequest("POST", g.BaseURL+"/v1/embeddings", io.MultiReader(strings.NewReader(mid)))
 	req.Header.Set("Authorization", "Bearer "+secret)
@@ -1446,7 +1471,7 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	}
 	btAssertNoHolds(t, g)
 	series, _ := btScrape(t, g)
-	for reason, want := range map[string]float64{"invalid_json": 40, "model_not_priced": 8, "request_too_large": 2} {
+	for reason, want := range map[string]float64{"invalid_json": 48, "model_not_priced": 8, "request_too_large": 2} {
 		v, _ := btMetric(series, "caddy_ai_gateway_rejected_total", map[string]string{"reason": reason})
 		v0, _ := btMetric(metricsBefore, "caddy_ai_gateway_rejected_total", map[string]string{"reason": reason})
 		if v-v0 != want {
@@ -1577,6 +1602,13 @@ func TestUsageMissingIsEstimatedAndFlagged(t *testing.T) {
 			map[string]string{gwtest.HeaderCut: "3"}, "estimated: stream cut before usage arrived", text},
 		{"completions-stream-cut-at-once", "/v1/completions", `{"model":"mock-model","stream":true,"prompt":"x"}`,
 			map[string]string{gwtest.HeaderCut: "0"}, "estimated: stream cut before usage arrived", text},
+		// embeddings output is vectors, not completion tokens: the prompt only
+		{"embeddings-json", "/v1/embeddings", `{"model":"mock-model","input":["one text","and another one"]}`,
+			map[string]string{gwtest.HeaderNoUsage: "1"}, "estimated: response had no usage", func(gwtest.Answer) int { return 0 }},
+		// usage no amount can hold (a broken provider) is not taken at its word
+		{"usage-out-of-range", "/v1/chat/completions", `{"model":"mock-model","messages":[{"role":"user","content":"x"}]}`,
+			map[string]string{gwtest.HeaderUsage: "3000000000000000000,3000000000000000000"},
+			"estimated: reported usage out of range (prompt 3000000000000000000, completion 3000000000000000000 tokens)", body},
 	}
 	for _, c := range cases {
 		id := "um-" + c.name
@@ -1596,8 +1628,8 @@ func TestUsageMissingIsEstimatedAndFlagged(t *testing.T) {
 			t.Fatalf("%s: no row", c.name)
 		}
 		a, _ := mock.AnswerFor(id)
-		if a.Usage != nil {
-			t.Fatalf("%s: mock reported usage", c.name)
+		if (a.Usage != nil) != (c.headers[gwtest.HeaderUsage] != "") {
+			t.Fatalf("%s: mock usage %+v", c.name, a.Usage)
 		}
 		wantPrompt := btPromptEstimate(t, []byte(c.body))
 		wantCompletion := btCeil4(c.chars(a))
@@ -1810,10 +1842,57 @@ func TestClientCancelReleasesHold(t *testing.T) {
 			w = row
 		}
 	}
-	if w.Amount != 0 || w.Estimated || w.Status != 499 || !strings.HasPrefix(w.RequestID, "gw-") {
-		t.Fatalf("unanswered request row %+v; want free, status 499", w)
+	// The provider had the request, so it is charged the prompt estimate.
+	if !w.Estimated || w.Note != "estimated: client left before the response" || w.Status != 499 ||
+		w.Prompt != wantPrompt || w.Completion != 0 || -w.Amount != btCost(btRateOf(t, "big-"), wantPrompt, 0, 0) ||
+		w.Amount == 0 || !strings.HasPrefix(w.RequestID, "gw-") {
+		t.Fatalf("unanswered request row %+v; want the prompt estimate, status 499", w)
 	}
-	if bal := btBalance(t, g, "acme"); bal != 10_000_000_000+r.Amount {
+	if bal := btBalance(t, g, "acme"); bal != 10_000_000_000+r.Amount+w.Amount {
+		t.Fatalf("balance %d", bal)
+	}
+}
+
+// TestClientLeavesBeforeSending: a client that gives up while the gateway
+// is still trying to reach the provider (here: nothing listens, and
+// reverse_proxy keeps retrying) pays nothing, since no provider saw the
+// request; its row says 499.
+func TestClientLeavesBeforeSending(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // connections to it are refused from now on
+	g := gwtest.New(t)
+	g.LoadSite(`
+	api_key_auth
+	` + btGuard("") + `
+	reverse_proxy ` + dead + ` {
+		lb_try_duration 5s
+		lb_try_interval 50ms
+	}`)
+	g.NewAccount("acme", "10")
+	_, secret := g.NewKey("acme", "k")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	c := btClient(g, secret)
+	_, err = c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "big-model", Messages: btChatMsgs},
+		option.WithMaxRetries(0))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want the client's deadline, got %v", err)
+	}
+	btWaitNoHolds(t, g, 2*time.Second)
+	rows := btUsageRows(t, g)
+	if len(rows) != 1 {
+		t.Fatalf("%d rows, want 1", len(rows))
+	}
+	for _, r := range rows {
+		if r.Amount != 0 || r.Estimated || r.Status != 499 {
+			t.Fatalf("row %+v; want free, status 499", r)
+		}
+	}
+	if bal := btBalance(t, g, "acme"); bal != 10_000_000_000 {
 		t.Fatalf("balance %d", bal)
 	}
 }
@@ -2196,5 +2275,82 @@ func TestRequestIDFallbackIsRaceFree(t *testing.T) {
 		if len(id) != len("gw-")+16 || !strings.HasPrefix(id, "gw-") {
 			t.Fatalf("request id %q is not a gateway request id (gw- and 16 hex digits)", id)
 		}
+	}
+}
+
+// ---------------------------------------------------------------------------
+
+// TestHoldCoversEveryCompletion: the hold counts the output limit once per
+// completion the request asks for (n, best_of, batched prompts), and a limit
+// too large for any amount is held at the largest hold instead of failing as
+// if the store were down. Each hold is read from the admin API while the
+// mock sits on the request.
+func TestHoldCoversEveryCompletion(t *testing.T) {
+	mock := gwtest.NewMockProvider(t)
+	mock.Usage = gwtest.Usage{Prompt: 10, Completion: 20}
+	g := gwtest.New(t)
+	g.LoadSite(btSite(mock.URL, "", ""))
+	g.NewAccount("acme", "100")
+	_, secret := g.NewKey("acme", "k")
+	flat := btRateOf(t, "flat-model")
+
+	cases := []struct {
+		name, path, body string
+		completion       int64 // output tokens held
+		hold             int64 // 0: btCost(prompt estimate, completion)
+	}{
+		{"chat n", "/v1/chat/completions",
+			`{"model":"flat-model","n":3,"max_tokens":100,"messages":[{"role":"user","content":"Hello"}]}`, 300, 0},
+		{"completions best_of and a batch", "/v1/completions",
+			`{"model":"flat-model","prompt":["a b c","d"],"n":2,"best_of":3,"max_tokens":50}`, 2 * 3 * 50, 0},
+		{"completions token ids", "/v1/completions",
+			`{"model":"flat-model","prompt":[1,2,3,4,5,6,7,8],"max_tokens":10}`, 10, 0},
+		{"huge max_tokens", "/v1/chat/completions",
+			`{"model":"flat-model","max_tokens":9223372036854775807,"messages":[{"role":"user","content":"Hello"}]}`, 0, keystore.MaxAmount},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			want := tc.hold
+			if want == 0 {
+				want = btCost(flat, btPromptEstimate(t, []byte(tc.body)), tc.completion, 0)
+			}
+			id := fmt.Sprintf("hc-%d", i)
+			type result struct {
+				status int
+				body   []byte
+			}
+			done := make(chan result, 1)
+			go func() {
+				s, _, b, err := btPost(g, tc.path, secret, tc.body, map[string]string{
+					gwtest.HeaderWaitMs: "600", gwtest.HeaderRequestID: id})
+				if err != nil {
+					b = []byte(err.Error())
+				}
+				done <- result{s, b}
+			}()
+			var held int64
+			btEventually(t, 500*time.Millisecond, func() string {
+				var a struct {
+					HeldNano int64 `json:"held_nano"`
+				}
+				g.MustAdmin("GET", "/ai-gateway/accounts/acme", nil, http.StatusOK, &a)
+				held = a.HeldNano
+				if held == 0 {
+					return "nothing held yet"
+				}
+				return ""
+			})
+			if held != want {
+				t.Errorf("held %d, want %d", held, want)
+			}
+			r := <-done
+			if r.status != http.StatusOK {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			row := btUsageRows(t, g)[id]
+			if row.Estimated || -row.Amount != btCost(flat, 10, 20, 0) {
+				t.Fatalf("row %+v; want the mock's usage", row)
+			}
+		})
 	}
 }

@@ -4,8 +4,11 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -20,6 +23,7 @@ import (
 type billing struct {
 	g     *BalanceGuard
 	r     *http.Request
+	ep    endpoint
 	id    keystore.Identity
 	hold  *keystore.Hold
 	rate  rate
@@ -28,16 +32,32 @@ type billing struct {
 	start time.Time
 	repl  *caddy.Replacer
 	done  bool
+	sent  atomic.Bool // the request was written to a provider
+}
+
+// wroteRequest is the httptrace hook that reports a request written upstream.
+func (b *billing) wroteRequest(info httptrace.WroteRequestInfo) {
+	if info.Err == nil {
+		b.sent.Store(true)
+	}
 }
 
 // settle replaces the hold with what the request cost:
 //
-//   - the provider reported usage: its tokens at the model's price;
+//   - the provider reported usage: its tokens at the model's price, whatever
+//     the status;
 //   - a successful (2xx) response without usage, a stream cut by either side
 //     or a JSON body without a usage object: an estimate, flagged in the
 //     ledger: the prompt estimate of the request plus EstimateTokens of the
-//     text streamed so far (for JSON, of the whole body);
-//   - anything else (an upstream error status, no response at all): nothing.
+//     text streamed so far (for JSON, of the whole body; nothing for
+//     embeddings, whose output is not billed as completion tokens);
+//   - the client left (499) after the request was written to the provider
+//     but before the answer: the prompt estimate, flagged (the provider has
+//     the request and may bill it, so it is not free);
+//   - reported usage whose cost does not fit in an amount
+//     (keystore.MaxAmount): the estimate above instead, flagged;
+//   - anything else (an upstream error status without usage, no response at
+//     all): nothing.
 //
 // Every admitted request gets one ledger row, free ones included, so that
 // the ledger shows failed requests too.
@@ -56,21 +76,33 @@ func (b *billing) settle(handlerErr error) {
 		}
 	}
 	u, ok, chars := m.usage()
+	cost := b.rate.cost(u)
+	note := ""
+	if ok && cost > keystore.MaxAmount {
+		ok, note = false, fmt.Sprintf("estimated: reported usage out of range (prompt %d, completion %d tokens)", u.PromptTokens, u.CompletionTokens)
+	}
 	estimated := false
 	if !ok {
 		u = caddyproxy.Usage{}
-		if m.wroteHeader && status >= 200 && status < 300 {
+		switch {
+		case m.wroteHeader && status >= 200 && status < 300, note != "":
 			u.PromptTokens = b.info.EstimatedPromptTokens
-			u.CompletionTokens = caddyproxy.EstimateTokens(chars)
-			u.TotalTokens = u.PromptTokens + u.CompletionTokens
+			if b.ep != epEmbeddings {
+				u.CompletionTokens = caddyproxy.EstimateTokens(chars)
+			}
 			estimated = true
+		case status == statusClientClosed && b.sent.Load():
+			u.PromptTokens = b.info.EstimatedPromptTokens
+			note, estimated = "estimated: client left before the response", true
 		}
+		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+		cost = min(b.rate.cost(u), keystore.MaxAmount)
 	}
 	charge := keystore.Charge{
 		KeyID:            b.id.KeyID,
 		Model:            b.info.Model,
 		RequestID:        b.requestID(),
-		Cost:             b.rate.cost(u),
+		Cost:             cost,
 		PromptTokens:     u.PromptTokens,
 		CompletionTokens: u.CompletionTokens,
 		CachedTokens:     u.CachedTokens,
@@ -80,7 +112,10 @@ func (b *billing) settle(handlerErr error) {
 		Estimated:        estimated,
 	}
 	if estimated {
-		charge.Note = b.estimateNote(handlerErr)
+		if note == "" {
+			note = b.estimateNote(handlerErr)
+		}
+		charge.Note = note
 	}
 	if _, err := b.hold.Settle(charge); err != nil {
 		b.hold.Release()
@@ -108,6 +143,10 @@ func (b *billing) estimateNote(handlerErr error) string {
 		return "estimated: response had no usage"
 	}
 }
+
+// statusClientClosed is the status reverse_proxy records when the client
+// went away before the response ("client closed request").
+const statusClientClosed = 499
 
 // requestID is the provider's request id when it sent one, else one the
 // gateway makes up: "gw-" and 16 hex digits. (Not Caddy's request UUID:

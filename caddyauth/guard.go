@@ -3,7 +3,9 @@ package caddyauth
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"time"
 
@@ -212,15 +214,7 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if !ok {
 		return g.refuse(w, modelNotPriced(info.Model))
 	}
-	maxOut := info.MaxTokens
-	if maxOut == 0 {
-		maxOut = int64(g.DefaultMaxTokens)
-	}
-	if ep == epEmbeddings {
-		maxOut = 0
-	}
-	hold, err := g.store.ReserveFor(id, rt.cost(caddyproxy.Usage{
-		PromptTokens: info.EstimatedPromptTokens, CompletionTokens: maxOut}))
+	hold, err := g.store.ReserveFor(id, g.holdFor(ep, info, rt))
 	if err != nil {
 		return g.refuse(w, g.reserveError(id, err))
 	}
@@ -256,7 +250,10 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	}
 
 	m := newMeter(w, dropUsage)
-	b := &billing{g: g, r: r, id: id, hold: hold, rate: rt, info: info, meter: m, start: time.Now(), repl: repl}
+	b := &billing{g: g, r: r, ep: ep, id: id, hold: hold, rate: rt, info: info, meter: m, start: time.Now(), repl: repl}
+	// Learn whether the request reached the provider, for a client that
+	// leaves before the answer (see settle).
+	r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{WroteRequest: b.wroteRequest}))
 	var handlerErr error
 	defer func() {
 		// Settle whatever happens, a panic included; the hold never leaks.
@@ -269,6 +266,28 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	handlerErr = next.ServeHTTP(m, r)
 	m.finish()
 	return handlerErr
+}
+
+// holdFor is what admission holds for a request: the cost of its estimated
+// prompt plus, except for embeddings, its output limit (max_tokens or the
+// default) for every completion it asks for (n, best_of, batched prompts),
+// capped at keystore.MaxAmount, the largest hold the store takes (a request
+// asking for more is held at that, not refused as if the store had failed).
+func (g *BalanceGuard) holdFor(ep endpoint, info caddyproxy.RequestInfo, rt rate) int64 {
+	maxOut := info.MaxTokens
+	if maxOut == 0 {
+		maxOut = int64(g.DefaultMaxTokens)
+	}
+	if ep == epEmbeddings {
+		maxOut = 0
+	}
+	out := maxOut
+	if c := max(info.Completions, 1); maxOut > 0 && c > math.MaxInt64/maxOut {
+		out = math.MaxInt64
+	} else {
+		out = maxOut * c
+	}
+	return min(rt.cost(caddyproxy.Usage{PromptTokens: info.EstimatedPromptTokens, CompletionTokens: out}), keystore.MaxAmount)
 }
 
 func (g *BalanceGuard) reserveError(id keystore.Identity, err error) *apiError {

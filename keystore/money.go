@@ -16,6 +16,10 @@ const NanoPerUnit int64 = 1_000_000_000
 // away from int64 overflow (9.2e9 units fit in int64 nano-units).
 const maxAmountUnits = 1_000_000_000
 
+// MaxAmount is the largest amount, in nano-units, that a balance change, a
+// hold or a charge may be: one billion units of the currency.
+const MaxAmount = maxAmountUnits * NanoPerUnit
+
 // ParseAmount parses a decimal amount of currency such as "10", "10.5",
 // "-3.25" or "0.000000001" into nano-units. At most nine digits may follow
 // the decimal point; more precision than the store keeps is an error rather
