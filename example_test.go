@@ -22,7 +22,8 @@ func TestCaddyfileExampleAdapts(t *testing.T) {
 		t.Fatal("adapted config is not JSON")
 	}
 	for _, want := range []string{`"handler":"api_key_auth"`, `"handler":"balance_guard"`, `"handler":"ai_dashboard"`,
-		`"admins":["admin"]`, `"handler":"authentication"`, `"http_basic"`} {
+		`"admins":["admin"]`, `"handler":"authentication"`, `"http_basic"`,
+		`\"code\":\"request_too_large\"`} {
 		if !strings.Contains(string(cfg), want) {
 			t.Errorf("adapted Caddyfile.example lacks %s", want)
 		}
