@@ -1,8 +1,6 @@
 package caddyauth
 
 import (
-	"bytes"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -13,13 +11,11 @@ import (
 	"github.com/metask/caddy-ai-gateway/caddyproxy"
 )
 
-const (
-	// captureLimit is how much of a JSON response the meter keeps whole to
-	// read its usage. Larger bodies (big embedding batches) are read from
-	// their last tailLimit bytes, where OpenAI-shaped bodies put "usage".
-	captureLimit = 4 << 20
-	tailLimit    = 256 << 10
-)
+// captureLimit is how much of a JSON response the meter keeps whole to read
+// its usage. A larger body (a big embedding batch) goes through a
+// caddyproxy.UsageScanner instead, which finds the top-level usage wherever
+// it sits and keeps nothing else.
+const captureLimit = 4 << 20
 
 // meter wraps the response on its way from reverse_proxy to the client and
 // finds out what the request used, without holding anything back: a JSON
@@ -37,8 +33,8 @@ type meter struct {
 	encoding    string // Content-Encoding of the response
 	filter      *caddyproxy.StreamFilter
 
-	body      []byte // captured JSON body (first captureLimit bytes)
-	tail      []byte // last tailLimit bytes once body overflowed
+	body      []byte                  // captured JSON body, while it fits in captureLimit
+	scan      caddyproxy.UsageScanner // reads the usage once body overflowed
 	overflow  bool
 	written   int64 // bytes received from upstream
 	clientErr error // first error writing to the client
@@ -99,6 +95,11 @@ func (m *meter) Write(p []byte) (int, error) {
 	return m.ResponseWriter.Write(p)
 }
 
+// capture keeps a JSON body whole up to captureLimit. Past that, an
+// unencoded body is handed to the usage scanner, first what was kept and
+// then every further piece, and nothing more is kept. An encoded (gzip,
+// deflate) body that large is not read at all: it has no usage and is
+// estimated.
 func (m *meter) capture(p []byte) {
 	if !m.overflow {
 		if len(m.body)+len(p) <= captureLimit {
@@ -106,13 +107,19 @@ func (m *meter) capture(p []byte) {
 			return
 		}
 		m.overflow = true
-		m.tail = append(m.tail, m.body...)
+		if m.identity() {
+			_, _ = m.scan.Write(m.body)
+		}
 		m.body = nil
 	}
-	m.tail = append(m.tail, p...)
-	if len(m.tail) > tailLimit {
-		m.tail = append(m.tail[:0], m.tail[len(m.tail)-tailLimit:]...)
+	if m.identity() {
+		_, _ = m.scan.Write(p)
 	}
+}
+
+// identity reports whether the response has no Content-Encoding.
+func (m *meter) identity() bool {
+	return m.encoding == "" || m.encoding == "identity"
 }
 
 // ReadFrom sends the body through Write, so that it is metered (the
@@ -150,12 +157,14 @@ func (m *meter) usage() (u caddyproxy.Usage, ok bool, generatedChars int64) {
 	if m.stream || m.status >= 300 {
 		return u, false, 0
 	}
-	body := m.body
 	if m.overflow {
-		u, ok = tailUsage(m.tail)
+		if m.identity() {
+			u, ok, _ = m.scan.Usage()
+		}
 		return u, ok, m.written
 	}
-	if m.encoding != "" && m.encoding != "identity" {
+	body := m.body
+	if !m.identity() {
 		decoded, err := caddyproxy.DecodeBody(body, m.encoding)
 		if err != nil {
 			return u, false, m.written
@@ -164,30 +173,6 @@ func (m *meter) usage() (u caddyproxy.Usage, ok bool, generatedChars int64) {
 	}
 	u, ok, _ = caddyproxy.ParseResponseUsage(body)
 	return u, ok, int64(utf8.RuneCount(body))
-}
-
-// tailUsage reads the last "usage" object of a body of which only the end
-// was kept.
-func tailUsage(tail []byte) (caddyproxy.Usage, bool) {
-	i := bytes.LastIndex(tail, []byte(`"usage"`))
-	if i < 0 {
-		return caddyproxy.Usage{}, false
-	}
-	// Rebuild a small document {"usage": …} from the key onwards and let
-	// the JSON decoder find where the object ends.
-	rest := bytes.TrimLeft(tail[i+len(`"usage"`):], " \t\r\n")
-	if len(rest) == 0 || rest[0] != ':' {
-		return caddyproxy.Usage{}, false
-	}
-	var obj json.RawMessage
-	if err := json.NewDecoder(bytes.NewReader(rest[1:])).Decode(&obj); err != nil {
-		return caddyproxy.Usage{}, false
-	}
-	u, ok, err := caddyproxy.ParseResponseUsage(append(append([]byte(`{"usage":`), obj...), '}'))
-	if err != nil {
-		return caddyproxy.Usage{}, false
-	}
-	return u, ok
 }
 
 // isEventStream reports whether a Content-Type is text/event-stream (any

@@ -337,48 +337,98 @@ func TestMeterJSONUsage(t *testing.T) {
 	}
 }
 
-func TestMeterJSONOverflowReadsUsageFromTail(t *testing.T) {
-	// A body larger than captureLimit (a big embeddings batch) with "usage"
-	// at its end, as OpenAI puts it, and a decoy "usage" string early on.
+// bigJSONBody is a body larger than captureLimit (a big embeddings batch)
+// with its usage member first, in the middle or last. Decoys surround it: a
+// "usage" text in a string and usage objects nested in the data, and a
+// 300 KiB member after it.
+func bigJSONBody(where string) []byte {
+	const usage = `"usage":{"prompt_tokens":123456,"total_tokens":123457,"prompt_tokens_details":{"cached_tokens":7}}`
 	var b bytes.Buffer
-	b.WriteString(`{"object":"list","note":"\"usage\": {\"prompt_tokens\": 999}","data":[`)
-	for i := 0; b.Len() < captureLimit+tailLimit+1000; i++ {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `{"object":"embedding","index":%d,"embedding":[0.0123,-0.0456,0.0789,0.1011]}`, i)
+	b.WriteString(`{`)
+	if where == "first" {
+		b.WriteString(usage + `,`)
 	}
-	b.WriteString(`],"model":"emb","usage":{"prompt_tokens":123456,"total_tokens":123456}}`)
-	body := b.Bytes()
+	b.WriteString(`"object":"list","note":"\"usage\": {\"prompt_tokens\": 999}","data":[`)
+	for i := 0; b.Len() < captureLimit/2; i++ {
+		fmt.Fprintf(&b, `{"object":"embedding","index":%d,"embedding":[0.0123,-0.0456,0.0789,0.1011],"usage":{"prompt_tokens":1}},`, i)
+	}
+	b.WriteString(`{"usage":{"prompt_tokens":2}}],`)
+	if where == "middle" {
+		b.WriteString(usage + `,`)
+	}
+	b.WriteString(`"more":[`)
+	for i := 0; b.Len() < captureLimit+(512<<10); i++ {
+		fmt.Fprintf(&b, `{"index":%d,"text":"usage \"usage\":{\"prompt_tokens\":5}"},`, i)
+	}
+	b.WriteString(`{}],"trailer":"` + strings.Repeat("x", 300<<10) + `"`)
+	if where == "last" {
+		b.WriteString(`,` + usage)
+	}
+	b.WriteString(`}`)
+	return b.Bytes()
+}
 
-	for _, chunk := range []int{32 << 10, 7777, len(body)} {
-		m, rec := jsonMeter(http.StatusOK, "")
-		for i := 0; i < len(body); i += chunk {
-			if _, err := m.Write(body[i:min(i+chunk, len(body))]); err != nil {
-				t.Fatal(err)
+func TestMeterJSONOverflowFindsUsageAnywhere(t *testing.T) {
+	want := caddyproxy.Usage{PromptTokens: 123456, TotalTokens: 123457, CachedTokens: 7}
+	for _, where := range []string{"first", "middle", "last"} {
+		body := bigJSONBody(where)
+		if len(body) <= captureLimit {
+			t.Fatalf("test bug: body of %d bytes fits", len(body))
+		}
+		for _, chunk := range []int{32 << 10, 7777, 1 << 20, len(body)} {
+			m, rec := jsonMeter(http.StatusOK, "")
+			writes := 0
+			for i := 0; i < len(body); i += chunk {
+				p := body[i:min(i+chunk, len(body))]
+				if n, err := m.Write(p); err != nil || n != len(p) {
+					t.Fatalf("%s, chunk %d: Write = %d, %v", where, chunk, n, err)
+				}
+				writes++
+			}
+			if !m.overflow || m.body != nil {
+				t.Fatalf("%s, chunk %d: overflow %v, still keeping %d bytes", where, chunk, m.overflow, len(m.body))
+			}
+			if !bytes.Equal(rec.Body.Bytes(), body) {
+				t.Fatalf("%s, chunk %d: client body differs", where, chunk)
+			}
+			// ok is what keeps settlement from estimating.
+			u, ok, chars := m.usage()
+			if !ok || u != want {
+				t.Fatalf("%s, chunk %d (%d writes): usage %+v, %v; want %+v", where, chunk, writes, u, ok, want)
+			}
+			if chars != int64(len(body)) {
+				t.Fatalf("%s, chunk %d: chars %d, want %d", where, chunk, chars, len(body))
 			}
 		}
-		if !m.overflow || len(m.body) != 0 || len(m.tail) > tailLimit {
-			t.Fatalf("chunk %d: overflow %v, body %d, tail %d", chunk, m.overflow, len(m.body), len(m.tail))
-		}
-		if !bytes.Equal(rec.Body.Bytes(), body) {
-			t.Fatalf("chunk %d: client body differs", chunk)
-		}
-		u, ok, chars := m.usage()
-		if !ok || u.PromptTokens != 123456 || u.TotalTokens != 123456 || u.CompletionTokens != 0 {
-			t.Fatalf("chunk %d: tail usage %+v, %v", chunk, u, ok)
-		}
-		if chars != int64(len(body)) {
-			t.Fatalf("chunk %d: chars %d, want %d", chunk, chars, len(body))
-		}
 	}
+}
 
-	// A large body without usage at its end is not ok.
-	m, _ := jsonMeter(http.StatusOK, "")
-	_, _ = m.Write(body[:len(body)-80])
-	_, _ = m.Write([]byte(`]}`))
-	if _, ok, _ := m.usage(); ok {
-		t.Fatal("usage found in a tail without one")
+func TestMeterJSONOverflowWithoutUsage(t *testing.T) {
+	body := bigJSONBody("none")
+	cases := []struct {
+		name     string
+		body     []byte
+		encoding string
+	}{
+		// Only nested usage objects and "usage" texts: none at the top.
+		{"no top-level usage", body, ""},
+		// Cut short: not JSON, whatever it holds.
+		{"truncated", append(bigJSONBody("first")[:captureLimit+100], `]}`...), ""},
+		// Encoded and too large to decode: not read.
+		{"gzip", gzipped(t, string(bigJSONBody("last"))), "gzip"},
+	}
+	for _, tc := range cases {
+		if tc.encoding != "" {
+			// Make the compressed body overflow too.
+			tc.body = append(tc.body, bytes.Repeat([]byte{0}, captureLimit)...)
+		}
+		m, _ := jsonMeter(http.StatusOK, tc.encoding)
+		for i := 0; i < len(tc.body); i += 64 << 10 {
+			_, _ = m.Write(tc.body[i:min(i+64<<10, len(tc.body))])
+		}
+		if u, ok, chars := m.usage(); ok || u != (caddyproxy.Usage{}) || chars != int64(len(tc.body)) {
+			t.Fatalf("%s: usage %+v, %v, chars %d; want none and %d", tc.name, u, ok, chars, len(tc.body))
+		}
 	}
 }
 

@@ -126,3 +126,46 @@ func BenchmarkParseResponseUsage(b *testing.B) {
 		}
 	}
 }
+
+// benchLargeBody is a JSON response of about 5 MiB with its usage last:
+// an embeddings batch (mostly numbers), or a chat completion with long
+// message texts (mostly strings, some escapes).
+func benchLargeBody(kind string) []byte {
+	var b strings.Builder
+	b.WriteString(`{"object":"list","model":"m","data":[`)
+	for i := 0; b.Len() < 5<<20; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		if kind == "embeddings" {
+			fmt.Fprintf(&b, `{"object":"embedding","index":%d,"embedding":[0.0023064255,-0.009327292,-0.0028842222,0.0154231,1.5e-3,-0.75]}`, i)
+		} else {
+			fmt.Fprintf(&b, `{"index":%d,"message":{"role":"assistant","content":"%s"}}`, i, strings.Repeat(`The quick brown fox jumps over the lazy dog, \"twice\".\n`, 20))
+		}
+	}
+	b.WriteString(`],"usage":{"prompt_tokens":123,"total_tokens":123}}`)
+	return []byte(b.String())
+}
+
+// BenchmarkUsageScanner scans 5 MiB bodies written in 32 KiB pieces, as
+// the meter does with a body too large to keep; the reported bytes are the
+// body's size, ns/op is per body.
+func BenchmarkUsageScanner(b *testing.B) {
+	for _, kind := range []string{"embeddings", "text"} {
+		b.Run(kind, func(b *testing.B) {
+			body := benchLargeBody(kind)
+			parts := fixedPieces(body, 32<<10)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var s UsageScanner
+				for _, p := range parts {
+					_, _ = s.Write(p)
+				}
+				if u, ok, err := s.Usage(); !ok || err != nil || u.PromptTokens != 123 {
+					b.Fatal(u, ok, err)
+				}
+			}
+		})
+	}
+}

@@ -24,6 +24,9 @@
 //     complete response body or one server-sent-events data payload of
 //     /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/responses.
 //
+//   - [UsageScanner] reads the same usage from a JSON response too large to
+//     keep, piece by piece as it passes, holding only the usage value.
+//
 //   - [StreamFilter] meters a streamed response as it passes through, and can
 //     remove the usage-only chunk the gateway asked for on the client's behalf.
 //

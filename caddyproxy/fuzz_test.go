@@ -502,3 +502,45 @@ func refResponseUsage(body []byte) (Usage, bool, bool) {
 	u = Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: total, CachedTokens: cached, ReasoningTokens: reasoning}
 	return u, true, false
 }
+
+// FuzzUsageScanner checks UsageScanner against ParseResponseUsage: fed
+// whole, cut at an arbitrary point, in small pieces, or a byte at a time,
+// the scanner reads what ParseResponseUsage reads from the whole body (the
+// same usage, or the same error), on any input, valid JSON or not, unless
+// the top-level usage value is larger than MaxUsageBytes (then it reads no
+// usage). split picks the cut and the piece size. It also checks that
+// nothing panics and that what the scanner keeps stays within its bounds.
+//
+// The seed corpus lives in testdata/fuzz/FuzzUsageScanner.
+func FuzzUsageScanner(f *testing.F) {
+	f.Fuzz(func(t *testing.T, body []byte, split uint) {
+		want, wantOK, wantErr := ParseResponseUsage(body)
+		if wantErr == nil && len(lookup(body, "usage")) > MaxUsageBytes {
+			want, wantOK = Usage{}, false
+		}
+		cut := int(split % uint(len(body)+1))
+		piece := 1 + int(split/8%64)
+		runs := []struct {
+			name  string
+			parts [][]byte
+		}{
+			{"whole", [][]byte{body}},
+			{"cut", splitAt(body, cut)},
+			{"pieces", fixedPieces(body, piece)},
+			{"bytes", fixedPieces(body, 1)},
+		}
+		for _, r := range runs {
+			s, u, ok, err := scanParts(r.parts...)
+			if !sameReading(u, ok, err, want, wantOK, wantErr) {
+				t.Fatalf("%s (cut %d, piece %d) of %q: got %+v %v %v, ParseResponseUsage %+v %v %v",
+					r.name, cut, piece, body, u, ok, err, want, wantOK, wantErr)
+			}
+			if err != nil && !errors.Is(err, ErrInvalidJSON) {
+				t.Fatalf("error %v does not wrap ErrInvalidJSON", err)
+			}
+			if len(s.val) > MaxUsageBytes || len(s.stack) > maxNesting || s.keyLen > maxUsageKey {
+				t.Fatalf("%s: bounds exceeded: value %d, stack %d, key %d", r.name, len(s.val), len(s.stack), s.keyLen)
+			}
+		}
+	})
+}
