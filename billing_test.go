@@ -1553,8 +1553,22 @@ func TestProviderErrorCostsNothing(t *testing.T) {
 			t.Fatalf("stream %d: got %d %s", st, status, b)
 		}
 	}
+	// An error that does report usage is billed by it, like any answer.
+	status, _, b, _ = btPost(g, "/v1/chat/completions", secret, `{"model":"big-model","messages":[]}`,
+		map[string]string{gwtest.HeaderStatus: "400", gwtest.HeaderErrorUsage: "1", gwtest.HeaderUsage: "29,31",
+			gwtest.HeaderRequestID: "error-with-usage"})
+	if status != http.StatusBadRequest || !bytes.Contains(b, []byte(`"usage"`)) {
+		t.Fatalf("error with usage: %d %s", status, b)
+	}
 	rows := btUsageRows(t, g)
 	delete(rows, deadRow)
+	withUsage := rows["error-with-usage"]
+	delete(rows, "error-with-usage")
+	if cost := btCost(btRateOf(t, "big-model"), 29, 31, 0); -withUsage.Amount != cost || withUsage.Estimated ||
+		withUsage.Status != http.StatusBadRequest || withUsage.Prompt != 29 || withUsage.Completion != 31 {
+		t.Fatalf("error with usage: row %+v, want cost %d", withUsage, cost)
+	}
+	before -= btCost(btRateOf(t, "big-model"), 29, 31, 0)
 	if len(rows) != 2*len(statuses) {
 		t.Fatalf("%d rows, want %d", len(rows), 2*len(statuses))
 	}

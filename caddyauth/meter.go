@@ -89,8 +89,8 @@ func (m *meter) Write(p []byte) (int, error) {
 		}
 		return len(p), nil
 	}
-	if !m.stream && m.status < 300 {
-		m.capture(p)
+	if !m.stream {
+		m.capture(p) // error bodies too: usage there is billed as well
 	}
 	return m.ResponseWriter.Write(p)
 }
@@ -154,7 +154,7 @@ func (m *meter) usage() (u caddyproxy.Usage, ok bool, generatedChars int64) {
 		u, ok = m.filter.Usage()
 		return u, ok, m.filter.StreamedChars()
 	}
-	if m.stream || m.status >= 300 {
+	if m.stream {
 		return u, false, 0
 	}
 	if m.overflow {

@@ -329,11 +329,16 @@ func TestMeterJSONUsage(t *testing.T) {
 		t.Fatalf("no usage: ok %v chars %d", ok, chars)
 	}
 
-	// Error bodies are neither captured nor metered.
-	m, _ = jsonMeter(http.StatusInternalServerError, "")
+	// Error bodies are metered too: usage there is billed like any other.
+	m, _ = jsonMeter(http.StatusBadRequest, "")
 	_, _ = m.Write([]byte(`{"error":{},"usage":{"prompt_tokens":1}}`))
-	if _, ok, chars := m.usage(); ok || chars != 0 || len(m.body) != 0 {
-		t.Fatalf("error body: ok %v chars %d captured %d", ok, chars, len(m.body))
+	if u, ok, _ := m.usage(); !ok || u.PromptTokens != 1 {
+		t.Fatalf("error body with usage: %+v ok %v", u, ok)
+	}
+	m, _ = jsonMeter(http.StatusInternalServerError, "")
+	_, _ = m.Write([]byte(`<html>bad gateway</html>`))
+	if _, ok, _ := m.usage(); ok {
+		t.Fatal("an HTML error page has usage")
 	}
 }
 

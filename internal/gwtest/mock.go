@@ -99,14 +99,16 @@ type MockProvider struct {
 
 // Mock request headers.
 const (
-	HeaderUsage     = "X-Mock-Usage"
-	HeaderNoUsage   = "X-Mock-No-Usage"
-	HeaderCut       = "X-Mock-Cut"
-	HeaderGzip      = "X-Mock-Gzip"
-	HeaderStatus    = "X-Mock-Status"
-	HeaderDelayMs   = "X-Mock-Delay-Ms"
-	HeaderWaitMs    = "X-Mock-Wait-Ms"
-	HeaderRequestID = "X-Mock-Request-Id"
+	HeaderUsage   = "X-Mock-Usage"
+	HeaderNoUsage = "X-Mock-No-Usage"
+	HeaderCut     = "X-Mock-Cut"
+	HeaderGzip    = "X-Mock-Gzip"
+	HeaderStatus  = "X-Mock-Status"
+	// HeaderErrorUsage "1" puts the usage into the error body of HeaderStatus.
+	HeaderErrorUsage = "X-Mock-Error-Usage"
+	HeaderDelayMs    = "X-Mock-Delay-Ms"
+	HeaderWaitMs     = "X-Mock-Wait-Ms"
+	HeaderRequestID  = "X-Mock-Request-Id"
 )
 
 // StreamPieces are the content deltas of every streamed answer, in order;
@@ -400,7 +402,12 @@ func (m *MockProvider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if o.status >= 500 {
 			typ = "server_error"
 		}
-		aw.json(o.status, errBodyType(fmt.Sprintf("mock provider answers %d", o.status), typ, "mock_status"))
+		body := errBodyType(fmt.Sprintf("mock provider answers %d", o.status), typ, "mock_status")
+		if r.Header.Get(HeaderErrorUsage) == "1" {
+			body["usage"] = chatUsageJSON(o.usage)
+			a.Usage = &o.usage
+		}
+		aw.json(o.status, body)
 		return
 	}
 
