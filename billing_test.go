@@ -1436,6 +1436,12 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 		status, h, b, _ = btPost(g, path, secret, `{"messages":[]}`, nil)
 		btCheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
 	}
+	// Spellings of a metered path that a lenient provider might route are
+	// metered too, not passed through free.
+	for _, path := range []string{"/v1/Chat/Completions", "/v1/chat/completions;x"} {
+		status, h, b, _ := btPost(g, path, secret, `{"model":"gpt-unpriced","messages":[]}`, nil)
+		btCheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
+	}
 	big := `{"model":"mock-model","messages":[{"role":"user","content":"` + strings.Repeat("a", 3000) + `"}]}`
 	status, h, b, _ := btPost(g, "/v1/chat/completions", secret, big, nil)
 	btCheckError(t, status, h, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
@@ -1471,7 +1477,7 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	}
 	btAssertNoHolds(t, g)
 	series, _ := btScrape(t, g)
-	for reason, want := range map[string]float64{"invalid_json": 48, "model_not_priced": 8, "request_too_large": 2} {
+	for reason, want := range map[string]float64{"invalid_json": 48, "model_not_priced": 10, "request_too_large": 2} {
 		v, _ := btMetric(series, "caddy_ai_gateway_rejected_total", map[string]string{"reason": reason})
 		v0, _ := btMetric(metricsBefore, "caddy_ai_gateway_rejected_total", map[string]string{"reason": reason})
 		if v-v0 != want {

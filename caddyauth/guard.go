@@ -143,22 +143,33 @@ const (
 	epResponses
 )
 
+// endpointOf tells which metered API a request is for, by the end of its
+// path. The match is lenient so that it fails closed: any case, trailing
+// slashes, and ";parameters" in the last segment (a provider with lenient
+// routing would serve /v1/Chat/Completions too, and it must not be free).
 func endpointOf(r *http.Request) endpoint {
 	if r.Method != http.MethodPost {
 		return epNone
 	}
-	p := strings.TrimSuffix(r.URL.Path, "/")
+	p := strings.TrimRight(r.URL.Path, "/")
+	if i := strings.LastIndexByte(p, ';'); i > strings.LastIndexByte(p, '/') {
+		p = strings.TrimRight(p[:i], "/")
+	}
 	switch {
-	case strings.HasSuffix(p, "/chat/completions"):
+	case hasSuffixFold(p, "/chat/completions"):
 		return epChat
-	case strings.HasSuffix(p, "/completions"):
+	case hasSuffixFold(p, "/completions"):
 		return epCompletions
-	case strings.HasSuffix(p, "/embeddings"):
+	case hasSuffixFold(p, "/embeddings"):
 		return epEmbeddings
-	case strings.HasSuffix(p, "/responses"):
+	case hasSuffixFold(p, "/responses"):
 		return epResponses
 	}
 	return epNone
+}
+
+func hasSuffixFold(s, suffix string) bool {
+	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
