@@ -268,6 +268,7 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	var handlerErr error
 	defer func() {
 		// Settle whatever happens, a panic included; the hold never leaks.
+		m.stopDecoder()
 		if rec := recover(); rec != nil {
 			b.settle(fmt.Errorf("panic: %v", rec))
 			panic(rec)

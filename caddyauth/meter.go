@@ -32,6 +32,7 @@ type meter struct {
 	stream      bool
 	encoding    string // Content-Encoding of the response
 	filter      *caddyproxy.StreamFilter
+	dec         *caddyproxy.StreamDecoder // undoes a compressed stream's encoding
 
 	body      []byte                  // captured JSON body, while it fits in captureLimit
 	scan      caddyproxy.UsageScanner // reads the usage once body overflowed
@@ -58,7 +59,18 @@ func (m *meter) WriteHeader(status int) {
 	m.encoding = strings.ToLower(strings.TrimSpace(h.Get("Content-Encoding")))
 	if isEventStream(h.Get("Content-Type")) {
 		m.stream = true
-		if m.encoding == "" || m.encoding == "identity" {
+		if !m.identity() {
+			// Compressed although the gateway asked for identity: decode
+			// it as it passes and send it on decoded, which every client
+			// accepts. An encoding the gateway cannot undo (br, zstd)
+			// goes through as it came, unmetered.
+			if dec, ok := caddyproxy.NewStreamDecoder(m.encoding, m.writeDecoded); ok {
+				m.dec = dec
+				h.Del("Content-Encoding")
+				h.Del("Content-Length")
+			}
+		}
+		if m.identity() || m.dec != nil {
 			m.filter = caddyproxy.NewStreamFilter(m.dropUsageChunk && status < 300)
 			if m.dropUsageChunk {
 				// The body may become shorter than the provider said.
@@ -77,13 +89,18 @@ func (m *meter) Write(p []byte) (int, error) {
 		m.WriteHeader(http.StatusOK)
 	}
 	m.written += int64(len(p))
-	if m.filter != nil {
-		out := m.filter.Write(p)
-		if len(out) > 0 && m.clientErr == nil {
-			if _, err := m.ResponseWriter.Write(out); err != nil {
-				m.clientErr = err
-			}
+	if m.dec != nil {
+		// writeDecoded runs for what p decodes to before Write returns.
+		if _, err := m.dec.Write(p); err != nil {
+			return 0, err
 		}
+		if m.clientErr != nil {
+			return 0, m.clientErr
+		}
+		return len(p), nil
+	}
+	if m.filter != nil {
+		m.writeDecoded(p)
 		if m.clientErr != nil {
 			return 0, m.clientErr
 		}
@@ -122,6 +139,17 @@ func (m *meter) identity() bool {
 	return m.encoding == "" || m.encoding == "identity"
 }
 
+// writeDecoded passes (decoded) stream bytes through the filter and on to
+// the client.
+func (m *meter) writeDecoded(p []byte) {
+	out := m.filter.Write(p)
+	if len(out) > 0 && m.clientErr == nil {
+		if _, err := m.ResponseWriter.Write(out); err != nil {
+			m.clientErr = err
+		}
+	}
+}
+
 // ReadFrom sends the body through Write, so that it is metered (the
 // embedded wrapper would hand it to the client's connection directly).
 func (m *meter) ReadFrom(r io.Reader) (int64, error) {
@@ -134,9 +162,11 @@ func (m *meter) FlushError() error {
 	return http.NewResponseController(m.ResponseWriter).Flush()
 }
 
-// finish writes what the stream filter still holds (an incomplete last
-// event) once the upstream response has ended.
+// finish ends the decoding of a compressed stream and writes what the
+// stream filter still holds (an incomplete last event) once the upstream
+// response has ended.
 func (m *meter) finish() {
+	m.stopDecoder()
 	if m.filter == nil {
 		return
 	}
@@ -144,6 +174,14 @@ func (m *meter) finish() {
 		if _, err := m.ResponseWriter.Write(rest); err != nil {
 			m.clientErr = err
 		}
+	}
+}
+
+// stopDecoder ends the decoder goroutine of a compressed stream, if any;
+// it is safe to call more than once and on every way out of the handler.
+func (m *meter) stopDecoder() {
+	if m.dec != nil {
+		_ = m.dec.Close() // a corrupt or cut stream is billed like a cut one
 	}
 }
 

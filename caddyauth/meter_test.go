@@ -243,25 +243,87 @@ func TestMeterStreamErrorStatusIsNotFiltered(t *testing.T) {
 	}
 }
 
-func TestMeterEncodedStreamPassesUnmetered(t *testing.T) {
+// TestMeterDecodesCompressedStream: a provider that gzips its stream
+// although asked for identity gets it decoded on the way: the client
+// receives the plain events (without the usage chunk the gateway asked
+// for), each as soon as its compressed bytes arrive, and the usage is read.
+func TestMeterDecodesCompressedStream(t *testing.T) {
 	rec := newClientRecorder()
 	m := newMeter(rec, true)
 	m.Header().Set("Content-Type", "text/event-stream")
 	m.Header().Set("Content-Encoding", "gzip")
+	m.Header().Set("Content-Length", "999")
 	m.WriteHeader(http.StatusOK)
-	in := gzipped(t, sse(chunkHello, chunkUsage))
+	if h := rec.Header(); h.Get("Content-Encoding") != "" || h.Get("Content-Length") != "" {
+		t.Fatalf("client headers %v: the body goes out decoded", h)
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	for _, chunk := range []string{chunkHello, chunkUsage} {
+		zw.Write([]byte(sse(chunk)))
+		zw.Flush()
+		if _, err := m.Write(bytes.Clone(buf.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		buf.Reset()
+		if chunk == chunkHello && rec.Body.String() != sse(chunkHello) {
+			t.Fatalf("after the first event's bytes the client has %q", rec.Body.String())
+		}
+	}
+	zw.Close()
+	m.Write(buf.Bytes())
+	m.finish()
+	if rec.Body.String() != sse(chunkHello) {
+		t.Fatalf("client got %q, want the first event only", rec.Body.String())
+	}
+	if u, ok, _ := m.usage(); !ok || u != (caddyproxy.Usage{PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18, CachedTokens: 3, ReasoningTokens: 2}) {
+		t.Fatalf("usage %+v %v", u, ok)
+	}
+}
+
+// TestMeterEncodedStreamPassesUnmetered: an encoding the gateway cannot
+// undo goes through as it came, and nothing is read from it.
+func TestMeterEncodedStreamPassesUnmetered(t *testing.T) {
+	rec := newClientRecorder()
+	m := newMeter(rec, true)
+	m.Header().Set("Content-Type", "text/event-stream")
+	m.Header().Set("Content-Encoding", "br")
+	m.WriteHeader(http.StatusOK)
+	in := gzipped(t, sse(chunkHello, chunkUsage)) // any opaque bytes
 	if _, err := m.Write(in); err != nil {
 		t.Fatal(err)
 	}
 	m.finish()
-	if !bytes.Equal(rec.Body.Bytes(), in) {
+	if !bytes.Equal(rec.Body.Bytes(), in) || rec.Header().Get("Content-Encoding") != "br" {
 		t.Fatal("encoded stream changed")
 	}
-	if m.filter != nil || !m.stream {
+	if m.filter != nil || m.dec != nil || !m.stream {
 		t.Fatal("encoded stream was filtered")
 	}
 	if _, ok, _ := m.usage(); ok {
 		t.Fatal("usage read from an encoded stream")
+	}
+}
+
+// TestMeterCorruptCompressedStream: a stream that claims gzip but is not
+// stops at the first bytes (the handler sees the error) and has no usage.
+func TestMeterCorruptCompressedStream(t *testing.T) {
+	rec := newClientRecorder()
+	m := newMeter(rec, false)
+	m.Header().Set("Content-Type", "text/event-stream")
+	m.Header().Set("Content-Encoding", "gzip")
+	m.WriteHeader(http.StatusOK)
+	m.Write([]byte(sse(chunkHello)))
+	if _, err := m.Write([]byte(sse(chunkUsage))); err == nil {
+		t.Fatal("writing after corrupt data succeeded")
+	}
+	m.finish()
+	m.stopDecoder()
+	if rec.Body.Len() != 0 {
+		t.Fatalf("client got %q", rec.Body.String())
+	}
+	if _, ok, _ := m.usage(); ok {
+		t.Fatal("usage from a corrupt stream")
 	}
 }
 
