@@ -561,8 +561,8 @@ func btRun(ctx context.Context, j btJob, c openai.Client) string {
 		return ""
 	}
 	// streamChat reads a chat stream; it returns the content, the chunks
-	// with usage and the stream's error. cancel, if set, is called after the
-	// first content chunk.
+	// that have a "usage" member (null included) and the stream's error.
+	// cancel, if set, is called after the first content chunk.
 	streamChat := func(p openai.ChatCompletionNewParams, cancel func(), o ...option.RequestOption) (string, []openai.ChatCompletionChunk, error) {
 		s := c.Chat.Completions.NewStreaming(ctx, p, append(opts, o...)...)
 		defer s.Close()
@@ -625,10 +625,17 @@ func btRun(ctx context.Context, j btJob, c openai.Client) string {
 		if err != nil {
 			return err.Error()
 		}
-		if text != btStreamText || len(usage) != 1 {
-			return fmt.Sprintf("stream text %q, %d usage chunks", text, len(usage))
+		// Every chunk has usage, null but in the last one (as OpenAI sends).
+		var reported []openai.ChatCompletionChunk
+		for _, ch := range usage {
+			if !strings.Contains(ch.RawJSON(), `"usage":null`) {
+				reported = append(reported, ch)
+			}
 		}
-		return checkChatUsage(usage[0].Usage)
+		if text != btStreamText || len(reported) != 1 || len(usage) != len(gwtest.StreamPieces)+3 {
+			return fmt.Sprintf("stream text %q, %d chunks with usage, %d not null", text, len(usage), len(reported))
+		}
+		return checkChatUsage(reported[0].Usage)
 	case btChatStreamCancel:
 		cctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -1273,10 +1280,14 @@ func btSplitEvents(b []byte) [][]byte {
 	return out
 }
 
-// TestStreamUsageChunkRemoved compares raw bytes: without the client's
-// include_usage, what the client receives is exactly what the mock sent
-// minus the usage-only chunk; with it, exactly what the mock sent. The
-// upstream body had include_usage injected, and nothing else changed.
+// TestStreamUsageChunkRemoved compares raw bytes: what the client receives
+// is exactly what the mock sends for the client's own body. Without the
+// client's include_usage, the upstream body had include_usage injected (and
+// nothing else changed), so the mock sent "usage": null in every chunk (or,
+// asked for continuous_usage_stats, the usage so far, as vLLM does) and a
+// usage-only chunk at the end: the gateway billed from that and removed all
+// of it. With the client's include_usage, the client gets what the mock
+// sent, unchanged.
 func TestStreamUsageChunkRemoved(t *testing.T) {
 	mock := gwtest.NewMockProvider(t)
 	mock.Usage = gwtest.Usage{Prompt: 31, Completion: 17, Cached: 8, Reasoning: 3}
@@ -1295,9 +1306,15 @@ func TestStreamUsageChunkRemoved(t *testing.T) {
 			`{"stream_options":null,"model":"mock-model","stream":true,"messages":[{"role":"user","content":"x"}]}`, false},
 		{"chat-other-option", "/v1/chat/completions",
 			`{"model":"mock-model","stream":true,"stream_options":{"include_obfuscation":false},"messages":[{"role":"user","content":"x"}]}`, false},
+		{"chat-continuous-usage", "/v1/chat/completions",
+			`{"model":"mock-model","stream":true,"stream_options":{"continuous_usage_stats":true},"messages":[{"role":"user","content":"x"}]}`, false},
 		{"completions", "/v1/completions", `{"model":"mock-instruct","stream":true,"prompt":"Say hi"}`, false},
+		{"completions-continuous-usage", "/v1/completions",
+			`{"model":"mock-instruct","stream":true,"stream_options":{"continuous_usage_stats":true},"prompt":"Say hi"}`, false},
 		{"chat-client-asked", "/v1/chat/completions",
 			`{"model":"mock-model","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}`, true},
+		{"chat-continuous-client-asked", "/v1/chat/completions",
+			`{"model":"mock-model","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true},"messages":[{"role":"user","content":"Hi"}]}`, true},
 		{"completions-client-asked", "/v1/completions",
 			`{"model":"mock-instruct","stream":true,"stream_options":{"include_usage":true},"prompt":"Say hi"}`, true},
 	}
@@ -1317,34 +1334,46 @@ func TestStreamUsageChunkRemoved(t *testing.T) {
 			}
 			up := btUpstreamBody(t, mock.Requests(), id)
 
-			// The mock's bytes, fetched again directly with the upstream body:
-			// the mock is deterministic, and its record is what it sent.
-			req, _ := http.NewRequest("POST", mock.URL+c.path, bytes.NewReader(up))
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := btRawHTTP.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			direct, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if !bytes.Equal(direct, ans.Body) {
-				t.Fatalf("the mock's record differs from a direct call:\n%s\n%s", ans.Body, direct)
-			}
-
-			var usageEvents [][]byte
-			var want []byte
-			for _, ev := range btSplitEvents(ans.Body) {
-				if bytes.Contains(ev, []byte(`"choices":[]`)) && bytes.Contains(ev, []byte(`"usage":{`)) {
-					usageEvents = append(usageEvents, ev)
-					continue
+			// The mock's bytes, fetched again directly: the mock is
+			// deterministic, and its record is what it sent.
+			direct := func(body []byte) []byte {
+				req, _ := http.NewRequest("POST", mock.URL+c.path, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := btRawHTTP.Do(req)
+				if err != nil {
+					t.Fatal(err)
 				}
-				want = append(want, ev...)
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return b
 			}
-			if len(usageEvents) != 1 {
-				t.Fatalf("mock sent %d usage chunks: %s", len(usageEvents), ans.Body)
+			if d := direct(up); !bytes.Equal(d, ans.Body) {
+				t.Fatalf("the mock's record differs from a direct call:\n%s\n%s", ans.Body, d)
+			}
+			// What the client would have received without the gateway.
+			want := direct([]byte(c.body))
+
+			// What the mock sent carries usage in every event but [DONE].
+			events := btSplitEvents(ans.Body)
+			usageEvents := 0
+			for _, ev := range events[:len(events)-1] {
+				switch {
+				case bytes.Contains(ev, []byte(`"choices":[]`)) && bytes.Contains(ev, []byte(`"usage":{`)):
+					usageEvents++
+				case !bytes.Contains(ev, []byte(`,"usage":null}`)) && !bytes.Contains(ev, []byte(`,"usage":{"completion_tokens":`)):
+					t.Fatalf("mock sent an event without usage: %s", ev)
+				}
+			}
+			if usageEvents != 1 || string(events[len(events)-1]) != "data: [DONE]\n\n" {
+				t.Fatalf("mock sent %d usage chunks: %s", usageEvents, ans.Body)
+			}
+			if bytes.Contains(want, []byte(`"usage"`)) == !c.clientAsked {
+				t.Fatalf("without the gateway the client would get usage: %v:\n%s", c.clientAsked, want)
 			}
 			if c.clientAsked {
-				want = ans.Body
+				if !bytes.Equal(want, ans.Body) {
+					t.Fatal("the mock answers the client's body differently from the upstream body")
+				}
 				if !bytes.Equal(up, []byte(c.body)) {
 					t.Fatalf("upstream body changed although the client asked for usage:\n%s\n%s", c.body, up)
 				}
@@ -1372,7 +1401,7 @@ func TestStreamUsageChunkRemoved(t *testing.T) {
 				}
 			}
 			if !bytes.Equal(got, want) {
-				t.Fatalf("client bytes\n%q\nwant (mock bytes minus the usage chunk: %v)\n%q", got, !c.clientAsked, want)
+				t.Fatalf("client bytes\n%q\nwant (the mock's answer to the client's own body)\n%q", got, want)
 			}
 			rows := btUsageRows(t, g)
 			r := rows[id]

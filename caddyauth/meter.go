@@ -25,6 +25,8 @@ const captureLimit = 4 << 20
 type meter struct {
 	*caddyhttp.ResponseWriterWrapper
 
+	// dropUsageChunk: the gateway set stream_options.include_usage, so the
+	// filter removes the usage-only chunk and the other chunks' "usage".
 	dropUsageChunk bool
 
 	wroteHeader bool

@@ -109,6 +109,40 @@ func TestMeterStreamDropsUsageChunkAcrossAnySplit(t *testing.T) {
 	}
 }
 
+// TestMeterStreamRemovesUsageMembers: with include_usage injected, the
+// "usage" members the provider adds to the other chunks (null, or the usage
+// so far) are removed too, and the usage is still read.
+func TestMeterStreamRemovesUsageMembers(t *testing.T) {
+	withUsage := func(chunk, usage string) string {
+		return strings.TrimSuffix(chunk, "}") + `,"usage":` + usage + "}"
+	}
+	in := sse(withUsage(chunkHello, "null"), withUsage(chunkWorld, `{"prompt_tokens":11,"completion_tokens":2,"total_tokens":13}`), chunkUsage, "[DONE]")
+	for split := 1; split < len(in); split += 5 {
+		m, rec := streamMeter(t, true)
+		for i := 0; i < len(in); i += split {
+			if _, err := m.Write([]byte(in[i:min(i+split, len(in))])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m.finish()
+		if got, want := rec.Body.String(), sse(chunkHello, chunkWorld, "[DONE]"); got != want {
+			t.Fatalf("split %d: client got\n%q\nwant\n%q", split, got, want)
+		}
+		if u, ok, _ := m.usage(); !ok || u != wantStreamUsage {
+			t.Fatalf("split %d: usage %+v, %v", split, u, ok)
+		}
+	}
+	// The client asked for usage: nothing is removed.
+	m, rec := streamMeter(t, false)
+	if _, err := m.Write([]byte(in)); err != nil {
+		t.Fatal(err)
+	}
+	m.finish()
+	if rec.Body.String() != in {
+		t.Fatalf("client got %q, want the stream unchanged", rec.Body.String())
+	}
+}
+
 func TestMeterStreamKeepsUsageChunkWhenClientAsked(t *testing.T) {
 	in := sse(chunkHello, chunkUsage, "[DONE]")
 	m, rec := streamMeter(t, false)

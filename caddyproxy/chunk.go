@@ -13,6 +13,12 @@ type chunk struct {
 	response []byte // Responses API "response" object (lifecycle events)
 	delta    []byte // Responses API "delta" (text and argument deltas)
 	ev       int    // what kind of payload this is (chatChunk, eventDelta, …)
+
+	// Where the first top-level "usage" member is, for appendWithoutUsage:
+	// the index of its key's opening quote, and the index just past the
+	// value of the member before it (-1 when it is the first member). Valid
+	// only when usage is not nil.
+	usageKey, usagePrev int
 }
 
 // scanChunk collects the members of the JSON object data (already known to
@@ -22,6 +28,7 @@ func scanChunk(data []byte) (c chunk, isObj bool) {
 	if !isObj {
 		return c, false
 	}
+	prev := -1 // end of the previous member's value
 	for {
 		m, more := it.next()
 		if !more {
@@ -33,6 +40,7 @@ func scanChunk(data []byte) (c chunk, isObj bool) {
 			// Escaped key: decode it (rare, allocates).
 			s, ok := decodeRawString(k)
 			if !ok {
+				prev = m.valEnd
 				continue
 			}
 			k = []byte(s)
@@ -45,12 +53,16 @@ func scanChunk(data []byte) (c chunk, isObj bool) {
 		case "choices":
 			c.choices = m.val
 		case "usage":
+			if c.usage == nil {
+				c.usageKey, c.usagePrev = m.keyStart, prev
+			}
 			c.usage = m.val
 		case "response":
 			c.response = m.val
 		case "delta":
 			c.delta = m.val
 		}
+		prev = m.valEnd
 	}
 }
 

@@ -28,7 +28,8 @@
 //     keep, piece by piece as it passes, holding only the usage value.
 //
 //   - [StreamFilter] meters a streamed response as it passes through, and can
-//     remove the usage-only chunk the gateway asked for on the client's behalf.
+//     remove the usage-only chunk, and the "usage" members of the other
+//     chunks, that the gateway asked for on the client's behalf.
 //
 //   - [DecodeBody] undoes a gzip or deflate Content-Encoding with a size cap.
 //

@@ -32,22 +32,37 @@ const (
 )
 
 // A StreamFilter meters a text/event-stream response as it passes from the
-// provider to the client and can remove the usage-only chunk.
+// provider to the client and can remove what the provider adds to a stream
+// because the gateway set stream_options.include_usage: the usage-only
+// chunk and the "usage" members of the other chunks.
 //
 // Every byte received from the provider is given to Write, and what Write
 // returns is sent on at once. Events are separated by blank lines; lines end
 // in "\r\n", "\n" or "\r", and may be split anywhere across Write calls.
 //
 // With dropUsageChunk false the output is always exactly the input. With it
-// true, a chat/completions chunk whose "choices" is an empty array and whose
-// "usage" is an object (the extra chunk a stream ends with when the gateway
-// set stream_options.include_usage for a client that did not ask for it) is
-// removed together with every other line of its event and the blank line
-// ending it; all other bytes pass unchanged. To be able to do so, the lines
-// of an event are held back only while the event can still turn out to be
-// that chunk: an event is released as soon as one of its data lines shows
-// it is something else (normally the moment its first data line is
-// complete), and a complete event is never held.
+// true (the gateway set stream_options.include_usage for a client that did
+// not ask for it), two things are removed:
+//
+//   - a chat/completions chunk whose "choices" is an empty array and whose
+//     "usage" is an object (the extra chunk such a stream ends with),
+//     together with every other line of its event and the blank line ending
+//     it;
+//   - the top-level "usage" members (null, as OpenAI sends in every chunk
+//     then, or an object, as providers reporting usage continuously send)
+//     of every other chat/completions chunk, each with one adjacent comma
+//     (see appendWithoutUsage). This applies to the usual event whose JSON
+//     object is complete on its first data line that is not blank; the rest
+//     of that line, its other lines and terminators stay as they are. An
+//     object spread over several data lines is passed on unchanged (removing
+//     a member there could mean joining lines), as is an event whose lines
+//     up to the object are longer than the line limit (MaxLineBytes).
+//
+// All other bytes pass unchanged. To be able to do so, the lines of an event
+// are held back only while the event can still turn out to be the usage
+// chunk: an event is released as soon as one of its data lines shows it is
+// something else (normally the moment its first data line is complete), and
+// a complete event is never held.
 //
 // Usage, model, generated characters and the end marker are read from every
 // event, dropped or not. The zero StreamFilter meters without dropping. A
@@ -73,6 +88,7 @@ type StreamFilter struct {
 	size      int   // content bytes of the event's lines so far
 	bad       bool  // an overlong line or too much data: not metered or dropped
 	candidate bool  // the event may still be the usage chunk; its bytes are held
+	strip     bool  // the line just read is to be released without its "usage" members
 	held      []byte
 
 	out []byte // reused output buffer
@@ -86,8 +102,9 @@ type StreamFilter struct {
 }
 
 // NewStreamFilter returns a filter for one streamed response. With
-// dropUsageChunk true it removes the usage-only chat/completions chunk (set
-// it when the gateway injected stream_options.include_usage itself).
+// dropUsageChunk true it removes the usage-only chat/completions chunk and
+// the "usage" members of the other chunks (set it when the gateway injected
+// stream_options.include_usage itself).
 func NewStreamFilter(dropUsageChunk bool) *StreamFilter {
 	return &StreamFilter{drop: dropUsageChunk, maxLine: MaxLineBytes, candidate: dropUsageChunk}
 }
@@ -266,6 +283,36 @@ func (f *StreamFilter) release(o *output, p []byte, holdStart, upto int) {
 	f.candidate = false
 }
 
+// releaseStripped is release for an event whose current line, raw (without
+// terminator, a BOM included), is to lose its "usage" members: raw ends at
+// p[end] and starts at p[i], or in the held bytes when it began in an
+// earlier Write; its terminator is p[end:next].
+func (f *StreamFilter) releaseStripped(o *output, p []byte, holdStart, i, end, next int, raw []byte) {
+	carried := len(raw) - (end - i)
+	o.bytes(f.held[:len(f.held)-carried])
+	o.run(holdStart, i)
+	o.materialize()
+	o.buf = f.appendStripped(o.buf, raw)
+	o.copied = true
+	o.run(end, next)
+	f.held = f.held[:0]
+	f.candidate = false
+	f.strip = false
+}
+
+// appendStripped appends the line raw, whose value is the last data read
+// into f.data and holds the chunk f.chunk, without its "usage" members.
+func (f *StreamFilter) appendStripped(dst, raw []byte) []byte {
+	// The value ends both raw and f.data: move the chunk's positions over.
+	shift := len(raw) - len(f.data)
+	c := &f.chunk
+	prev := c.usagePrev
+	if prev >= 0 {
+		prev += shift
+	}
+	return appendWithoutUsage(dst, raw, c.usageKey+shift, prev)
+}
+
 // endLine handles the line whose last bytes are p[i:end] and whose
 // terminator ends at next; it returns the fate of an LF following a CR
 // terminator in the next Write.
@@ -291,6 +338,7 @@ func (f *StreamFilter) endLine(o *output, p []byte, i, end, next int, holdStart 
 		f.line = append(f.line, line...)
 		line = f.line
 	}
+	raw := line // with a BOM, if any
 	if !f.started {
 		f.started = true
 		line = bytes.TrimPrefix(line, []byte("\uFEFF"))
@@ -313,6 +361,8 @@ func (f *StreamFilter) endLine(o *output, p []byte, i, end, next int, holdStart 
 	switch {
 	case wasCandidate && f.candidate:
 		return lfHold
+	case f.strip: // set only as the line ends the event's candidacy
+		f.releaseStripped(o, p, *holdStart, i, end, next, raw)
 	case wasCandidate:
 		f.release(o, p, *holdStart, next)
 	default:
@@ -354,7 +404,8 @@ func (f *StreamFilter) field(line []byte) {
 		return // only whitespace was added: validity and content unchanged
 	}
 	f.class = dataUnknown
-	if f.dataLead == 0 {
+	first := f.dataLead == 0 // the first data line that is not blank
+	if first {
 		f.dataLead = t[0]
 	}
 	if !f.candidate {
@@ -369,6 +420,9 @@ func (f *StreamFilter) field(line []byte) {
 		f.checks++
 		if f.classify() != dataInvalid && f.class != dataUsage {
 			f.candidate = false
+			// The object is complete on this line (the data before it is
+			// blank): its usage members can go without touching other lines.
+			f.strip = first && f.chunk.usage != nil && f.chunk.ev == chatChunk
 		}
 	}
 }
@@ -423,6 +477,7 @@ func (f *StreamFilter) resetEvent() {
 	f.size = 0
 	f.bad = false
 	f.candidate = f.drop
+	f.strip = false
 	f.held = f.held[:0]
 }
 
@@ -465,11 +520,20 @@ func (f *StreamFilter) Flush() []byte {
 		if !f.started {
 			line = bytes.TrimPrefix(line, []byte("\uFEFF"))
 		}
+		if f.size += len(line); f.size > f.maxLine {
+			f.candidate = false
+		}
 		f.field(line)
 	}
 	// Held bytes exist only while the event is a candidate (field may just
 	// have changed that, so do not test it).
-	out = append(out, f.held...)
+	if f.strip {
+		// The last line, f.line, ends the held bytes.
+		out = append(out, f.held[:len(f.held)-len(f.line)]...)
+		out = f.appendStripped(out, f.line)
+	} else {
+		out = append(out, f.held...)
+	}
 	f.meter()
 	f.resetEvent()
 	f.line = f.line[:0]

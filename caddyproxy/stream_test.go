@@ -36,6 +36,15 @@ func feed(t testing.TB, drop bool, limit int, parts [][]byte, check func(f *Stre
 	return streamRun{out: out, meter: refMeter{usage: u, hasUsage: ok, model: f.Model(), chars: f.StreamedChars(), done: f.Done()}}
 }
 
+// chatChunkNoUsage is mkChatChunk without the usage member.
+func chatChunkNoUsage(choices string) string {
+	return strings.TrimSuffix(mkChatChunk(choices, "null"), `,"usage":null}`) + "}"
+}
+
+// stripNulls is what dropUsageChunk does to the fixtures' chunks that end
+// in usage null.
+func stripNulls(s string) string { return strings.ReplaceAll(s, `,"usage":null}`, "}") }
+
 // whole is a stream given in one piece.
 func whole(s string) [][]byte { return [][]byte{[]byte(s)} }
 
@@ -88,6 +97,8 @@ func noHeldEvents(t testing.TB, in []byte, drop bool, limit int) func(*StreamFil
 	}
 }
 
+const multiLineUsageNull = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\ndata: \"usage\":null}\n\n"
+
 var streamCases = []struct {
 	name      string
 	in        string
@@ -96,36 +107,47 @@ var streamCases = []struct {
 	model     string
 	chars     int64
 	done      bool
-	dropped   string // what dropUsageChunk removes
+	dropped   string // the event dropUsageChunk removes
 	dropCount int
+	// What dropUsageChunk makes of the stream, when it is not the stream
+	// without the dropped event and with every `,"usage":null}` (the end of
+	// a chunk that has usage null) turned into `}`.
+	wantDrop string
 }{
-	{"chat", chatStream, chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, true, chatUsageEvent, 1},
-	{"chat crlf", crlf(chatStream), chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, true, crlf(chatUsageEvent), 1},
-	{"chat cr", crOnly(chatStream), chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, true, crOnly(chatUsageEvent), 1},
-	{"chat no usage", chatStreamBody + "data: [DONE]\n\n", Usage{}, false, "gpt-4o-2024-08-06", chatStreamChars, true, "", 0},
+	{"chat", chatStream, chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, true, chatUsageEvent, 1, ""},
+	{"chat crlf", crlf(chatStream), chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, true, crlf(chatUsageEvent), 1, ""},
+	{"chat cr", crOnly(chatStream), chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, true, crOnly(chatUsageEvent), 1, ""},
+	{"chat no usage", chatStreamBody + "data: [DONE]\n\n", Usage{}, false, "gpt-4o-2024-08-06", chatStreamChars, true, "", 0, ""},
 	{"tool calls", toolCallStream,
 		Usage{PromptTokens: 80, CompletionTokens: 17, TotalTokens: 97, CachedTokens: 64, ReasoningTokens: 5}, true,
 		"gpt-4o-2024-08-06", toolCallStreamChars, true,
-		"data: " + mkChatChunk(`[]`, `{"prompt_tokens":80,"completion_tokens":17,"total_tokens":97,"prompt_tokens_details":{"cached_tokens":64},"completion_tokens_details":{"reasoning_tokens":5}}`) + "\n\n", 1},
+		"data: " + mkChatChunk(`[]`, `{"prompt_tokens":80,"completion_tokens":17,"total_tokens":97,"prompt_tokens_details":{"cached_tokens":64},"completion_tokens_details":{"reasoning_tokens":5}}`) + "\n\n", 1, ""},
 	{"completions", completionsStream, Usage{PromptTokens: 5, CompletionTokens: 4, TotalTokens: 9}, true, "gpt-3.5-turbo-instruct", 14, true,
-		`data: {"id":"cmpl-7iA7iJjj8V2zOkCGvWF2hAkDWBQZe","object":"text_completion","created":1690759702,"choices":[],"model":"gpt-3.5-turbo-instruct","usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}}` + "\n\n", 1},
-	{"responses", responsesStream, responsesStreamUsage, true, "gpt-4.1-2025-04-14", responsesStreamChars, true, "", 0},
-	{"responses crlf", crlf(responsesStream), responsesStreamUsage, true, "gpt-4.1-2025-04-14", responsesStreamChars, true, "", 0},
+		`data: {"id":"cmpl-7iA7iJjj8V2zOkCGvWF2hAkDWBQZe","object":"text_completion","created":1690759702,"choices":[],"model":"gpt-3.5-turbo-instruct","usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}}` + "\n\n", 1, ""},
+	{"responses", responsesStream, responsesStreamUsage, true, "gpt-4.1-2025-04-14", responsesStreamChars, true, "", 0, ""},
+	{"responses crlf", crlf(responsesStream), responsesStreamUsage, true, "gpt-4.1-2025-04-14", responsesStreamChars, true, "", 0, ""},
 	{"comments and fields", ": ping\n\nretry: 3000\n\nid: 7\nevent: message\n: keep-alive\n" + chatUsageEvent + ": ping\n\n" + "data: [DONE]\n\n",
-		chatStreamUsage, true, "gpt-4o-2024-08-06", 0, true, "id: 7\nevent: message\n: keep-alive\n" + chatUsageEvent, 1},
+		chatStreamUsage, true, "gpt-4o-2024-08-06", 0, true, "id: 7\nevent: message\n: keep-alive\n" + chatUsageEvent, 1, ""},
 	{"multi-line data", "data: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DONE]\n\n",
 		Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5}, true, "", 0, true,
-		"data: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n", 1},
-	{"cut mid-event", chatStreamBody + chatUsageEvent[:40], Usage{}, false, "gpt-4o-2024-08-06", chatStreamChars, false, "", 0},
-	{"cut after usage data line", chatStreamBody + strings.TrimSuffix(chatUsageEvent, "\n"), chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, false, "", 0},
+		"data: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n", 1, ""},
+	{"cut mid-event", chatStreamBody + chatUsageEvent[:40], Usage{}, false, "gpt-4o-2024-08-06", chatStreamChars, false, "", 0, ""},
+	{"cut after usage data line", chatStreamBody + strings.TrimSuffix(chatUsageEvent, "\n"), chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, false, "", 0, ""},
 	{"no space after colon", "data:" + mkChatChunk(`[]`, chatUsage) + "\n\ndata:[DONE]\n\n", chatStreamUsage, true, "gpt-4o-2024-08-06", 0, true,
-		"data:" + mkChatChunk(`[]`, chatUsage) + "\n\n", 1},
-	{"bom", "\uFEFF" + chatStream, chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, true, chatUsageEvent, 1},
-	{"extra blank lines", "\n\n" + strings.ReplaceAll(chatStream, "\n\n", "\n\n\n"), chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, true, chatUsageEvent, 1},
+		"data:" + mkChatChunk(`[]`, chatUsage) + "\n\n", 1, ""},
+	{"bom", "\uFEFF" + chatStream, chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, true, chatUsageEvent, 1, ""},
+	{"extra blank lines", "\n\n" + strings.ReplaceAll(chatStream, "\n\n", "\n\n\n"), chatStreamUsage, true, "gpt-4o-2024-08-06", chatStreamChars, true, chatUsageEvent, 1, ""},
 	{"cumulative usage", "data: " + mkChatChunk(`[{"index":0,"delta":{"content":"ab"}}]`, `{"prompt_tokens":4,"completion_tokens":1,"total_tokens":5}`) + "\n\n" +
 		"data: " + mkChatChunk(`[{"index":0,"delta":{"content":"cd"}}]`, `{"prompt_tokens":4,"completion_tokens":2,"total_tokens":6}`) + "\n\n",
-		Usage{PromptTokens: 4, CompletionTokens: 2, TotalTokens: 6}, true, "gpt-4o-2024-08-06", 4, false, "", 0},
-	{"not json", "data: {not json\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}} trailing\n\n", Usage{}, false, "", 0, false, "", 0},
+		Usage{PromptTokens: 4, CompletionTokens: 2, TotalTokens: 6}, true, "gpt-4o-2024-08-06", 4, false, "", 0,
+		"data: " + chatChunkNoUsage(`[{"index":0,"delta":{"content":"ab"}}]`) + "\n\n" +
+			"data: " + chatChunkNoUsage(`[{"index":0,"delta":{"content":"cd"}}]`) + "\n\n"},
+	{"usage in the last content chunk", "id: 3\r\nevent: chunk\r\ndata:" + mkChatChunk(`[{"index":0,"delta":{},"finish_reason":"stop"}]`, chatUsage) + "\r\n\r\ndata: [DONE]\r\n\r\n",
+		chatStreamUsage, true, "gpt-4o-2024-08-06", 0, true, "", 0,
+		"id: 3\r\nevent: chunk\r\ndata:" + chatChunkNoUsage(`[{"index":0,"delta":{},"finish_reason":"stop"}]`) + "\r\n\r\ndata: [DONE]\r\n\r\n"},
+	// An object spread over data lines keeps its usage member.
+	{"multi-line chunk with usage null", multiLineUsageNull, Usage{}, false, "", 2, false, "", 0, multiLineUsageNull},
+	{"not json", "data: {not json\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1}} trailing\n\n", Usage{}, false, "", 0, false, "", 0, ""},
 }
 
 func TestStreamFilter(t *testing.T) {
@@ -139,7 +161,10 @@ func TestStreamFilter(t *testing.T) {
 					if n := strings.Count(tc.in, tc.dropped); tc.dropped != "" && n != 1 {
 						t.Fatalf("test bug: dropped event occurs %d times", n)
 					}
-					want = strings.Replace(tc.in, tc.dropped, "", tc.dropCount)
+					want = stripNulls(strings.Replace(tc.in, tc.dropped, "", tc.dropCount))
+					if tc.wantDrop != "" {
+						want = tc.wantDrop
+					}
 				}
 				if string(got.out) != want {
 					t.Errorf("drop=%v: output\n%q\nwant\n%q", drop, got.out, want)
@@ -242,7 +267,7 @@ func TestStreamFilterPassThrough(t *testing.T) {
 	g := NewStreamFilter(true)
 	for _, e := range events {
 		out := g.Write([]byte(e))
-		want := e
+		want := stripNulls(e)
 		if e == chatUsageEvent {
 			want = ""
 		}
@@ -268,7 +293,7 @@ func TestStreamFilterHoldsOnlyCandidates(t *testing.T) {
 		t.Fatalf("usage event not dropped: %q", out)
 	}
 	chunkLine := "data: " + mkChatChunk(`[{"index":0,"delta":{"content":"x"}}]`, "null") + "\n"
-	if out := f.Write([]byte(chunkLine)); string(out) != chunkLine {
+	if out := f.Write([]byte(chunkLine)); string(out) != stripNulls(chunkLine) {
 		t.Fatalf("content chunk line held back: %q", out)
 	}
 	if out := f.Write([]byte("\ndata: [DO")); string(out) != "\n" {
@@ -319,7 +344,7 @@ func TestStreamFilterLongLine(t *testing.T) {
 		got := feed(t, drop, 0, randomParts(rand.New(rand.NewPCG(3, 4)), in, 64<<10), check)
 		want := string(in)
 		if drop {
-			want = strings.Replace(want, chatUsageEvent, "", 1)
+			want = stripNulls(strings.Replace(want, chatUsageEvent, "", 1))
 		}
 		if string(got.out) != want {
 			t.Fatalf("drop=%v: output differs (len %d, want %d)", drop, len(got.out), len(want))
@@ -411,8 +436,12 @@ func TestStreamFilterLinearTime(t *testing.T) {
 		in := []byte(strings.Repeat("data: "+mkChatChunk(`[{"index":0,"delta":{"content":"ab"}}]`, "null")+sep+sep, 20000))
 		for _, drop := range []bool{false, true} {
 			got := feed(t, drop, 0, whole(string(in)), nil)
-			if !bytes.Equal(got.out, in) || got.meter.chars != 40000 {
-				t.Fatalf("sep %q drop %v: output equal %v, chars %d", sep, drop, bytes.Equal(got.out, in), got.meter.chars)
+			want := in
+			if drop {
+				want = []byte(stripNulls(string(in)))
+			}
+			if !bytes.Equal(got.out, want) || got.meter.chars != 40000 {
+				t.Fatalf("sep %q drop %v: output as expected %v, chars %d", sep, drop, bytes.Equal(got.out, want), got.meter.chars)
 			}
 		}
 	}

@@ -66,8 +66,11 @@ type Answer struct {
 }
 
 // MockProvider speaks enough of the OpenAI API for the gateway's tests:
-// chat completions and legacy completions as JSON or SSE (with a usage chunk
-// when stream_options.include_usage is set), the Responses API as JSON or
+// chat completions and legacy completions as JSON or SSE (when
+// stream_options.include_usage is set, with "usage": null in every chunk
+// and a usage chunk at the end, as OpenAI sends; with
+// stream_options.continuous_usage_stats too, with the usage so far in every
+// chunk instead of null, as vLLM sends), the Responses API as JSON or
 // SSE, embeddings and a model list. A model named "fail-500" gets a 500
 // error in the OpenAI shape.
 //
@@ -437,7 +440,8 @@ type chatRequest struct {
 	Model         string `json:"model"`
 	Stream        bool   `json:"stream"`
 	StreamOptions *struct {
-		IncludeUsage bool `json:"include_usage"`
+		IncludeUsage         bool `json:"include_usage"`
+		ContinuousUsageStats bool `json:"continuous_usage_stats"`
 	} `json:"stream_options"`
 }
 
@@ -497,6 +501,9 @@ func (m *MockProvider) chat(aw *answerWriter, body []byte, legacy bool) {
 		object = "chat.completion.chunk"
 	}
 	aw.startStream()
+	includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage && !aw.o.noUsage
+	continuous := includeUsage && req.StreamOptions.ContinuousUsageStats
+	pieces := 0 // content pieces sent so far
 	chunk := func(delta map[string]any, text string, finish any) map[string]any {
 		choice := map[string]any{"index": 0, "finish_reason": finish}
 		if legacy {
@@ -505,10 +512,20 @@ func (m *MockProvider) chat(aw *answerWriter, body []byte, legacy bool) {
 		} else {
 			choice["delta"] = delta
 		}
-		return map[string]any{
+		c := map[string]any{
 			"id": id, "object": object, "created": 1700000000, "model": req.Model,
 			"choices": []any{choice},
 		}
+		if text != "" {
+			pieces++
+		}
+		switch {
+		case continuous:
+			c["usage"] = chatUsageJSON(Usage{Prompt: aw.o.usage.Prompt, Completion: min(pieces, aw.o.usage.Completion)})
+		case includeUsage:
+			c["usage"] = nil
+		}
+		return c
 	}
 	if !legacy {
 		aw.event("", chunk(map[string]any{"role": "assistant", "content": ""}, "", nil))
