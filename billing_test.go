@@ -1756,7 +1756,48 @@ func TestGzipProviderResponse(t *testing.T) {
 			t.Fatalf("upstream Accept-Encoding %q, want identity", up.Header.Get("Accept-Encoding"))
 		}
 	}
+	// A stream gzipped although the gateway asked for identity is decoded on
+	// the way: the client gets it plain, each event at once, without the
+	// usage the gateway asked for; the usage is billed.
+	req, _ := http.NewRequest("POST", g.BaseURL+"/v1/chat/completions",
+		strings.NewReader(`{"model":"mock-model","stream":true,"messages":[{"role":"user","content":"Hello"}]}`))
+	req.Header.Set("Authorization", "Bearer "+secret)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range map[string]string{gwtest.HeaderGzip: "1", gwtest.HeaderUsage: "40,12",
+		gwtest.HeaderDelayMs: "300", gwtest.HeaderRequestID: "gz-stream"} {
+		req.Header.Set(k, v)
+	}
+	sresp, err := btRawHTTP.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sresp.Body.Close()
+	if sresp.StatusCode != http.StatusOK || sresp.Header.Get("Content-Encoding") != "" {
+		t.Fatalf("gzip stream: %d, headers %v", sresp.StatusCode, sresp.Header)
+	}
+	br := bufio.NewReader(sresp.Body)
+	first, err := br.ReadString('\n')
+	firstAt := time.Now()
+	if err != nil || !strings.HasPrefix(first, "data: {") {
+		t.Fatalf("first line %q: %v", first, err)
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamed := first + string(rest)
+	a, _ = mock.AnswerFor("gz-stream")
+	if !a.Gzip || len(a.EventTimes) < 2 || !firstAt.Before(a.EventTimes[1]) {
+		t.Fatalf("first event reached the client at %v, the mock sent the second at %v (gzip %v)", firstAt, a.EventTimes, a.Gzip)
+	}
+	if strings.Contains(streamed, "usage") || !strings.HasSuffix(streamed, "data: [DONE]\n\n") ||
+		!strings.Contains(streamed, `"content":" mock."`) {
+		t.Fatalf("client stream:\n%s", streamed)
+	}
 	rows := btUsageRows(t, g)
+	if r := rows["gz-stream"]; r.Prompt != 40 || r.Completion != 12 || r.Estimated || -r.Amount != btCost(btRateOf(t, "mock-"), 40, 12, 0) {
+		t.Fatalf("gzip stream row %+v", r)
+	}
 	if r := rows["gz-sdk"]; r.Prompt != 1234 || r.Completion != 567 || r.Cached != 89 || r.Reasoning != 12 || r.Estimated ||
 		-r.Amount != btCost(btRateOf(t, "mock-"), 1234, 567, 89) {
 		t.Fatalf("gzip chat row %+v", r)

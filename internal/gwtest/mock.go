@@ -55,7 +55,8 @@ type Answer struct {
 	Text string
 	// Body is every byte written as the response body, before gzip.
 	Body []byte
-	// Gzip reports that Body was sent gzip-encoded.
+	// Gzip reports that Body was sent gzip-encoded (a stream with the
+	// compressor flushed after every event, as a provider would).
 	Gzip bool
 	// EventTimes are the moments just before each SSE event was written.
 	EventTimes []time.Time
@@ -263,6 +264,7 @@ type answerWriter struct {
 	o    opts
 	a    *Answer
 	fl   http.Flusher
+	zw   *gzip.Writer // a stream gzipped under X-Mock-Gzip, flushed per event
 	done <-chan struct{} // the request's context: the gateway went away
 }
 
@@ -281,7 +283,11 @@ func (aw *answerWriter) sleep(d time.Duration) {
 
 func (aw *answerWriter) write(p []byte) {
 	aw.a.Body = append(aw.a.Body, p...)
-	if _, err := aw.w.Write(p); err != nil {
+	var w io.Writer = aw.w
+	if aw.zw != nil {
+		w = aw.zw
+	}
+	if _, err := w.Write(p); err != nil {
 		aw.a.WriteFailed = true
 	}
 }
@@ -317,6 +323,12 @@ func (aw *answerWriter) startStream() {
 	h := aw.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
+	if aw.o.gzip {
+		// as a provider that ignores Accept-Encoding: identity would
+		h.Set("Content-Encoding", "gzip")
+		aw.zw = gzip.NewWriter(aw.w)
+		aw.a.Gzip = true
+	}
 	aw.w.WriteHeader(http.StatusOK)
 	aw.fl, _ = aw.w.(http.Flusher)
 	if aw.fl != nil {
@@ -342,6 +354,13 @@ func (aw *answerWriter) sendEvent(name string, v any, last bool) {
 	fmt.Fprintf(&buf, "data: %s\n\n", b)
 	aw.a.EventTimes = append(aw.a.EventTimes, time.Now())
 	aw.write(buf.Bytes())
+	if aw.zw != nil {
+		if last {
+			_ = aw.zw.Close()
+		} else {
+			_ = aw.zw.Flush()
+		}
+	}
 	if aw.fl != nil {
 		aw.fl.Flush()
 	}
