@@ -293,10 +293,8 @@ func (g *BalanceGuard) holdFor(ep endpoint, info caddyproxy.RequestInfo, rt rate
 	if ep == epEmbeddings {
 		maxOut = 0
 	}
-	out := maxOut
-	if c := max(info.Completions, 1); maxOut > 0 && c > math.MaxInt64/maxOut {
-		out = math.MaxInt64
-	} else {
+	out := int64(math.MaxInt64)
+	if c := max(info.Completions, 1); maxOut == 0 || c <= math.MaxInt64/maxOut {
 		out = maxOut * c
 	}
 	return min(rt.cost(caddyproxy.Usage{PromptTokens: info.EstimatedPromptTokens, CompletionTokens: out}), keystore.MaxAmount)
