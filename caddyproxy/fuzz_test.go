@@ -211,7 +211,6 @@ func refParseRequest(t *testing.T, body []byte) (RequestInfo, string) {
 	default:
 		return info, "stream_options must be an object"
 	}
-	chosen := false
 	for _, name := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
 		switch v := decode(top[name]).(type) {
 		case nil:
@@ -220,9 +219,7 @@ func refParseRequest(t *testing.T, body []byte) (RequestInfo, string) {
 			if !ok {
 				return info, name
 			}
-			if !chosen {
-				info.MaxTokens, chosen = n, true
-			}
+			info.MaxTokens = max(info.MaxTokens, n)
 		default:
 			return info, name + " must be a number"
 		}

@@ -21,9 +21,11 @@ type RequestInfo struct {
 	// IncludeUsage reports that the client itself set
 	// stream_options.include_usage to true.
 	IncludeUsage bool
-	// MaxTokens is the output limit the client asked for: max_tokens, else
-	// max_completion_tokens, else max_output_tokens (Responses API); the
-	// first of them that is present and not null wins. 0 when none is set.
+	// MaxTokens is the output limit the client asked for: the largest of
+	// max_tokens, max_completion_tokens and max_output_tokens (Responses
+	// API) that are present and not null, since providers differ on which
+	// one wins when a request sets several (vLLM takes
+	// max_completion_tokens over max_tokens). 0 when none is set.
 	MaxTokens int64
 	// PromptChars is the number of Unicode characters in all JSON string
 	// values (object keys excluded) anywhere under messages, prompt, input,
@@ -151,7 +153,6 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 		{f.maxCompletionTokens, "max_completion_tokens"},
 		{f.maxOutput, "max_output_tokens"},
 	}
-	chosen := false
 	for _, l := range limits {
 		if isNull(l.raw) {
 			continue
@@ -160,9 +161,7 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 		if problem != "" {
 			return info, fmt.Errorf("%w: %s %s", ErrInvalidJSON, l.name, problem)
 		}
-		if !chosen {
-			info.MaxTokens, chosen = n, true
-		}
+		info.MaxTokens = max(info.MaxTokens, n)
 	}
 
 	info.Completions = 1
