@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptrace"
+	"path"
 	"strings"
 	"time"
 
@@ -144,16 +145,23 @@ const (
 )
 
 // endpointOf tells which metered API a request is for, by the end of its
-// path. The match is lenient so that it fails closed: any case, trailing
-// slashes, and ";parameters" in the last segment (a provider with lenient
-// routing would serve /v1/Chat/Completions too, and it must not be free).
+// path. The match is lenient so that it fails closed: a provider or a CDN in
+// front of it may route spellings of these paths leniently, and none of them
+// must go through unbilled. So the method is compared in any case, the path
+// is cleaned of dot segments, and any case, trailing slashes, dots, spaces
+// and NULs, and ";parameters" in the last segment are ignored
+// (/v1/Chat/Completions/%2e;x is chat).
 func endpointOf(r *http.Request) endpoint {
-	if r.Method != http.MethodPost {
+	if !strings.EqualFold(r.Method, http.MethodPost) {
 		return epNone
 	}
-	p := strings.TrimRight(r.URL.Path, "/")
+	p := r.URL.Path
+	if strings.Contains(p, "/.") {
+		p = path.Clean(p)
+	}
+	p = strings.TrimRight(p, pathJunk)
 	if i := strings.LastIndexByte(p, ';'); i > strings.LastIndexByte(p, '/') {
-		p = strings.TrimRight(p[:i], "/")
+		p = strings.TrimRight(p[:i], pathJunk)
 	}
 	switch {
 	case hasSuffixFold(p, "/chat/completions"):
@@ -167,6 +175,9 @@ func endpointOf(r *http.Request) endpoint {
 	}
 	return epNone
 }
+
+// pathJunk is what endpointOf ignores at the end of a path.
+const pathJunk = "/. \t\r\n\x00"
 
 func hasSuffixFold(s, suffix string) bool {
 	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
