@@ -133,8 +133,10 @@ func (d *StreamDecoder) wait() bool {
 }
 
 // Write decodes p, calling out with what it yields, and returns once the
-// decoder has used all of p. After the decoder stopped it returns
-// ErrDecoderDone (Close then reports why).
+// decoder has used all of p. If p is corrupt, Write returns the decoding
+// error (out has had what came before the corruption); after the decoder
+// stopped (the compressed stream ended, or was corrupt) it returns
+// ErrDecoderDone.
 func (d *StreamDecoder) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -144,7 +146,9 @@ func (d *StreamDecoder) Write(p []byte) (int, error) {
 	}
 	d.waiting = false
 	d.in <- p
-	d.wait() // p is used up (or the decoder stopped on it)
+	if !d.wait() && d.err != nil { // the decoder stopped on p: corrupt
+		return 0, d.err
+	}
 	return len(p), nil
 }
 

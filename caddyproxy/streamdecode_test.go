@@ -157,9 +157,41 @@ func TestStreamDecoderBadInput(t *testing.T) {
 		t.Fatalf("Write after Close: %v", err)
 	}
 
-	// Not gzip at all: the decoder stops, Writes fail, Close says why.
+	// Corrupt after two good events: they are decoded, and the Write that
+	// carries the corruption fails, so the response can be aborted.
+	got.Reset()
+	d, _ = NewStreamDecoder("gzip", func(p []byte) { got.Write(p) })
+	d.Write(pieces[0])
+	bad := append(bytes.Clone(pieces[1]), bytes.Repeat([]byte{0xff}, 64)...)
+	if _, err := d.Write(bad); err == nil || errors.Is(err, ErrDecoderDone) {
+		t.Fatalf("Write of corrupt data = %v, want the decoding error", err)
+	}
+	if got.String() != sdEvents[0]+sdEvents[1] {
+		t.Fatalf("corrupt: decoded %q", got.String())
+	}
+	if err := d.Close(); err == nil {
+		t.Fatal("corrupt: Close = nil")
+	}
+
+	// Data after the end of the stream: the next Write fails.
+	d, _ = NewStreamDecoder("deflate", func([]byte) {})
+	for _, p := range sdEncode(t, "zlib") {
+		if _, err := d.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.Write([]byte("trailing")); !errors.Is(err, ErrDecoderDone) {
+		t.Fatalf("Write after the end: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close after a complete stream: %v", err)
+	}
+
+	// Not gzip at all: the decoder stops at once, Writes fail, Close says why.
 	d, _ = NewStreamDecoder("gzip", func([]byte) { t.Error("output from garbage") })
-	d.Write([]byte("data: plain text, not gzip\n\n"))
+	if _, err := d.Write([]byte("data: plain text, not gzip\n\n")); !errors.Is(err, gzip.ErrHeader) {
+		t.Fatalf("Write of plain text: %v", err)
+	}
 	if _, err := d.Write([]byte("more")); !errors.Is(err, ErrDecoderDone) {
 		t.Fatalf("Write after corrupt input: %v", err)
 	}
