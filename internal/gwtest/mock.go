@@ -264,7 +264,7 @@ type answerWriter struct {
 	o    opts
 	a    *Answer
 	fl   http.Flusher
-	zw   *gzip.Writer // a stream gzipped under X-Mock-Gzip, flushed per event
+	zw   *gzip.Writer    // a stream gzipped under X-Mock-Gzip, flushed per event
 	done <-chan struct{} // the request's context: the gateway went away
 }
 
