@@ -4,9 +4,10 @@ import "bytes"
 
 // MaxLineBytes bounds what a StreamFilter buffers: one line, the joined data
 // of one event, and the content of an event it holds back. A line longer
-// than this is passed through unparsed, and its event is neither metered nor
-// dropped.
-const MaxLineBytes = 1 << 20
+// than this is passed through unparsed, and its event is neither dropped nor
+// metered, except that every character of the line counts as streamed text
+// (StreamedChars), so that an estimate still covers it.
+const MaxLineBytes = 8 << 20
 
 // maxEarlyChecks bounds how many times one event's data is checked for
 // being the usage chunk before its end, so that an event of many data lines
@@ -246,11 +247,12 @@ func (e *eolFinder) next(i int) int {
 // partialLine handles p[i:], the start of a line not yet complete.
 func (f *StreamFilter) partialLine(o *output, p []byte, i, holdStart int) {
 	if f.overlong {
+		f.chars = addSat(f.chars, runeStarts(p[i:]))
 		o.run(i, len(p))
 		return
 	}
 	if len(f.line)+len(p)-i > f.maxLine {
-		f.overflow()
+		f.overflow(p[i:])
 		if f.candidate {
 			f.release(o, p, holdStart, len(p))
 		} else {
@@ -264,9 +266,11 @@ func (f *StreamFilter) partialLine(o *output, p []byte, i, holdStart int) {
 	}
 }
 
-// overflow marks the current line as overlong: it is passed on unparsed and
-// its event is neither metered nor dropped.
-func (f *StreamFilter) overflow() {
+// overflow marks the current line, whose bytes so far are f.line and then
+// more, as overlong: it is passed on unparsed and its event is neither
+// metered nor dropped, but its characters count as streamed text.
+func (f *StreamFilter) overflow(more []byte) {
+	f.chars = addSat(f.chars, addSat(runeStarts(f.line), runeStarts(more)))
 	f.overlong = true
 	f.started = true
 	f.line = f.line[:0]
@@ -319,12 +323,13 @@ func (f *StreamFilter) appendStripped(dst, raw []byte) []byte {
 func (f *StreamFilter) endLine(o *output, p []byte, i, end, next int, holdStart *int) lfFate {
 	if f.overlong {
 		// The rest of an overlong line; its event was released already.
+		f.chars = addSat(f.chars, runeStarts(p[i:end]))
 		f.overlong = false
 		o.run(i, next)
 		return lfEmit
 	}
 	if len(f.line)+end-i > f.maxLine {
-		f.overflow()
+		f.overflow(p[i:end])
 		f.overlong = false
 		if f.candidate {
 			f.release(o, p, *holdStart, next)
@@ -572,3 +577,16 @@ func (f *StreamFilter) StreamedChars() int64 { return f.chars }
 // a terminal Responses API event (response.completed, response.incomplete or
 // response.failed).
 func (f *StreamFilter) Done() bool { return f.done }
+
+// runeStarts counts the bytes of p that start a UTF-8 sequence (all but
+// continuation bytes): the characters of p, counted the same however a text
+// is split across Writes.
+func runeStarts(p []byte) int64 {
+	var n int64
+	for _, c := range p {
+		if c&0xc0 != 0x80 {
+			n++
+		}
+	}
+	return n
+}

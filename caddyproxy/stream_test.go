@@ -331,7 +331,8 @@ func TestStreamFilterCRLFSplit(t *testing.T) {
 }
 
 // TestStreamFilterLongLine feeds lines longer than MaxLineBytes: they pass
-// through unchanged, buffers stay bounded, and later events are metered.
+// through unchanged, buffers stay bounded, their characters count as
+// streamed text, and later events are metered.
 func TestStreamFilterLongLine(t *testing.T) {
 	long := "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1},\"pad\":\"" + strings.Repeat("x", 3*MaxLineBytes) + "\"}\n\n"
 	in := []byte(long + chatStream)
@@ -349,7 +350,8 @@ func TestStreamFilterLongLine(t *testing.T) {
 		if string(got.out) != want {
 			t.Fatalf("drop=%v: output differs (len %d, want %d)", drop, len(got.out), len(want))
 		}
-		if got.meter.usage != chatStreamUsage || got.meter.chars != chatStreamChars || !got.meter.done {
+		overlong := int64(len(long) - len("\n\n")) // ASCII: one character a byte
+		if got.meter.usage != chatStreamUsage || got.meter.chars != chatStreamChars+overlong || !got.meter.done {
 			t.Fatalf("drop=%v: meter %+v", drop, got.meter)
 		}
 	}

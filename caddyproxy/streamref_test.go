@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 )
 
 // This file holds a deliberately simple, non-incremental model of what
@@ -84,6 +85,14 @@ func refRun(in []byte, drop bool, limit int) ([]byte, refMeter, []refEvent) {
 		last := n == len(lines)-1
 		start := pos
 		pos += len(l.raw)
+		if l.rawLen > limit {
+			// an overlong line counts as streamed text, character by character
+			for _, c := range in[start : start+l.rawLen] {
+				if utf8.RuneStart(c) {
+					m.chars++
+				}
+			}
+		}
 		if len(l.content) == 0 && l.rawLen <= limit && !(last && !complete) {
 			data, ok, mayDrop := refData(event, limit)
 			kept := !(drop && mayDrop && refIsUsageChunk(data))
