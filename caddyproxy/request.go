@@ -145,38 +145,14 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 			return info, err
 		}
 	}
-	limits := [...]struct {
-		raw  []byte
-		name string
-	}{
-		{f.maxTokens, "max_tokens"},
-		{f.maxCompletionTokens, "max_completion_tokens"},
-		{f.maxOutput, "max_output_tokens"},
+	if info.MaxTokens, err = largestCount(0,
+		namedValue{f.maxTokens, "max_tokens"},
+		namedValue{f.maxCompletionTokens, "max_completion_tokens"},
+		namedValue{f.maxOutput, "max_output_tokens"}); err != nil {
+		return info, err
 	}
-	for _, l := range limits {
-		if isNull(l.raw) {
-			continue
-		}
-		n, problem := parseCount(l.raw)
-		if problem != "" {
-			return info, fmt.Errorf("%w: %s %s", ErrInvalidJSON, l.name, problem)
-		}
-		info.MaxTokens = max(info.MaxTokens, n)
-	}
-
-	info.Completions = 1
-	for _, c := range [...]struct {
-		raw  []byte
-		name string
-	}{{f.n, "n"}, {f.bestOf, "best_of"}} {
-		if isNull(c.raw) {
-			continue
-		}
-		k, problem := parseCount(c.raw)
-		if problem != "" {
-			return info, fmt.Errorf("%w: %s %s", ErrInvalidJSON, c.name, problem)
-		}
-		info.Completions = max(info.Completions, k)
+	if info.Completions, err = largestCount(1, namedValue{f.n, "n"}, namedValue{f.bestOf, "best_of"}); err != nil {
+		return info, err
 	}
 	info.Completions = mulSat(info.Completions, int64(promptCount(f.prompt[promptField])))
 
@@ -196,6 +172,29 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 	}
 	info.EstimatedPromptTokens = addSat(addSat(EstimateTokens(info.PromptChars), int64(info.Messages)*MessageOverheadTokens), idTokens)
 	return info, nil
+}
+
+// namedValue is a raw member value and its name, for error messages.
+type namedValue struct {
+	raw  []byte
+	name string
+}
+
+// largestCount reads optional count members (absent or null ones are
+// skipped) and returns the largest of them and floor.
+func largestCount(floor int64, vals ...namedValue) (int64, error) {
+	n := floor
+	for _, v := range vals {
+		if isNull(v.raw) {
+			continue
+		}
+		k, problem := parseCount(v.raw)
+		if problem != "" {
+			return 0, fmt.Errorf("%w: %s %s", ErrInvalidJSON, v.name, problem)
+		}
+		n = max(n, k)
+	}
+	return n, nil
 }
 
 // promptCount is the number of prompts of a /v1/completions "prompt": the
