@@ -50,34 +50,46 @@ type RequestInfo struct {
 	Completions int64
 }
 
-// numPromptFields is the number of names promptFields returns.
-const numPromptFields = 6
-
-// promptFields returns the top-level request members whose string values
-// make up the prompt.
-func promptFields() [numPromptFields]string {
-	return [numPromptFields]string{"messages", "prompt", "input", "instructions", "system", "tools"}
-}
-
-// Indexes into promptFields of the members that count messages, prompts
-// and token ids.
+// The top-level request members ParseRequest reads, as indexes into
+// requestMembers. Those from mMessages on are the prompt members: their
+// string values make up the prompt.
 const (
-	messagesField = 0
-	promptField   = 1
-	inputField    = 2
+	mModel = iota
+	mStream
+	mStreamOptions
+	mMaxTokens
+	mMaxCompletionTokens
+	mMaxOutputTokens
+	mN
+	mBestOf
+	mMessages
+	mPrompt
+	mInput
+	mInstructions
+	mSystem
+	mTools
+	numMembers
 )
 
-// requestFields collects the raw values of the request members ParseRequest
-// reads. A body that repeats one of them is refused: JSON parsers disagree
-// on which copy counts (encoding/json takes the last, others the first), so
-// the gateway could bill or route by one model while the provider serves
-// another.
-type requestFields struct {
-	model, stream, streamOptions              []byte
-	maxTokens, maxCompletionTokens, maxOutput []byte
-	n, bestOf                                 []byte
-	prompt                                    [numPromptFields][]byte // same order as promptFields
+// requestMembers returns the names of the members ParseRequest reads, in
+// the order of the m* constants.
+func requestMembers() [numMembers]string {
+	return [numMembers]string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+		"max_output_tokens", "n", "best_of", "messages", "prompt", "input", "instructions", "system", "tools"}
 }
+
+// promptFields returns the names of the prompt members.
+func promptFields() []string {
+	names := requestMembers()
+	return names[mMessages:]
+}
+
+// requestFields holds the raw values of the request members ParseRequest
+// reads, by m* index (nil when absent). A body that repeats one of them is
+// refused: JSON parsers disagree on which copy counts (encoding/json takes
+// the last, others the first), so the gateway could bill or route by one
+// model while the provider serves another.
+type requestFields [numMembers][]byte
 
 // validObject checks that body is one complete JSON object; what names the
 // body in error messages ("request body", "response body").
@@ -122,22 +134,22 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 		return info, fmt.Errorf("%w: request body is not a JSON object", ErrInvalidJSON)
 	}
 
-	if !isNull(f.model) {
-		s, ok := stringValue(f.model)
+	if !isNull(f[mModel]) {
+		s, ok := stringValue(f[mModel])
 		if !ok {
 			return info, fmt.Errorf("%w: model must be a string", ErrInvalidJSON)
 		}
 		info.Model = s
 	}
 	var err error
-	if info.Stream, err = boolField(f.stream, "stream"); err != nil {
+	if info.Stream, err = boolField(f[mStream], "stream"); err != nil {
 		return info, err
 	}
-	if !isNull(f.streamOptions) {
-		if kind(f.streamOptions) != '{' {
+	if opts := f[mStreamOptions]; !isNull(opts) {
+		if kind(opts) != '{' {
 			return info, fmt.Errorf("%w: stream_options must be an object", ErrInvalidJSON)
 		}
-		inc, dup := lookupOnce(f.streamOptions, "include_usage")
+		inc, dup := lookupOnce(opts, "include_usage")
 		if dup {
 			return info, fmt.Errorf("%w: member %q appears more than once", ErrInvalidJSON, "stream_options.include_usage")
 		}
@@ -145,27 +157,21 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 			return info, err
 		}
 	}
-	if info.MaxTokens, err = largestCount(0,
-		namedValue{f.maxTokens, "max_tokens"},
-		namedValue{f.maxCompletionTokens, "max_completion_tokens"},
-		namedValue{f.maxOutput, "max_output_tokens"}); err != nil {
+	if info.MaxTokens, err = f.largestCount(0, mMaxTokens, mMaxCompletionTokens, mMaxOutputTokens); err != nil {
 		return info, err
 	}
-	if info.Completions, err = largestCount(1, namedValue{f.n, "n"}, namedValue{f.bestOf, "best_of"}); err != nil {
+	if info.Completions, err = f.largestCount(1, mN, mBestOf); err != nil {
 		return info, err
 	}
-	info.Completions = mulSat(info.Completions, int64(promptCount(f.prompt[promptField])))
+	info.Completions = mulSat(info.Completions, int64(promptCount(f[mPrompt])))
 
-	var idTokens int64
-	for i, v := range f.prompt {
+	for _, v := range f[mMessages:] {
 		info.PromptChars += valueChars(v)
-		if i == promptField || i == inputField {
-			idTokens = addSat(idTokens, tokenIDs(v))
-		}
 	}
-	if n, ok := arrayLen(f.prompt[messagesField]); ok {
+	idTokens := addSat(tokenIDs(f[mPrompt]), tokenIDs(f[mInput]))
+	if n, ok := arrayLen(f[mMessages]); ok {
 		info.Messages = n
-	} else if in := f.prompt[inputField]; kind(in) == '"' {
+	} else if in := f[mInput]; kind(in) == '"' {
 		info.Messages = 1
 	} else if n, ok := arrayLen(in); ok {
 		info.Messages = n
@@ -174,23 +180,18 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 	return info, nil
 }
 
-// namedValue is a raw member value and its name, for error messages.
-type namedValue struct {
-	raw  []byte
-	name string
-}
-
-// largestCount reads optional count members (absent or null ones are
-// skipped) and returns the largest of them and floor.
-func largestCount(floor int64, vals ...namedValue) (int64, error) {
+// largestCount reads the optional count members at the indexes given
+// (absent or null ones are skipped) and returns the largest of them and
+// floor.
+func (f *requestFields) largestCount(floor int64, members ...int) (int64, error) {
 	n := floor
-	for _, v := range vals {
-		if isNull(v.raw) {
+	for _, i := range members {
+		if isNull(f[i]) {
 			continue
 		}
-		k, problem := parseCount(v.raw)
+		k, problem := parseCount(f[i])
 		if problem != "" {
-			return 0, fmt.Errorf("%w: %s %s", ErrInvalidJSON, v.name, problem)
+			return 0, fmt.Errorf("%w: %s %s", ErrInvalidJSON, requestMembers()[i], problem)
 		}
 		n = max(n, k)
 	}
@@ -268,39 +269,15 @@ func lookupOnce(obj []byte, name string) (v []byte, dup bool) {
 // take records m if it is one of the members ParseRequest reads; dup
 // reports that it was seen before, and name is then its name.
 func (f *requestFields) take(m member) (name string, dup bool) {
-	var slot *[]byte
-	switch {
-	case keyIs(m.key, "model"):
-		slot, name = &f.model, "model"
-	case keyIs(m.key, "stream"):
-		slot, name = &f.stream, "stream"
-	case keyIs(m.key, "stream_options"):
-		slot, name = &f.streamOptions, "stream_options"
-	case keyIs(m.key, "max_tokens"):
-		slot, name = &f.maxTokens, "max_tokens"
-	case keyIs(m.key, "max_completion_tokens"):
-		slot, name = &f.maxCompletionTokens, "max_completion_tokens"
-	case keyIs(m.key, "max_output_tokens"):
-		slot, name = &f.maxOutput, "max_output_tokens"
-	case keyIs(m.key, "n"):
-		slot, name = &f.n, "n"
-	case keyIs(m.key, "best_of"):
-		slot, name = &f.bestOf, "best_of"
-	default:
-		for i, pn := range promptFields() {
-			if keyIs(m.key, pn) {
-				slot, name = &f.prompt[i], pn
-				break
+	for i, name := range requestMembers() {
+		if keyIs(m.key, name) {
+			if f[i] != nil {
+				return name, true
 			}
+			f[i] = m.val
+			return "", false
 		}
 	}
-	if slot == nil {
-		return "", false
-	}
-	if *slot != nil {
-		return name, true
-	}
-	*slot = m.val
 	return "", false
 }
 
