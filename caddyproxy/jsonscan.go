@@ -325,18 +325,24 @@ func stringValue(v []byte) (string, bool) {
 // lookup returns the raw value of the last member called name in the object
 // obj (last wins, as in encoding/json), or nil.
 func lookup(obj []byte, name string) []byte {
+	v, _ := lookupCount(obj, name)
+	return v
+}
+
+// lookupCount is lookup that also counts the members called name.
+func lookupCount(obj []byte, name string) (last []byte, n int) {
 	it, ok := newObjectIter(obj)
 	if !ok {
-		return nil
+		return nil, 0
 	}
-	var v []byte
 	for {
 		m, more := it.next()
 		if !more {
-			return v
+			return last, n
 		}
 		if keyIs(m.key, name) {
-			v = m.val
+			last = m.val
+			n++
 		}
 	}
 }

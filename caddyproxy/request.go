@@ -149,8 +149,8 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 		if kind(opts) != '{' {
 			return info, fmt.Errorf("%w: stream_options must be an object", ErrInvalidJSON)
 		}
-		inc, dup := lookupOnce(opts, "include_usage")
-		if dup {
+		inc, n := lookupCount(opts, "include_usage")
+		if n > 1 {
 			return info, fmt.Errorf("%w: member %q appears more than once", ErrInvalidJSON, "stream_options.include_usage")
 		}
 		if info.IncludeUsage, err = boolField(inc, "stream_options.include_usage"); err != nil {
@@ -241,27 +241,6 @@ func tokenIDs(v []byte) int64 {
 			if inner, ok := arrayLen(e); ok {
 				n += int64(inner)
 			}
-		}
-	}
-}
-
-// lookupOnce is lookup that also reports whether obj has name more than once.
-func lookupOnce(obj []byte, name string) (v []byte, dup bool) {
-	it, ok := newObjectIter(obj)
-	if !ok {
-		return nil, false
-	}
-	seen := false
-	for {
-		m, more := it.next()
-		if !more {
-			return v, false
-		}
-		if keyIs(m.key, name) {
-			if seen {
-				return nil, true
-			}
-			v, seen = m.val, true
 		}
 	}
 }
