@@ -78,14 +78,15 @@ func (b *billing) settle(handlerErr error) {
 	u, ok, chars := m.usage()
 	cost := b.rate.cost(u)
 	note := ""
-	if ok && cost > keystore.MaxAmount {
+	outOfRange := ok && cost > keystore.MaxAmount
+	if outOfRange {
 		ok, note = false, fmt.Sprintf("estimated: reported usage out of range (prompt %d, completion %d tokens)", u.PromptTokens, u.CompletionTokens)
 	}
 	estimated := false
 	if !ok {
 		u = caddyproxy.Usage{}
 		switch {
-		case m.wroteHeader && status >= 200 && status < 300, note != "":
+		case m.wroteHeader && status >= 200 && status < 300, outOfRange:
 			u.PromptTokens = b.info.EstimatedPromptTokens
 			if b.ep != epEmbeddings {
 				u.CompletionTokens = caddyproxy.EstimateTokens(chars)
