@@ -91,18 +91,15 @@ func (m *meter) Write(p []byte) (int, error) {
 		m.WriteHeader(http.StatusOK)
 	}
 	m.written += int64(len(p))
-	if m.dec != nil {
-		// writeDecoded runs for what p decodes to before Write returns.
-		if _, err := m.dec.Write(p); err != nil {
-			return 0, err
-		}
-		if m.clientErr != nil {
-			return 0, m.clientErr
-		}
-		return len(p), nil
-	}
 	if m.filter != nil {
-		m.writeDecoded(p)
+		if m.dec != nil {
+			// writeDecoded runs for what p decodes to before Write returns.
+			if _, err := m.dec.Write(p); err != nil {
+				return 0, err
+			}
+		} else {
+			m.writeDecoded(p)
+		}
 		if m.clientErr != nil {
 			return 0, m.clientErr
 		}
