@@ -35,6 +35,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/packages/ssestream"
 	"github.com/openai/openai-go/v3/responses"
 
 	"github.com/metask/caddy-ai-gateway/internal/gwtest"
@@ -1139,6 +1140,24 @@ func TestOverspendBound(t *testing.T) {
 
 // ---------------------------------------------------------------------------
 
+// btReceived is when a client saw each event of a stream, and its end.
+type btReceived struct {
+	at  []time.Time
+	end time.Time
+	err error
+}
+
+// btTimeEvents reads a stream to its end, noting when each event arrived.
+func btTimeEvents[T any](s *ssestream.Stream[T]) btReceived {
+	defer s.Close()
+	var r btReceived
+	for s.Next() {
+		r.at = append(r.at, time.Now())
+	}
+	r.end, r.err = time.Now(), s.Err()
+	return r
+}
+
 // TestStreamingIsNotBuffered: with 300 ms between the mock's events, every
 // event reaches the SDK before the mock even starts writing the next one,
 // for chat streams with and without the client's include_usage (the latter
@@ -1152,68 +1171,35 @@ func TestStreamingIsNotBuffered(t *testing.T) {
 	_, secret := g.NewKey("acme", "k")
 	c := btClient(g, secret)
 
-	type received struct {
-		at  []time.Time
-		end time.Time
-		err error
-	}
 	hdr := func(id string) []option.RequestOption {
 		return []option.RequestOption{
 			option.WithHeader(gwtest.HeaderRequestID, id),
 			option.WithHeader(gwtest.HeaderDelayMs, strconv.Itoa(int(delay/time.Millisecond))),
 		}
 	}
-	variants := map[string]func(id string) received{
-		"chat-filtered": func(id string) received {
-			s := c.Chat.Completions.NewStreaming(context.Background(),
-				openai.ChatCompletionNewParams{Model: "mock-model", Messages: btChatMsgs}, hdr(id)...)
-			defer s.Close()
-			var r received
-			for s.Next() {
-				r.at = append(r.at, time.Now())
-			}
-			r.end, r.err = time.Now(), s.Err()
-			return r
+	variants := map[string]func(id string) btReceived{
+		"chat-filtered": func(id string) btReceived {
+			return btTimeEvents(c.Chat.Completions.NewStreaming(context.Background(),
+				openai.ChatCompletionNewParams{Model: "mock-model", Messages: btChatMsgs}, hdr(id)...))
 		},
-		"chat-include-usage": func(id string) received {
-			s := c.Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{
+		"chat-include-usage": func(id string) btReceived {
+			return btTimeEvents(c.Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{
 				Model: "mock-model", Messages: btChatMsgs,
 				StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
-			}, hdr(id)...)
-			defer s.Close()
-			var r received
-			for s.Next() {
-				r.at = append(r.at, time.Now())
-			}
-			r.end, r.err = time.Now(), s.Err()
-			return r
+			}, hdr(id)...))
 		},
-		"completions": func(id string) received {
-			s := c.Completions.NewStreaming(context.Background(), openai.CompletionNewParams{
+		"completions": func(id string) btReceived {
+			return btTimeEvents(c.Completions.NewStreaming(context.Background(), openai.CompletionNewParams{
 				Model: "mock-instruct", Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("hi")},
-			}, hdr(id)...)
-			defer s.Close()
-			var r received
-			for s.Next() {
-				r.at = append(r.at, time.Now())
-			}
-			r.end, r.err = time.Now(), s.Err()
-			return r
+			}, hdr(id)...))
 		},
-		"responses": func(id string) received {
-			s := c.Responses.NewStreaming(context.Background(), responses.ResponseNewParams{
+		"responses": func(id string) btReceived {
+			return btTimeEvents(c.Responses.NewStreaming(context.Background(), responses.ResponseNewParams{
 				Model: "mock-resp", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")},
-			}, hdr(id)...)
-			defer s.Close()
-			var r received
-			for s.Next() {
-				r.at = append(r.at, time.Now())
-			}
-			r.end, r.err = time.Now(), s.Err()
-			return r
+			}, hdr(id)...))
 		},
 	}
-	got := map[string]received{}
+	got := map[string]btReceived{}
 	starts := map[string]time.Time{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
