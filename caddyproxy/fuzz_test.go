@@ -211,32 +211,30 @@ func refParseRequest(t *testing.T, body []byte) (RequestInfo, string) {
 	default:
 		return info, "stream_options must be an object"
 	}
-	for _, name := range []string{"max_tokens", "max_completion_tokens", "max_output_tokens"} {
-		switch v := decode(top[name]).(type) {
-		case nil:
-		case json.Number:
-			n, ok := refCount(string(v))
-			if !ok {
-				return info, name
+	// largest returns the largest of floor and the counts names hold, or
+	// the error text for the first invalid one.
+	largest := func(floor int64, names ...string) (int64, string) {
+		for _, name := range names {
+			switch v := decode(top[name]).(type) {
+			case nil:
+			case json.Number:
+				n, ok := refCount(string(v))
+				if !ok {
+					return 0, name
+				}
+				floor = max(floor, n)
+			default:
+				return 0, name + " must be a number"
 			}
-			info.MaxTokens = max(info.MaxTokens, n)
-		default:
-			return info, name + " must be a number"
 		}
+		return floor, ""
 	}
-	info.Completions = 1
-	for _, name := range []string{"n", "best_of"} {
-		switch v := decode(top[name]).(type) {
-		case nil:
-		case json.Number:
-			n, ok := refCount(string(v))
-			if !ok {
-				return info, name
-			}
-			info.Completions = max(info.Completions, n)
-		default:
-			return info, name + " must be a number"
-		}
+	var bad string
+	if info.MaxTokens, bad = largest(0, "max_tokens", "max_completion_tokens", "max_output_tokens"); bad != "" {
+		return info, bad
+	}
+	if info.Completions, bad = largest(1, "n", "best_of"); bad != "" {
+		return info, bad
 	}
 	if prompts, ok := decode(top["prompt"]).([]any); ok && len(prompts) > 0 {
 		switch prompts[0].(type) {
