@@ -129,11 +129,8 @@ func refData(event []refLine, limit int) (data []byte, meter, mayDrop bool) {
 			return nil, false, false
 		}
 		size += len(l.content)
-		name, value := l.content, []byte(nil)
-		if c := bytes.IndexByte(l.content, ':'); c >= 0 {
-			name, value = l.content[:c], bytes.TrimPrefix(l.content[c+1:], []byte(" "))
-		}
-		if string(name) != "data" {
+		value, isData := refDataValue(l)
+		if !isData {
 			continue
 		}
 		if lines > 0 {
@@ -237,11 +234,8 @@ func refStripLine(event []refLine, limit int) int {
 		if size += len(l.content); size > limit {
 			return -1
 		}
-		name, value := l.content, []byte(nil)
-		if c := bytes.IndexByte(l.content, ':'); c >= 0 {
-			name, value = l.content[:c], bytes.TrimPrefix(l.content[c+1:], []byte(" "))
-		}
-		if string(name) != "data" {
+		value, isData := refDataValue(l)
+		if !isData {
 			continue
 		}
 		if lines > 0 {
@@ -357,4 +351,14 @@ func refWithoutUsage(value []byte) []byte {
 		out = append(out, trail...)
 	}
 	return append(out, value[end:]...)
+}
+
+// refDataValue splits an SSE line at its first colon and returns the value
+// (one leading space dropped) if the field is "data".
+func refDataValue(l refLine) ([]byte, bool) {
+	name, value := l.content, []byte(nil)
+	if c := bytes.IndexByte(l.content, ':'); c >= 0 {
+		name, value = l.content[:c], bytes.TrimPrefix(l.content[c+1:], []byte(" "))
+	}
+	return value, string(name) == "data"
 }
