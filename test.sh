@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 if ! command -v go >/dev/null 2>&1; then
-	echo "test.sh: go is not on PATH (Go >= 1.25 is required)" >&2
+	echo "test.sh: go is not on PATH (Go >= 1.26 is required, as go.mod says)" >&2
 	exit 1
 fi
 

@@ -21,7 +21,7 @@ ROOT=$(pwd)
 
 CADDY_VERSION=${CADDY_VERSION:-v2.11.9}
 MIN_GO_MAJOR=1
-MIN_GO_MINOR=25
+MIN_GO_MINOR=26
 
 die() {
 	echo "xcaddy.sh: $*" >&2

@@ -1,6 +1,9 @@
-// Package caddyauth decides who is calling the gateway and whether they may:
-// the api_key_auth handler, the api_key provider for Caddy's authentication
-// handler, and the balance_guard handler.
+// Package caddyauth decides who is calling the gateway: the api_key_auth
+// handler, the api_key provider for Caddy's authentication handler, and the
+// identity they leave on the request ([IdentityFrom] and the
+// {ai_gateway.account}, {ai_gateway.key.*} and {http.auth.user.id}
+// placeholders). Nothing here is about money: admission and billing are
+// caddyproxy's balance_guard.
 package caddyauth
 
 import (
@@ -13,8 +16,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/metask/caddy-ai-gateway/caddyproxy"
-	"github.com/metask/caddy-ai-gateway/internal/gwapp"
+	"github.com/metask/caddy-ai-gateway/caddyproxy/openaiwire"
+	"github.com/metask/caddy-ai-gateway/management"
 )
 
 func init() {
@@ -48,12 +51,12 @@ func (APIKeyAuth) CaddyModule() caddy.ModuleInfo {
 // Provision finds the key store.
 func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	store, _, err := gwapp.LoadStore(ctx)
+	store, _, err := management.LoadStore(ctx)
 	if err != nil {
 		return fmt.Errorf("api_key_auth: %w", err)
 	}
 	h.checker = keyChecker{store: store, keysURL: h.KeysURL}
-	if h.metrics, err = loadMetrics(ctx, store); err != nil {
+	if h.metrics, err = loadMetrics(ctx); err != nil {
 		return fmt.Errorf("api_key_auth: %w", err)
 	}
 	return nil
@@ -61,7 +64,7 @@ func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
 
 // Cleanup releases the shared metrics.
 func (h *APIKeyAuth) Cleanup() error {
-	releaseMetrics(h.metrics, h.checker.store)
+	releaseMetrics(h.metrics)
 	return nil
 }
 
@@ -69,26 +72,26 @@ func (h *APIKeyAuth) Cleanup() error {
 func (h *APIKeyAuth) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	id, fail := h.checker.check(r)
 	if fail != nil {
-		h.metrics.authFailures.WithLabelValues(fail.reason).Inc()
+		h.metrics.authFailures.WithLabelValues(fail.Reason).Inc()
 		level := zapcore.DebugLevel
-		if fail.reason == reasonStore {
+		if fail.Reason == reasonStore {
 			level = zapcore.ErrorLevel
 		}
 		if c := h.logger.Check(level, "api key rejected"); c != nil {
-			c.Write(zap.String("reason", fail.reason), zap.Int("status", fail.status),
+			c.Write(zap.String("reason", fail.Reason), zap.Int("status", fail.Status),
 				zap.String("remote_ip", r.RemoteAddr))
 		}
-		return fail.write(w)
+		return fail.Write(w)
 	}
 	admit(r, id)
 	err := next.ServeHTTP(w, r)
 	// An ai_model matcher further down that could not read the body fails
 	// the request with an error; answer it in the OpenAI shape. Nothing
 	// was written yet: a matcher runs before its route's handlers.
-	var bodyErr *caddyproxy.RequestError
+	var bodyErr *openaiwire.RequestError
 	if err != nil && errors.As(err, &bodyErr) {
 		h.logger.Debug("request body refused by a matcher", zap.Int("status", bodyErr.Status), zap.Error(bodyErr.Err))
-		return fromRequestError(bodyErr).write(w)
+		return openaiwire.FromRequestError(bodyErr).Write(w)
 	}
 	return err
 }

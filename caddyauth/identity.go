@@ -15,14 +15,15 @@ import (
 // the caller's keystore.Identity for the handlers after them.
 const IdentityVar = "ai_gateway.identity"
 
-// identityFrom returns the identity an authenticator left on the request.
-func identityFrom(r *http.Request) (keystore.Identity, bool) {
+// IdentityFrom returns the identity api_key_auth or the api_key provider
+// left on the request; ok is false when no authenticator ran before.
+func IdentityFrom(r *http.Request) (keystore.Identity, bool) {
 	id, ok := caddyhttp.GetVar(r.Context(), IdentityVar).(keystore.Identity)
 	return id, ok
 }
 
 // admit records a successful authentication on the request: the identity for
-// later handlers, the placeholders of SPEC §6, extra access-log fields, and
+// later handlers, the identity placeholders, extra access-log fields, and
 // the removal of the client's Authorization header so the gateway key can
 // never travel upstream, even if the operator forgets header_up.
 func admit(r *http.Request, id keystore.Identity) {

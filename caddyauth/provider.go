@@ -5,10 +5,10 @@ import (
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
+	caddyhttpauth "github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
 	"go.uber.org/zap"
 
-	"github.com/metask/caddy-ai-gateway/internal/gwapp"
+	"github.com/metask/caddy-ai-gateway/management"
 )
 
 func init() {
@@ -42,7 +42,7 @@ func (APIKeyProvider) CaddyModule() caddy.ModuleInfo {
 // Provision finds the key store.
 func (p *APIKeyProvider) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
-	store, _, err := gwapp.LoadStore(ctx)
+	store, _, err := management.LoadStore(ctx)
 	if err != nil {
 		return fmt.Errorf("api_key provider: %w", err)
 	}
@@ -50,21 +50,21 @@ func (p *APIKeyProvider) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Authenticate implements caddyauth.Authenticator. A store failure is
+// Authenticate implements caddyhttpauth.Authenticator. A store failure is
 // returned as an error, which the authentication handler treats as "not
 // authenticated": the request is refused, never let through.
-func (p *APIKeyProvider) Authenticate(w http.ResponseWriter, r *http.Request) (caddyauth.User, bool, error) {
+func (p *APIKeyProvider) Authenticate(w http.ResponseWriter, r *http.Request) (caddyhttpauth.User, bool, error) {
 	id, fail := p.checker.check(r)
 	if fail != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ai-gateway"`)
-		if fail.reason == reasonStore {
-			return caddyauth.User{}, false, fmt.Errorf("%s", fail.message)
+		if fail.Reason == reasonStore {
+			return caddyhttpauth.User{}, false, fmt.Errorf("%s", fail.Message)
 		}
-		p.logger.Debug("api key rejected", zap.String("reason", fail.reason))
-		return caddyauth.User{}, false, nil
+		p.logger.Debug("api key rejected", zap.String("reason", fail.Reason))
+		return caddyhttpauth.User{}, false, nil
 	}
 	admit(r, id)
-	return caddyauth.User{
+	return caddyhttpauth.User{
 		ID:       id.KeyID,
 		Metadata: map[string]string{"account": id.AccountID, "key_name": id.KeyName},
 	}, true, nil
@@ -72,6 +72,6 @@ func (p *APIKeyProvider) Authenticate(w http.ResponseWriter, r *http.Request) (c
 
 // Interface guards
 var (
-	_ caddy.Provisioner       = (*APIKeyProvider)(nil)
-	_ caddyauth.Authenticator = (*APIKeyProvider)(nil)
+	_ caddy.Provisioner           = (*APIKeyProvider)(nil)
+	_ caddyhttpauth.Authenticator = (*APIKeyProvider)(nil)
 )

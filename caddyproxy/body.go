@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/metask/caddy-ai-gateway/caddyproxy/openaiwire"
+
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -28,39 +30,10 @@ type Body struct {
 	Raw []byte
 	// Info is what ParseRequest read from the body the client sent; its
 	// Model is the model the client asked for (the public name).
-	Info RequestInfo
+	Info openaiwire.RequestInfo
 	// Model is the model the provider will see: Info.Model, or its target
 	// when it is an alias. ai_model matches this name.
 	Model string
-}
-
-// RequestError is a request body the gateway refuses to read: not JSON
-// (400, code invalid_json), too large (413, code request_too_large) or
-// unreadable (400). Message is written for the API's caller.
-type RequestError struct {
-	Status  int
-	Code    string
-	Message string
-	Err     error
-}
-
-func (e *RequestError) Error() string { return e.Message }
-func (e *RequestError) Unwrap() error { return e.Err }
-
-// Error codes of RequestError.
-const (
-	CodeInvalidJSON     = "invalid_json"
-	CodeRequestTooLarge = "request_too_large"
-)
-
-// InvalidJSON is the 400 invalid_json refusal of a body that err (from
-// ParseRequest, InjectIncludeUsage or RewriteModel) says is not the JSON
-// expected.
-func InvalidJSON(err error) *RequestError {
-	return &RequestError{Status: http.StatusBadRequest, Code: CodeInvalidJSON,
-		Message: "We could not parse the JSON body of your request (" + err.Error() + "). " +
-			"The OpenAI API expects a JSON object; the request was not sent to the provider.",
-		Err: err}
 }
 
 // hasJSONBody reports whether r is a request whose body the gateway reads
@@ -90,7 +63,7 @@ func hasJSONBody(r *http.Request) bool {
 // body to read: a method without one (GET, HEAD, DELETE, …) or a content type
 // other than JSON (multipart uploads, forms). With always set, the body of
 // any request is read whatever its method and content type.
-func ReadBody(r *http.Request, limit int64, always bool) (b *Body, ok bool, err *RequestError) {
+func ReadBody(r *http.Request, limit int64, always bool) (b *Body, ok bool, err *openaiwire.RequestError) {
 	if b, _ := caddyhttp.GetVar(r.Context(), BodyVar).(*Body); b != nil {
 		return b, true, nil
 	}
@@ -101,9 +74,9 @@ func ReadBody(r *http.Request, limit int64, always bool) (b *Body, ok bool, err 
 		limit = DefaultMaxBody
 	}
 	if r.Body == nil || r.Body == http.NoBody {
-		return nil, false, &RequestError{Status: http.StatusBadRequest, Code: CodeInvalidJSON,
+		return nil, false, &openaiwire.RequestError{Status: http.StatusBadRequest, Code: openaiwire.CodeInvalidJSON,
 			Message: "The request has no body; the OpenAI API expects a JSON object.",
-			Err:     fmt.Errorf("%w: request body is empty", ErrInvalidJSON)}
+			Err:     fmt.Errorf("%w: request body is empty", openaiwire.ErrInvalidJSON)}
 	}
 	raw, rerr := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	var tooBig *http.MaxBytesError
@@ -111,17 +84,17 @@ func ReadBody(r *http.Request, limit int64, always bool) (b *Body, ok bool, err 
 		if tooBig != nil {
 			limit = tooBig.Limit
 		}
-		return nil, false, &RequestError{Status: http.StatusRequestEntityTooLarge, Code: CodeRequestTooLarge,
+		return nil, false, &openaiwire.RequestError{Status: http.StatusRequestEntityTooLarge, Code: openaiwire.CodeRequestTooLarge,
 			Message: fmt.Sprintf("The request body is larger than this gateway accepts (%d bytes), so it was not sent.", limit),
 			Err:     fmt.Errorf("request body over %d bytes", limit)}
 	}
 	if rerr != nil {
-		return nil, false, &RequestError{Status: http.StatusBadRequest, Code: CodeInvalidJSON,
+		return nil, false, &openaiwire.RequestError{Status: http.StatusBadRequest, Code: openaiwire.CodeInvalidJSON,
 			Message: "The request body could not be read: " + rerr.Error(), Err: rerr}
 	}
-	info, perr := ParseRequest(raw)
+	info, perr := openaiwire.ParseRequest(raw)
 	if perr != nil {
-		return nil, false, InvalidJSON(perr)
+		return nil, false, openaiwire.InvalidJSON(perr)
 	}
 	b = &Body{Raw: raw, Info: info, Model: info.Model}
 	SetBody(r, b)

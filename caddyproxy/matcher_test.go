@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/metask/caddy-ai-gateway/caddyproxy/openaiwire"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -105,8 +107,8 @@ func TestMatchModelReadsOnceAndRestores(t *testing.T) {
 	}{{"", 400}, {"nope", 400}, {`{"model":1}`, 400}, {`{"model":"gpt-4o"}{}`, 400}} {
 		_, err := m.MatchWithError(request("POST", "application/json", c.body))
 		var he caddyhttp.HandlerError
-		var re *RequestError
-		if !errors.As(err, &he) || he.StatusCode != c.status || !errors.As(err, &re) || re.Code != CodeInvalidJSON {
+		var re *openaiwire.RequestError
+		if !errors.As(err, &he) || he.StatusCode != c.status || !errors.As(err, &re) || re.Code != openaiwire.CodeInvalidJSON {
 			t.Errorf("%q: %v", c.body, err)
 		}
 	}
@@ -114,8 +116,8 @@ func TestMatchModelReadsOnceAndRestores(t *testing.T) {
 	r = request("POST", "application/json", `{"model":"gpt-4o","x":"`+strings.Repeat("a", 100)+`"}`)
 	r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, 50)
 	_, err := m.MatchWithError(r)
-	var re *RequestError
-	if !errors.As(err, &re) || re.Status != http.StatusRequestEntityTooLarge || re.Code != CodeRequestTooLarge || !strings.Contains(re.Message, "50 bytes") {
+	var re *openaiwire.RequestError
+	if !errors.As(err, &re) || re.Status != http.StatusRequestEntityTooLarge || re.Code != openaiwire.CodeRequestTooLarge || !strings.Contains(re.Message, "50 bytes") {
 		t.Fatalf("over max_size: %v", err)
 	}
 }

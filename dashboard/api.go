@@ -15,7 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/metask/caddy-ai-gateway/caddyproxy"
+	"github.com/metask/caddy-ai-gateway/caddyproxy/openaiwire"
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
@@ -95,7 +95,7 @@ func storeError(err error) *apiError {
 }
 
 func writeError(w http.ResponseWriter, e *apiError) error {
-	return writeJSON(w, e.status, caddyproxy.ErrorBody{Error: caddyproxy.ErrorFields{Message: e.message, Type: e.typ, Code: e.code}})
+	return writeJSON(w, e.status, openaiwire.ErrorBody{Error: openaiwire.ErrorFields{Message: e.message, Type: e.typ, Code: e.code}})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

@@ -29,8 +29,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/metask/caddy-ai-gateway/internal/gwapp"
 	"github.com/metask/caddy-ai-gateway/keystore"
+	"github.com/metask/caddy-ai-gateway/management"
 )
 
 func init() {
@@ -119,7 +119,7 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("ai_dashboard: gateway_url %q must be an absolute http or https URL", d.GatewayURL)
 		}
 	}
-	if d.store, d.currency, err = gwapp.LoadStore(ctx); err != nil {
+	if d.store, d.currency, err = management.LoadStore(ctx); err != nil {
 		return fmt.Errorf("ai_dashboard: %w", err)
 	}
 	if d.page, err = template.ParseFS(assetsFS, "assets/index.html"); err != nil {

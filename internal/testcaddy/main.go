@@ -16,6 +16,7 @@ import (
 
 	// plug in Caddy modules here
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
 	_ "github.com/metask/caddy-ai-gateway"
 )
 

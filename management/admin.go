@@ -1,0 +1,511 @@
+package management
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/metask/caddy-ai-gateway/keystore"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI serves the management API under /ai-gateway/ on Caddy's admin
+// endpoint. Routes (JSON in, JSON out):
+//
+//	GET    /ai-gateway/accounts
+//	POST   /ai-gateway/accounts                 {"id","name"}
+//	GET    /ai-gateway/accounts/{id}
+//	PATCH  /ai-gateway/accounts/{id}            {"name","disabled"}
+//	POST   /ai-gateway/accounts/{id}/balance    {"amount":"10.50","note"}
+//	GET    /ai-gateway/keys[?account=ID]
+//	POST   /ai-gateway/keys                     {"account","name","expires_at"|"expires_in"}
+//	GET    /ai-gateway/keys/{id}
+//	PATCH  /ai-gateway/keys/{id}                {"name"}
+//	DELETE /ai-gateway/keys/{id}
+//	POST   /ai-gateway/keys/{id}/rotate         {"grace":"24h"}
+//	GET    /ai-gateway/usage?account=&key=&model=&since=&until=&by=
+//
+// The routes find the store of the running config at request time, so they
+// follow config reloads.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.ai_gateway",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+const adminPrefix = "/ai-gateway/"
+
+// Routes implements caddy.AdminRouter.
+func (a adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: adminPrefix, Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+// currentApp returns the ai_gateway app of the running config.
+func currentApp() (*App, error) {
+	ctx := caddy.ActiveContext()
+	if ctx.Context == nil {
+		return nil, errors.New("no config is running")
+	}
+	app, err := ctx.AppIfConfigured("ai_gateway")
+	if err != nil {
+		return nil, errors.New("the running config uses no ai_gateway module; add the ai_gateway global option or an api_key_auth handler")
+	}
+	ga, ok := app.(*App)
+	if !ok || ga.store == nil {
+		return nil, errors.New("the ai_gateway app is not ready")
+	}
+	return ga, nil
+}
+
+func apiErr(status int, err error) error {
+	return caddy.APIError{HTTPStatus: status, Err: err}
+}
+
+// storeErr maps keystore errors to HTTP statuses.
+func storeErr(err error) error {
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+		return apiErr(http.StatusNotFound, err)
+	case errors.Is(err, keystore.ErrExists):
+		return apiErr(http.StatusConflict, err)
+	case errors.Is(err, keystore.ErrInvalid):
+		return apiErr(http.StatusBadRequest, err)
+	case errors.Is(err, keystore.ErrClosed):
+		return apiErr(http.StatusServiceUnavailable, err)
+	default:
+		return apiErr(http.StatusInternalServerError, err)
+	}
+}
+
+func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	app, err := currentApp()
+	if err != nil {
+		return apiErr(http.StatusServiceUnavailable, err)
+	}
+	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, adminPrefix), "/"), "/")
+	h := adminHandler{app: app, store: app.store}
+	switch {
+	case len(parts) == 1 && parts[0] == "accounts":
+		return h.method(w, r, map[string]func() error{
+			http.MethodGet:  func() error { return h.listAccounts(w) },
+			http.MethodPost: func() error { return h.createAccount(w, r) },
+		})
+	case len(parts) == 2 && parts[0] == "accounts":
+		return h.method(w, r, map[string]func() error{
+			http.MethodGet:   func() error { return h.getAccount(w, r, parts[1]) },
+			http.MethodPatch: func() error { return h.updateAccount(w, r, parts[1]) },
+		})
+	case len(parts) == 3 && parts[0] == "accounts" && parts[2] == "balance":
+		return h.method(w, r, map[string]func() error{
+			http.MethodPost: func() error { return h.adjustBalance(w, r, parts[1]) },
+		})
+	case len(parts) == 1 && parts[0] == "keys":
+		return h.method(w, r, map[string]func() error{
+			http.MethodGet:  func() error { return h.listKeys(w, r) },
+			http.MethodPost: func() error { return h.createKey(w, r) },
+		})
+	case len(parts) == 2 && parts[0] == "keys":
+		return h.method(w, r, map[string]func() error{
+			http.MethodGet:    func() error { return h.getKey(w, r, parts[1]) },
+			http.MethodPatch:  func() error { return h.updateKey(w, r, parts[1]) },
+			http.MethodDelete: func() error { return h.deleteKey(w, r, parts[1]) },
+		})
+	case len(parts) == 3 && parts[0] == "keys" && parts[2] == "rotate":
+		return h.method(w, r, map[string]func() error{
+			http.MethodPost: func() error { return h.rotateKey(w, r, parts[1]) },
+		})
+	case len(parts) == 1 && parts[0] == "usage":
+		return h.method(w, r, map[string]func() error{
+			http.MethodGet: func() error { return h.usage(w, r) },
+		})
+	}
+	return apiErr(http.StatusNotFound, fmt.Errorf("no such ai-gateway route: %s %s", r.Method, r.URL.Path))
+}
+
+type adminHandler struct {
+	app   *App
+	store *keystore.Store
+}
+
+func (h adminHandler) method(w http.ResponseWriter, r *http.Request, m map[string]func() error) error {
+	if f, ok := m[r.Method]; ok {
+		return f()
+	}
+	allowed := make([]string, 0, len(m))
+	for k := range m {
+		allowed = append(allowed, k)
+	}
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	return apiErr(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on %s", r.Method, r.URL.Path))
+}
+
+// decode reads a JSON request body strictly: unknown fields and trailing
+// data are errors, so a typo never silently does nothing.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return apiErr(http.StatusBadRequest, errors.New("request body must be a JSON object"))
+		}
+		return apiErr(http.StatusBadRequest, fmt.Errorf("decoding request body: %w", err))
+	}
+	if dec.More() {
+		return apiErr(http.StatusBadRequest, errors.New("request body has data after the JSON object"))
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// accountView is an account as the API shows it: amounts as decimals.
+type accountView struct {
+	keystore.Account
+	Balance  string `json:"balance"`
+	Currency string `json:"currency"`
+	// HeldNano is what requests in flight hold of the balance right now.
+	HeldNano int64  `json:"held_nano"`
+	Held     string `json:"held"`
+}
+
+func (h adminHandler) view(a keystore.Account) accountView {
+	_, held, _ := h.store.Available(a.ID)
+	return accountView{Account: a, Balance: keystore.FormatAmount(a.Balance), Currency: h.app.Currency,
+		HeldNano: held, Held: keystore.FormatAmount(held)}
+}
+
+func (h adminHandler) listAccounts(w http.ResponseWriter) error {
+	accts := h.store.Accounts(context.Background())
+	out := make([]accountView, 0, len(accts))
+	for _, a := range accts {
+		out = append(out, h.view(a))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+func (h adminHandler) createAccount(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	a, err := h.store.CreateAccount(r.Context(), req.ID, req.Name)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusCreated, h.view(a))
+}
+
+func (h adminHandler) getAccount(w http.ResponseWriter, r *http.Request, id string) error {
+	a, err := h.store.Account(r.Context(), id)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, h.view(a))
+}
+
+func (h adminHandler) updateAccount(w http.ResponseWriter, r *http.Request, id string) error {
+	var req struct {
+		Name     *string `json:"name"`
+		Disabled *bool   `json:"disabled"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.Name == nil && req.Disabled == nil {
+		return apiErr(http.StatusBadRequest, errors.New("nothing to change: give name and/or disabled"))
+	}
+	a, err := h.store.UpdateAccount(r.Context(), id, req.Name, req.Disabled)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, h.view(a))
+}
+
+func (h adminHandler) adjustBalance(w http.ResponseWriter, r *http.Request, id string) error {
+	var req struct {
+		// Amount is a decimal string ("10.50"); a JSON number is refused so
+		// that no float is ever parsed as money.
+		Amount json.RawMessage `json:"amount"`
+		Note   string          `json:"note"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	var amountStr string
+	if err := json.Unmarshal(req.Amount, &amountStr); err != nil {
+		return apiErr(http.StatusBadRequest, errors.New(`amount must be a decimal string such as "10.50"`))
+	}
+	amount, err := keystore.ParseAmount(amountStr)
+	if err != nil {
+		return storeErr(err)
+	}
+	a, entry, err := h.store.AdjustBalance(r.Context(), id, amount, req.Note)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Account accountView `json:"account"`
+		Entry   ledgerView  `json:"ledger_entry"`
+	}{h.view(a), newLedgerView(entry)})
+}
+
+func (h adminHandler) listKeys(w http.ResponseWriter, r *http.Request) error {
+	keys, err := h.store.Keys(r.Context(), r.URL.Query().Get("account"))
+	if err != nil {
+		return storeErr(err)
+	}
+	out := make([]keyView, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, h.keyView(r.Context(), k))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// keyView is a key as the API shows it: the spend limit with what the key
+// spent of it in the current period.
+type keyView struct {
+	keystore.Key
+	SpendLimit *limitView `json:"spend_limit,omitempty"`
+}
+
+// limitView is a key's spend limit and its use. Amounts are decimals and
+// nano-units; resets_at is absent for a total limit.
+type limitView struct {
+	AmountNano int64      `json:"amount_nano"`
+	Amount     string     `json:"amount"`
+	Period     string     `json:"period"`
+	SpentNano  int64      `json:"spent_nano"`
+	Spent      string     `json:"spent"`
+	HeldNano   int64      `json:"held_nano"`
+	Held       string     `json:"held"`
+	ResetsAt   *time.Time `json:"resets_at,omitempty"`
+}
+
+func (h adminHandler) keyView(ctx context.Context, k keystore.Key) keyView {
+	v := keyView{Key: k}
+	if k.SpendLimit != nil {
+		l := &limitView{AmountNano: k.SpendLimit.Amount, Amount: keystore.FormatAmount(k.SpendLimit.Amount), Period: k.SpendLimit.Period}
+		if spent, held, resets, ok := h.store.KeySpend(ctx, k.ID); ok {
+			l.SpentNano, l.HeldNano, l.ResetsAt = spent, held, resets
+		}
+		l.Spent, l.Held = keystore.FormatAmount(l.SpentNano), keystore.FormatAmount(l.HeldNano)
+		v.SpendLimit = l
+	}
+	return v
+}
+
+// newKeyView is the only shape in which a plaintext key ever leaves the
+// gateway: the answer to create and rotate.
+type newKeyView struct {
+	keyView
+	Secret  string `json:"key"`
+	Warning string `json:"warning"`
+}
+
+const shownOnce = "This is the only time the key is shown. Store it now; it cannot be retrieved again."
+
+// limitRequest is a spend limit as the API takes it.
+type limitRequest struct {
+	// Amount is a decimal string ("5.00"), never a JSON number.
+	Amount json.RawMessage `json:"amount"`
+	// Period is total (the default), day or month.
+	Period string `json:"period"`
+}
+
+func (l *limitRequest) parse() (*keystore.SpendLimit, error) {
+	var s string
+	if err := json.Unmarshal(l.Amount, &s); err != nil {
+		return nil, apiErr(http.StatusBadRequest, errors.New(`spend_limit.amount must be a decimal string such as "5.00"`))
+	}
+	n, err := keystore.ParseAmount(s)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	period := l.Period
+	if period == "" {
+		period = keystore.PeriodTotal
+	}
+	return &keystore.SpendLimit{Amount: n, Period: period}, nil
+}
+
+// expiry resolves expires_at / expires_in of a request.
+func expiry(at *time.Time, in string) (*time.Time, error) {
+	if in == "" {
+		return at, nil
+	}
+	if at != nil {
+		return nil, apiErr(http.StatusBadRequest, errors.New("give expires_at or expires_in, not both"))
+	}
+	d, err := caddy.ParseDuration(in)
+	if err != nil || d <= 0 {
+		return nil, apiErr(http.StatusBadRequest, fmt.Errorf("expires_in %q is not a positive duration", in))
+	}
+	t := time.Now().Add(d)
+	return &t, nil
+}
+
+func (h adminHandler) createKey(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Account       string        `json:"account"`
+		Name          string        `json:"name"`
+		ExpiresAt     *time.Time    `json:"expires_at"`
+		ExpiresIn     string        `json:"expires_in"`
+		AllowedModels []string      `json:"allowed_models"`
+		SpendLimit    *limitRequest `json:"spend_limit"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.Account == "" {
+		return apiErr(http.StatusBadRequest, errors.New("account is required"))
+	}
+	pol := keystore.KeyPolicy{AllowedModels: req.AllowedModels}
+	var err error
+	if pol.ExpiresAt, err = expiry(req.ExpiresAt, req.ExpiresIn); err != nil {
+		return err
+	}
+	if req.SpendLimit != nil {
+		if pol.SpendLimit, err = req.SpendLimit.parse(); err != nil {
+			return err
+		}
+	}
+	k, plaintext, err := h.store.CreateKeyWithPolicy(r.Context(), req.Account, req.Name, pol)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusCreated, newKeyView{keyView: h.keyView(r.Context(), k), Secret: plaintext, Warning: shownOnce})
+}
+
+func (h adminHandler) getKey(w http.ResponseWriter, r *http.Request, id string) error {
+	k, err := h.store.Key(r.Context(), id)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, h.keyView(r.Context(), k))
+}
+
+// isNull reports whether a present JSON value is null.
+func isNull(v json.RawMessage) bool { return string(v) == "null" }
+
+// updateKey changes a key's name and policy. Absent fields are unchanged;
+// expires_at, allowed_models and spend_limit set to null remove that part
+// of the policy.
+func (h adminHandler) updateKey(w http.ResponseWriter, r *http.Request, id string) error {
+	var req struct {
+		Name          *string         `json:"name"`
+		ExpiresAt     json.RawMessage `json:"expires_at"`
+		ExpiresIn     string          `json:"expires_in"`
+		AllowedModels json.RawMessage `json:"allowed_models"`
+		SpendLimit    json.RawMessage `json:"spend_limit"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	u := keystore.KeyUpdate{Name: req.Name}
+	if req.ExpiresAt != nil || req.ExpiresIn != "" {
+		u.SetExpiry = true
+		var at *time.Time
+		if req.ExpiresAt != nil && !isNull(req.ExpiresAt) {
+			if err := json.Unmarshal(req.ExpiresAt, &at); err != nil {
+				return apiErr(http.StatusBadRequest, fmt.Errorf("expires_at must be an RFC 3339 time or null: %w", err))
+			}
+		}
+		var err error
+		if u.ExpiresAt, err = expiry(at, req.ExpiresIn); err != nil {
+			return err
+		}
+	}
+	if req.AllowedModels != nil {
+		u.SetAllowedModels = true
+		if !isNull(req.AllowedModels) {
+			if err := json.Unmarshal(req.AllowedModels, &u.AllowedModels); err != nil {
+				return apiErr(http.StatusBadRequest, errors.New("allowed_models must be an array of model patterns or null"))
+			}
+		}
+	}
+	if req.SpendLimit != nil {
+		u.SetSpendLimit = true
+		if !isNull(req.SpendLimit) {
+			var l limitRequest
+			dec := json.NewDecoder(bytes.NewReader(req.SpendLimit))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&l); err != nil {
+				return apiErr(http.StatusBadRequest, fmt.Errorf(`spend_limit must be {"amount": "5.00", "period": "total|day|month"} or null: %w`, err))
+			}
+			var err error
+			if u.SpendLimit, err = l.parse(); err != nil {
+				return err
+			}
+		}
+	}
+	if u.Name == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit {
+		return apiErr(http.StatusBadRequest, errors.New("nothing to change: give name, expires_at, expires_in, allowed_models and/or spend_limit"))
+	}
+	k, err := h.store.UpdateKey(r.Context(), id, u)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, h.keyView(r.Context(), k))
+}
+
+func (h adminHandler) deleteKey(w http.ResponseWriter, r *http.Request, id string) error {
+	if err := h.store.DeleteKey(r.Context(), id); err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "deleted": true})
+}
+
+func (h adminHandler) rotateKey(w http.ResponseWriter, r *http.Request, id string) error {
+	var req struct {
+		Grace string `json:"grace"`
+	}
+	if r.ContentLength != 0 {
+		if err := decode(r, &req); err != nil {
+			return err
+		}
+	}
+	var grace time.Duration
+	if req.Grace != "" {
+		d, err := caddy.ParseDuration(req.Grace)
+		if err != nil || d < 0 {
+			return apiErr(http.StatusBadRequest, fmt.Errorf("grace %q is not a non-negative duration", req.Grace))
+		}
+		grace = d
+	}
+	nk, plaintext, old, err := h.store.RotateKey(r.Context(), id, grace)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		New newKeyView `json:"new"`
+		Old keyView    `json:"old"`
+	}{newKeyView{keyView: h.keyView(r.Context(), nk), Secret: plaintext, Warning: shownOnce}, h.keyView(r.Context(), old)})
+}
+
+// Interface guard
+var _ caddy.AdminRouter = adminAPI{}

@@ -1,0 +1,911 @@
+package management
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/metask/caddy-ai-gateway/keystore"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "ai-gateway",
+		Usage: aiGatewayUsage,
+		Short: aiGatewayShort,
+		Long:  aiGatewayLong,
+		CobraFunc: func(cmd *cobra.Command) {
+			configureAIGatewayCommand(cmd)
+		},
+	})
+}
+
+const (
+	aiGatewayUsage = "<accounts|keys|usage> [command] [flags]"
+	aiGatewayShort = "Manages AI gateway accounts, API keys and usage of a running Caddy"
+	aiGatewayLong  = `
+Manages the accounts and API keys of the AI gateway (the ai_gateway app)
+of a running Caddy instance, through the /ai-gateway/ routes of Caddy's
+admin API.
+
+The admin endpoint is found like 'caddy reload' finds it: --address if
+given; otherwise the admin address of the config file given with --config
+(adapted with --adapter if needed); otherwise the default, localhost:2019.
+
+Accounts have an id (a slug such as "acme"), a name and a balance in the
+currency of the ai_gateway app. Every request made with one of an
+account's API keys is charged to its balance; requests are refused while
+the balance is not positive. Amounts are decimals with at most nine
+digits after the point, never floats.
+
+API keys look like sk-... and belong to one account. Only a hash is
+stored: the plaintext key is printed once, when the key is created or
+rotated, and can never be shown again.
+
+Output is a human-readable table; with --json the admin API's JSON
+answer is printed instead. Errors of the admin API are printed on one
+line and make the command exit with status 1.
+`
+	aiGatewayExample = `  $ caddy ai-gateway accounts create acme --name "Acme Corp"
+  $ caddy ai-gateway accounts topup acme 25.00 --note "invoice 1042"
+  $ caddy ai-gateway keys create --account acme --name production-app
+  $ caddy ai-gateway keys list --account acme
+  $ caddy ai-gateway keys rotate key_0123456789abcdef --grace 24h
+  $ caddy ai-gateway usage --account acme --since 24h --by model
+  $ caddy ai-gateway --config /etc/caddy/Caddyfile accounts list`
+)
+
+// newAIGatewayCommand builds the `ai-gateway` command tree as a stand-alone
+// cobra command that writes its output to out. The command registered with
+// Caddy is built by the same code; tests execute this one in-process.
+func newAIGatewayCommand(out io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ai-gateway " + aiGatewayUsage,
+		Short: aiGatewayShort,
+		Long:  aiGatewayLong,
+	}
+	cmd.SetOut(out)
+	// like Caddy's root command: an error is not followed by the usage
+	cmd.SilenceUsage = true
+	configureAIGatewayCommand(cmd)
+	return cmd
+}
+
+// gatewayCLI holds the persistent flags of one `ai-gateway` command tree.
+type gatewayCLI struct {
+	address string
+	config  string
+	adapter string
+	json    bool
+}
+
+// configureAIGatewayCommand adds flags and subcommands to the `ai-gateway`
+// command.
+func configureAIGatewayCommand(cmd *cobra.Command) {
+	c := &gatewayCLI{}
+	cmd.Long = strings.TrimSpace(cmd.Long)
+	cmd.Example = aiGatewayExample
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&c.address, "address", "", "Address of the administration API listener (if --config is not used)")
+	pf.StringVarP(&c.config, "config", "c", "", "Configuration file to find the admin API address in (if --address is not used)")
+	pf.StringVarP(&c.adapter, "adapter", "a", "", "Name of config adapter to apply (if --config is used)")
+	pf.BoolVar(&c.json, "json", false, "Print the admin API's JSON answer instead of a table")
+	cmd.RunE = groupRunE
+	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand())
+}
+
+// groupRunE runs a command that only groups subcommands: without arguments
+// it prints help, with an unknown subcommand it fails.
+func groupRunE(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return cmd.Help()
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf("; did you mean %q?", s[0])
+	}
+	return fmt.Errorf("%s (run '%s --help' for usage)", msg, cmd.CommandPath())
+}
+
+// usageError is a bad command line: the message plus the command's syntax.
+func usageError(cmd *cobra.Command, err error) error {
+	return fmt.Errorf("%w (usage: %s)", err, strings.TrimSuffix(cmd.UseLine(), " [flags]"))
+}
+
+// namedArgs requires exactly the named positional arguments, each non-empty.
+func namedArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		return checkNamedArgs(cmd, args, names...)
+	}
+}
+
+func checkNamedArgs(cmd *cobra.Command, args []string, names ...string) error {
+	if len(args) < len(names) {
+		return usageError(cmd, fmt.Errorf("missing argument %s", names[len(args)]))
+	}
+	if len(args) > len(names) {
+		return usageError(cmd, fmt.Errorf("unexpected argument %q", args[len(names)]))
+	}
+	for i, a := range args {
+		if strings.TrimSpace(a) == "" {
+			return usageError(cmd, fmt.Errorf("argument %s must not be empty", names[i]))
+		}
+	}
+	return nil
+}
+
+// --- talking to the admin API ---
+
+// adminAPIError is a non-2xx answer of the admin API.
+type adminAPIError struct {
+	Status  int
+	Message string
+}
+
+func (e *adminAPIError) Error() string {
+	return fmt.Sprintf("admin API: %s (HTTP %d)", e.Message, e.Status)
+}
+
+// caddyHTTPErrRe matches the error caddycmd.AdminAPIRequest returns for an
+// answer with status >= 400.
+var caddyHTTPErrRe = regexp.MustCompile(`(?s)^caddy responded with error: HTTP (\d{3}): (.*)$`)
+
+// adminErrorMessage extracts the message of an admin API error body
+// ({"error": "..."}), falling back to the body on one line.
+func adminErrorMessage(status int, body []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && strings.TrimSpace(e.Error) != "" {
+		return strings.Join(strings.Fields(e.Error), " ")
+	}
+	msg := strings.Join(strings.Fields(string(body)), " ")
+	if len(msg) > 300 {
+		msg = msg[:300] + "…"
+	}
+	if msg == "" {
+		msg = strings.ToLower(http.StatusText(status))
+	}
+	return msg
+}
+
+// adminAddress determines the admin API address like `caddy reload` does.
+func (c *gatewayCLI) adminAddress(cmd *cobra.Command) (string, error) {
+	if c.adapter != "" && c.config == "" {
+		return "", usageError(cmd, errors.New("--adapter needs --config"))
+	}
+	addr, err := caddycmd.DetermineAdminAPIAddress(c.address, nil, c.config, c.adapter)
+	if err != nil {
+		return "", fmt.Errorf("finding the admin API address in %s: %w", c.config, err)
+	}
+	return addr, nil
+}
+
+// call sends one request to the admin API and returns the body of a 2xx
+// answer. reqBody, if not nil, is sent as JSON.
+func (c *gatewayCLI) call(cmd *cobra.Command, method, uri string, reqBody any) ([]byte, error) {
+	addr, err := c.adminAddress(cmd)
+	if err != nil {
+		return nil, err
+	}
+	var body io.Reader
+	if reqBody != nil {
+		b, err := json.Marshal(reqBody)
+		if err != nil {
+			return nil, fmt.Errorf("encoding request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, body)
+	if err != nil {
+		msg := err.Error()
+		if m := caddyHTTPErrRe.FindStringSubmatch(msg); m != nil {
+			status, _ := strconv.Atoi(m[1])
+			return nil, &adminAPIError{Status: status, Message: adminErrorMessage(status, []byte(m[2]))}
+		}
+		if strings.HasPrefix(msg, "performing request") {
+			return nil, fmt.Errorf("cannot reach the Caddy admin API at %s (is Caddy running? use --address or --config to point at its admin endpoint): %w", addr, err)
+		}
+		return nil, fmt.Errorf("admin API at %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer of the admin API at %s: %w", addr, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, &adminAPIError{Status: resp.StatusCode, Message: adminErrorMessage(resp.StatusCode, out)}
+	}
+	return out, nil
+}
+
+// callInto is call that decodes the answer into v unless --json is set, in
+// which case the answer is printed as is and v is left alone; it reports
+// whether the caller should print a table.
+func (c *gatewayCLI) callInto(cmd *cobra.Command, method, uri string, reqBody, v any) (bool, error) {
+	b, err := c.call(cmd, method, uri, reqBody)
+	if err != nil {
+		return false, err
+	}
+	if c.json {
+		b = bytes.TrimRight(b, "\n")
+		_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
+		return false, err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("decoding the answer of the admin API: %w", err)
+	}
+	return true, nil
+}
+
+func escape(id string) string { return url.PathEscape(id) }
+
+// --- formatting ---
+
+// cliAccount is an account as the admin API shows it.
+type cliAccount struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Balance   string    `json:"balance"`
+	Currency  string    `json:"currency"`
+	Disabled  bool      `json:"disabled"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func (a cliAccount) balance() string { return money(a.Balance, a.Currency) }
+
+func money(amount, currency string) string {
+	if currency == "" {
+		return amount
+	}
+	return amount + " " + currency
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func fmtTimePtr(t *time.Time, none string) string {
+	if t == nil || t.IsZero() {
+		return none
+	}
+	return fmtTime(*t)
+}
+
+func keyExpires(k keystore.Key) string {
+	s := fmtTimePtr(k.ExpiresAt, "never")
+	if k.Status == "expired" {
+		s += " (expired)"
+	}
+	return s
+}
+
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// printFields prints label/value pairs aligned, one per line.
+func printFields(w io.Writer, pairs ...string) error {
+	tw := newTable(w)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		fmt.Fprintf(tw, "%s:\t%s\n", pairs[i], pairs[i+1])
+	}
+	return tw.Flush()
+}
+
+func printAccounts(w io.Writer, accts []cliAccount) error {
+	if len(accts) == 0 {
+		_, err := fmt.Fprintln(w, "No accounts. Create one with: caddy ai-gateway accounts create ID")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tNAME\tBALANCE\tDISABLED")
+	for _, a := range accts {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.ID, a.Name, a.balance(), yesNo(a.Disabled))
+	}
+	return tw.Flush()
+}
+
+func printAccount(w io.Writer, a cliAccount) error {
+	return printFields(w,
+		"ID", a.ID,
+		"Name", a.Name,
+		"Balance", a.balance(),
+		"Disabled", yesNo(a.Disabled),
+		"Created", fmtTime(a.CreatedAt),
+	)
+}
+
+// cliKey is a key as the admin API shows it, with the use of its spend
+// limit.
+type cliKey struct {
+	keystore.Key
+	SpendLimit *limitView `json:"spend_limit"`
+}
+
+// models renders a key's allowlist.
+func (k cliKey) models() string {
+	if len(k.AllowedModels) == 0 {
+		return "any"
+	}
+	return strings.Join(k.AllowedModels, ",")
+}
+
+// limit renders a key's spend limit and its use.
+func (k cliKey) limit() string {
+	l := k.SpendLimit
+	if l == nil {
+		return "none"
+	}
+	per := map[string]string{keystore.PeriodDay: "/day", keystore.PeriodMonth: "/month"}[l.Period]
+	s := fmt.Sprintf("%s of %s%s", l.Spent, l.Amount, per)
+	if l.ResetsAt != nil {
+		s += ", resets " + fmtTime(*l.ResetsAt)
+	}
+	return s
+}
+
+func printKeys(w io.Writer, keys []cliKey) error {
+	if len(keys) == 0 {
+		_, err := fmt.Fprintln(w, "No keys. Create one with: caddy ai-gateway keys create --account ID --name NAME")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tNAME\tACCOUNT\tHINT\tCREATED\tLAST USED\tEXPIRES\tMODELS\tSPEND LIMIT")
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.AccountID, k.Hint,
+			fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt, "never"), keyExpires(k.Key), k.models(), k.limit())
+	}
+	return tw.Flush()
+}
+
+func printKey(w io.Writer, k cliKey) error {
+	pairs := []string{
+		"ID", k.ID,
+		"Name", k.Name,
+		"Account", k.AccountID,
+		"Hint", k.Hint,
+		"Status", k.Status,
+		"Created", fmtTime(k.CreatedAt),
+		"Last used", fmtTimePtr(k.LastUsedAt, "never"),
+		"Expires", keyExpires(k.Key),
+		"Models", k.models(),
+		"Spend limit", k.limit(),
+	}
+	if k.ReplacedBy != "" {
+		pairs = append(pairs, "Replaced by", k.ReplacedBy)
+	}
+	return printFields(w, pairs...)
+}
+
+// newKeyAnswer is the admin API's answer to key creation: the key and, only
+// here, its plaintext.
+type newKeyAnswer struct {
+	cliKey
+	Secret  string `json:"key"`
+	Warning string `json:"warning"`
+}
+
+// printSecret prints a new plaintext key on its own line and the warning
+// that it will not be shown again.
+func printSecret(w io.Writer, nk newKeyAnswer) {
+	fmt.Fprintf(w, "\n%s\n\n", nk.Secret)
+	warning := nk.Warning
+	if warning == "" {
+		warning = "This is the only time the key is shown. Store it now; it cannot be retrieved again."
+	}
+	fmt.Fprintln(w, warning)
+}
+
+// --- accounts ---
+
+func (c *gatewayCLI) accountsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "accounts",
+		Aliases: []string{"account"},
+		Short:   "Create, list, show, top up, disable and enable accounts",
+		Long: `Accounts hold the balance that requests made with their API keys are
+charged to. An account id is a slug of 1-64 characters: a-z, 0-9, '.', '_'
+or '-', starting with a letter or digit.`,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(c.accountsCreate(), c.accountsList(), c.accountsShow(), c.accountsTopup(),
+		c.accountsSetDisabled(true), c.accountsSetDisabled(false))
+	return cmd
+}
+
+// accountsSetDisabled builds `accounts disable ID` (disabled true) or
+// `accounts enable ID`.
+func (c *gatewayCLI) accountsSetDisabled(disabled bool) *cobra.Command {
+	use, short, done := "enable", "Let an account's keys be used again", "enabled; its keys work again"
+	if disabled {
+		use, short, done = "disable", "Refuse every request of an account's keys (403 account_disabled)",
+			"disabled; its keys get 403 account_disabled from the next request on"
+	}
+	return &cobra.Command{
+		Use:   use + " ID",
+		Short: short,
+		Long: short + `. The balance, the keys and the ledger are kept; enabling the
+account again restores access.`,
+		Args: namedArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var a cliAccount
+			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/accounts/"+escape(args[0]),
+				map[string]bool{"disabled": disabled}, &a)
+			if err != nil || !table {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Account %s is %s.\n", a.ID, done)
+			return err
+		},
+	}
+}
+
+func (c *gatewayCLI) accountsCreate() *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "create ID [--name NAME]",
+		Short: "Create an account with a zero balance",
+		Long:  "Creates an account with a zero balance. The name defaults to the id.",
+		Args:  namedArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var a cliAccount
+			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/accounts",
+				map[string]string{"id": args[0], "name": name}, &a)
+			if err != nil || !table {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "Created account %s (%s), balance %s.\n", a.ID, a.Name, a.balance())
+			fmt.Fprintf(w, "Top it up with: caddy ai-gateway accounts topup %s AMOUNT\n", a.ID)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "Human-readable name of the account (default: the id)")
+	return cmd
+}
+
+func (c *gatewayCLI) accountsList() *cobra.Command {
+	return &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List accounts with their balances",
+		Args:    namedArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var accts []cliAccount
+			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/accounts", nil, &accts)
+			if err != nil || !table {
+				return err
+			}
+			return printAccounts(cmd.OutOrStdout(), accts)
+		},
+	}
+}
+
+func (c *gatewayCLI) accountsShow() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one account",
+		Args:  namedArgs("ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var a cliAccount
+			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/accounts/"+escape(args[0]), nil, &a)
+			if err != nil || !table {
+				return err
+			}
+			return printAccount(cmd.OutOrStdout(), a)
+		},
+	}
+}
+
+// negativeNumberRe matches an argument that is a negative amount, not a
+// flag: "-5", "-0.25", "-.5".
+var negativeNumberRe = regexp.MustCompile(`^-[0-9.]`)
+
+// negPlaceholder replaces negative amounts while flags are parsed, so that
+// "-1.50" is not taken for a shorthand flag. It cannot start with '-'.
+const negPlaceholder = "\x00neg:"
+
+func (c *gatewayCLI) accountsTopup() *cobra.Command {
+	var note string
+	cmd := &cobra.Command{
+		Use:   "topup ID AMOUNT [--note TEXT]",
+		Short: "Add to (or, with a negative amount, correct) an account's balance",
+		Long: `Adds AMOUNT to the balance of account ID and writes a ledger entry with
+the note. AMOUNT is a decimal in the currency of the gateway with at most
+nine digits after the point, such as 25, 10.50 or 0.000001. A negative
+AMOUNT (for example -1.50) is a correction that lowers the balance.`,
+		Example: `  $ caddy ai-gateway accounts topup acme 25.00 --note "invoice 1042"
+  $ caddy ai-gateway accounts topup acme -1.50 --note "refund of a double top-up"`,
+		// Flags are parsed in RunE so that a negative AMOUNT is not taken
+		// for a flag.
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, rawArgs []string) error {
+			args, err := parseFlagsAllowingNegatives(cmd, rawArgs)
+			if err != nil {
+				return usageError(cmd, err)
+			}
+			if help, _ := cmd.Flags().GetBool("help"); help {
+				return cmd.Help()
+			}
+			note = restoreNegative(note)
+			if err := checkNamedArgs(cmd, args, "ID", "AMOUNT"); err != nil {
+				return err
+			}
+			amount := strings.TrimSpace(args[1])
+			if _, err := keystore.ParseAmount(amount); err != nil {
+				return usageError(cmd, fmt.Errorf("bad AMOUNT: %w", err))
+			}
+			var res struct {
+				Account cliAccount `json:"account"`
+				Entry   struct {
+					ID           int64  `json:"id"`
+					Amount       string `json:"amount"`
+					BalanceAfter string `json:"balance_after"`
+					Note         string `json:"note"`
+				} `json:"ledger_entry"`
+			}
+			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/accounts/"+escape(args[0])+"/balance",
+				map[string]string{"amount": amount, "note": note}, &res)
+			if err != nil || !table {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			delta := res.Entry.Amount
+			if !strings.HasPrefix(delta, "-") {
+				delta = "+" + delta
+			}
+			fmt.Fprintf(w, "Balance of %s changed by %s (ledger entry %d).\n",
+				res.Account.ID, money(delta, res.Account.Currency), res.Entry.ID)
+			fmt.Fprintf(w, "New balance: %s\n", res.Account.balance())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&note, "note", "", "Note for the ledger entry (e.g. an invoice number)")
+	return cmd
+}
+
+// parseFlagsAllowingNegatives parses the flags of a command that has
+// DisableFlagParsing set, treating arguments like "-1.50" as positional
+// arguments (or flag values), and returns the positional arguments.
+func parseFlagsAllowingNegatives(cmd *cobra.Command, raw []string) ([]string, error) {
+	rewritten := make([]string, len(raw))
+	for i, a := range raw {
+		if negativeNumberRe.MatchString(a) {
+			a = negPlaceholder + a
+		}
+		rewritten[i] = a
+	}
+	cmd.DisableFlagParsing = false
+	err := cmd.ParseFlags(rewritten)
+	cmd.DisableFlagParsing = true
+	if err != nil {
+		return nil, err
+	}
+	args := cmd.Flags().Args()
+	for i, a := range args {
+		args[i] = restoreNegative(a)
+	}
+	return args, nil
+}
+
+func restoreNegative(s string) string { return strings.TrimPrefix(s, negPlaceholder) }
+
+// --- keys ---
+
+func (c *gatewayCLI) keysCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "keys",
+		Aliases: []string{"key"},
+		Short:   "Create, list, show, rename, delete and rotate API keys",
+		Long: `API keys (sk-...) authenticate requests to the gateway; each belongs to one
+account, which pays for its requests. The plaintext of a key is printed
+once, by 'keys create' and 'keys rotate'; afterwards only its hint (such
+as sk-…wxyz) is shown. Deleting a key takes effect on the next request.`,
+		RunE: groupRunE,
+	}
+	cmd.AddCommand(c.keysCreate(), c.keysList(), c.keysShow(), c.keysRename(), c.keysUpdate(), c.keysDelete(), c.keysRotate())
+	return cmd
+}
+
+func (c *gatewayCLI) keysCreate() *cobra.Command {
+	var account, name, expiresIn, expiresAt string
+	var pf policyFlags
+	cmd := &cobra.Command{
+		Use:   "create --account ID --name NAME [--expires-in 720h | --expires-at TIME] [--models GLOBS] [--limit AMOUNT [--limit-period day]]",
+		Short: "Create an API key for an account (the key is printed once)",
+		Long: `Creates an API key for an account and prints it. This is the only time the
+key is shown: store it now. Without --expires-in or --expires-at the key
+does not expire. --models restricts the key to models matching any of the
+comma-separated globs (gpt-4o-mini,o3*); --limit caps what it may spend in
+total, per day or per month (UTC).`,
+		Args: namedArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := map[string]any{"account": account, "name": name}
+			if err := pf.apply(cmd, req); err != nil {
+				return err
+			}
+			if err := setExpiry(cmd, req, expiresIn, expiresAt); err != nil {
+				return err
+			}
+			var nk newKeyAnswer
+			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/keys", req, &nk)
+			if err != nil || !table {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "Created key %s (%q) for account %s, expires %s.\n",
+				nk.ID, nk.Name, nk.AccountID, fmtTimePtr(nk.ExpiresAt, "never"))
+			if len(nk.AllowedModels) > 0 || nk.SpendLimit != nil {
+				fmt.Fprintf(w, "Models: %s; spend limit: %s.\n", nk.models(), nk.limit())
+			}
+			printSecret(w, nk)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&account, "account", "", "Account the key belongs to (required)")
+	f.StringVar(&name, "name", "", "Name of the key, e.g. the application using it (required)")
+	f.StringVar(&expiresIn, "expires-in", "", "Expire the key after this duration (e.g. 720h or 30d)")
+	f.StringVar(&expiresAt, "expires-at", "", "Expire the key at this RFC 3339 time")
+	pf.register(cmd, false)
+	_ = cmd.MarkFlagRequired("account")
+	_ = cmd.MarkFlagRequired("name")
+	cmd.MarkFlagsMutuallyExclusive("expires-in", "expires-at")
+	return cmd
+}
+
+func (c *gatewayCLI) keysList() *cobra.Command {
+	var account string
+	cmd := &cobra.Command{
+		Use:     "list [--account ID]",
+		Aliases: []string{"ls"},
+		Short:   "List API keys (never their plaintext)",
+		Args:    namedArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			uri := "/ai-gateway/keys"
+			if account != "" {
+				uri += "?" + url.Values{"account": {account}}.Encode()
+			}
+			var keys []cliKey
+			table, err := c.callInto(cmd, http.MethodGet, uri, nil, &keys)
+			if err != nil || !table {
+				return err
+			}
+			return printKeys(cmd.OutOrStdout(), keys)
+		},
+	}
+	cmd.Flags().StringVar(&account, "account", "", "Only list the keys of this account")
+	return cmd
+}
+
+func (c *gatewayCLI) keysShow() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show KEY_ID",
+		Short: "Show one API key (never its plaintext)",
+		Args:  namedArgs("KEY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var k cliKey
+			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/keys/"+escape(args[0]), nil, &k)
+			if err != nil || !table {
+				return err
+			}
+			return printKey(cmd.OutOrStdout(), k)
+		},
+	}
+}
+
+func (c *gatewayCLI) keysRename() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rename KEY_ID NAME",
+		Short: "Rename an API key",
+		Args:  namedArgs("KEY_ID", "NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var k keystore.Key
+			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/keys/"+escape(args[0]),
+				map[string]string{"name": args[1]}, &k)
+			if err != nil || !table {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Renamed key %s to %q.\n", k.ID, k.Name)
+			return err
+		},
+	}
+}
+
+// setExpiry adds --expires-in or --expires-at (checked here, so that a
+// malformed time is refused before anything is sent) to a request body.
+func setExpiry(cmd *cobra.Command, req map[string]any, in, at string) error {
+	if in != "" {
+		req["expires_in"] = in
+	}
+	if at != "" {
+		t, err := time.Parse(time.RFC3339, at)
+		if err != nil {
+			return usageError(cmd, fmt.Errorf("--expires-at must be an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err))
+		}
+		req["expires_at"] = t
+	}
+	return nil
+}
+
+// policyFlags are the key policy flags of keys create and keys update.
+type policyFlags struct {
+	models      string
+	anyModel    bool
+	limit       string
+	limitPeriod string
+	noLimit     bool
+}
+
+func (p *policyFlags) register(cmd *cobra.Command, update bool) {
+	f := cmd.Flags()
+	f.StringVar(&p.models, "models", "", "Only allow models matching these comma-separated globs (e.g. gpt-4o-mini,o3*)")
+	f.StringVar(&p.limit, "limit", "", "Spend limit of the key, a decimal amount (e.g. 5.00)")
+	f.StringVar(&p.limitPeriod, "limit-period", "total", "Period of the spend limit: total, day or month (UTC)")
+	if update {
+		f.BoolVar(&p.anyModel, "any-model", false, "Remove the model allowlist")
+		f.BoolVar(&p.noLimit, "no-limit", false, "Remove the spend limit")
+		cmd.MarkFlagsMutuallyExclusive("models", "any-model")
+		cmd.MarkFlagsMutuallyExclusive("limit", "no-limit")
+	}
+}
+
+// apply adds the policy fields the flags set to a request body.
+func (p *policyFlags) apply(cmd *cobra.Command, req map[string]any) error {
+	if cmd.Flags().Changed("models") {
+		var models []string
+		for _, m := range strings.Split(p.models, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				models = append(models, m)
+			}
+		}
+		if len(models) == 0 {
+			return usageError(cmd, errors.New("--models needs at least one model pattern (use --any-model to remove the allowlist)"))
+		}
+		req["allowed_models"] = models
+	}
+	if p.anyModel {
+		req["allowed_models"] = nil
+	}
+	if cmd.Flags().Changed("limit") {
+		req["spend_limit"] = map[string]string{"amount": p.limit, "period": p.limitPeriod}
+	} else if cmd.Flags().Changed("limit-period") {
+		return usageError(cmd, errors.New("--limit-period goes with --limit"))
+	}
+	if p.noLimit {
+		req["spend_limit"] = nil
+	}
+	return nil
+}
+
+func (c *gatewayCLI) keysUpdate() *cobra.Command {
+	var name, expiresIn, expiresAt string
+	var noExpiry bool
+	var pf policyFlags
+	cmd := &cobra.Command{
+		Use:   "update KEY_ID [--name NAME] [--models GLOBS | --any-model] [--limit AMOUNT [--limit-period day] | --no-limit] [--expires-in 720h | --expires-at TIME | --no-expiry]",
+		Short: "Change an API key's name, allowed models, spend limit or expiry",
+		Long: `Changes an API key. The change holds from the very next request. Allowed
+models and the spend limit apply to the key together with the keys it
+replaced or that replace it by rotation, which share one spend counter; a
+new limit counts what they already spent in the current period.`,
+		Args: namedArgs("KEY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := map[string]any{}
+			if cmd.Flags().Changed("name") {
+				req["name"] = name
+			}
+			if err := pf.apply(cmd, req); err != nil {
+				return err
+			}
+			if err := setExpiry(cmd, req, expiresIn, expiresAt); err != nil {
+				return err
+			}
+			if noExpiry {
+				req["expires_at"] = nil
+			}
+			if len(req) == 0 {
+				return usageError(cmd, errors.New("nothing to change: give at least one flag"))
+			}
+			var k cliKey
+			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/keys/"+escape(args[0]), req, &k)
+			if err != nil || !table {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Updated key %s.\n", k.ID)
+			return printKey(cmd.OutOrStdout(), k)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "New name of the key")
+	f.StringVar(&expiresIn, "expires-in", "", "Expire the key after this duration from now (e.g. 720h)")
+	f.StringVar(&expiresAt, "expires-at", "", "Expire the key at this RFC 3339 time")
+	f.BoolVar(&noExpiry, "no-expiry", false, "Remove the key's expiry")
+	pf.register(cmd, true)
+	cmd.MarkFlagsMutuallyExclusive("expires-in", "expires-at", "no-expiry")
+	return cmd
+}
+
+func (c *gatewayCLI) keysDelete() *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete KEY_ID",
+		Aliases: []string{"revoke", "rm"},
+		Short:   "Delete (revoke) an API key; it stops working at once",
+		Args:    namedArgs("KEY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res struct {
+				ID string `json:"id"`
+			}
+			table, err := c.callInto(cmd, http.MethodDelete, "/ai-gateway/keys/"+escape(args[0]), nil, &res)
+			if err != nil || !table {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Deleted key %s; it no longer works.\n", res.ID)
+			return err
+		},
+	}
+}
+
+func (c *gatewayCLI) keysRotate() *cobra.Command {
+	var grace string
+	cmd := &cobra.Command{
+		Use:   "rotate KEY_ID [--grace 24h]",
+		Short: "Replace an API key with a new one (the new key is printed once)",
+		Long: `Creates a replacement for an API key, with the same name, account and
+expiry, and prints it once. The old key stops working at once or, with
+--grace, when the grace period is over (or at its own earlier expiry).`,
+		Args: namedArgs("KEY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := map[string]string{}
+			if grace != "" {
+				req["grace"] = grace
+			}
+			var res struct {
+				New newKeyAnswer `json:"new"`
+				Old keystore.Key `json:"old"`
+			}
+			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/keys/"+escape(args[0])+"/rotate", req, &res)
+			if err != nil || !table {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "Rotated key %s (%q) of account %s: the new key is %s.\n",
+				res.Old.ID, res.Old.Name, res.Old.AccountID, res.New.ID)
+			printSecret(w, res.New)
+			if grace == "" || res.Old.Status == "deleted" || res.Old.ExpiresAt == nil {
+				fmt.Fprintf(w, "The old key %s stopped working now.\n", res.Old.ID)
+			} else {
+				fmt.Fprintf(w, "The old key %s keeps working until %s.\n", res.Old.ID, fmtTime(*res.Old.ExpiresAt))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&grace, "grace", "", "Keep the old key working for this long (e.g. 24h); default: revoke it now")
+	return cmd
+}

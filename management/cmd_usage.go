@@ -1,0 +1,197 @@
+package management
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// usageFlags are the filters of `caddy ai-gateway usage`.
+type usageFlags struct {
+	account, key, model, since, until, by string
+	limit                                 int
+	adjustments                           bool
+}
+
+func (c *gatewayCLI) usageCommand() *cobra.Command {
+	var f usageFlags
+	cmd := &cobra.Command{
+		Use:   "usage [--account ID] [--key KEY_ID] [--model M] [--since 24h] [--until T] [--by model|day|key|account] [--limit N]",
+		Short: "Show the usage ledger and totals",
+		Long: `Shows what requests cost, from the ledger: one row per request the
+gateway admitted (model, tokens, cost, status), newest first, and totals.
+
+With --by, prints totals grouped by model, day (UTC), key or account
+instead of the rows. --since and --until take a time (2026-11-25T10:00:00Z),
+a date (2026-11-25, UTC) or a duration back from now (24h, 30m).
+--adjustments lists top-ups and corrections instead of requests.
+
+Rows marked "est." were charged by the documented estimate because the
+provider reported no usage (for example a stream cut before its end).`,
+		Example: `  $ caddy ai-gateway usage --account acme --since 24h
+  $ caddy ai-gateway usage --account acme --by model
+  $ caddy ai-gateway usage --by day --since 720h
+  $ caddy ai-gateway usage --account acme --adjustments`,
+		Args: namedArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			for name, v := range map[string]string{
+				"account": f.account, "key": f.key, "model": f.model,
+				"since": f.since, "until": f.until, "by": f.by,
+			} {
+				if v != "" {
+					q.Set(name, v)
+				}
+			}
+			if f.limit != 0 {
+				if f.limit < 0 {
+					return usageError(cmd, fmt.Errorf("--limit must be positive"))
+				}
+				q.Set("limit", strconv.Itoa(f.limit))
+			}
+			if f.adjustments {
+				if f.by != "" {
+					return usageError(cmd, fmt.Errorf("--adjustments and --by do not go together"))
+				}
+				q.Set("kind", "adjustment")
+			} else {
+				q.Set("kind", "usage")
+			}
+			var ans cliUsage
+			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/usage?"+q.Encode(), nil, &ans)
+			if err != nil || !table {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			switch {
+			case f.adjustments:
+				return printAdjustments(w, ans)
+			case f.by != "":
+				return printTotals(w, ans)
+			default:
+				return printUsageRows(w, ans)
+			}
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.account, "account", "", "Only this account")
+	fl.StringVar(&f.key, "key", "", "Only this key id")
+	fl.StringVar(&f.model, "model", "", "Only this model (exact name)")
+	fl.StringVar(&f.since, "since", "", "From this time, date or duration ago (inclusive)")
+	fl.StringVar(&f.until, "until", "", "Up to this time, date or duration ago (exclusive)")
+	fl.StringVar(&f.by, "by", "", "Print totals grouped by model, day, key or account")
+	fl.IntVar(&f.limit, "limit", 0, "At most this many rows (default 100, max 10000)")
+	fl.BoolVar(&f.adjustments, "adjustments", false, "List top-ups and corrections instead of requests")
+	return cmd
+}
+
+// cliUsage is the admin API's answer to GET /ai-gateway/usage.
+type cliUsage struct {
+	Currency string `json:"currency"`
+	By       string `json:"by"`
+	Totals   []struct {
+		Group            string `json:"group"`
+		Requests         int64  `json:"requests"`
+		PromptTokens     int64  `json:"prompt_tokens"`
+		CompletionTokens int64  `json:"completion_tokens"`
+		CachedTokens     int64  `json:"cached_tokens"`
+		Estimated        int64  `json:"estimated"`
+		Cost             string `json:"cost"`
+	} `json:"totals"`
+	Rows []struct {
+		ID               int64     `json:"id"`
+		CreatedAt        time.Time `json:"created_at"`
+		AccountID        string    `json:"account_id"`
+		KeyID            string    `json:"key_id"`
+		Model            string    `json:"model"`
+		PromptTokens     int64     `json:"prompt_tokens"`
+		CompletionTokens int64     `json:"completion_tokens"`
+		CachedTokens     int64     `json:"cached_tokens"`
+		Status           int       `json:"status"`
+		DurationMS       int64     `json:"duration_ms"`
+		Estimated        bool      `json:"estimated"`
+		Note             string    `json:"note"`
+		Amount           string    `json:"amount"`
+		BalanceAfter     string    `json:"balance_after"`
+		Cost             string    `json:"cost"`
+	} `json:"rows"`
+	NextBefore int64 `json:"next_before"`
+}
+
+func printUsageRows(w io.Writer, u cliUsage) error {
+	if len(u.Rows) == 0 {
+		_, err := fmt.Fprintln(w, "No requests in this range.")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "TIME\tACCOUNT\tKEY\tMODEL\tPROMPT\tCACHED\tCOMPLETION\tSTATUS\tMS\tCOST")
+	for _, r := range u.Rows {
+		cost := money(r.Cost, u.Currency)
+		if r.Estimated {
+			cost += " (est.)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", fmtTime(r.CreatedAt), r.AccountID, r.KeyID,
+			r.Model, r.PromptTokens, r.CachedTokens, r.CompletionTokens, r.Status, r.DurationMS, cost)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(u.Totals) == 1 {
+		t := u.Totals[0]
+		fmt.Fprintf(w, "\n%d %s, %d prompt (%d cached) and %d completion tokens, %s",
+			t.Requests, plural(t.Requests, "request", "requests"), t.PromptTokens, t.CachedTokens, t.CompletionTokens, money(t.Cost, u.Currency))
+		if t.Estimated > 0 {
+			fmt.Fprintf(w, " (%d estimated)", t.Estimated)
+		}
+		fmt.Fprintln(w)
+	}
+	if u.NextBefore != 0 {
+		fmt.Fprintf(w, "More rows: raise --limit (or use the admin API with before=%d).\n", u.NextBefore)
+	}
+	return nil
+}
+
+func printTotals(w io.Writer, u cliUsage) error {
+	if len(u.Totals) == 0 {
+		_, err := fmt.Fprintln(w, "No requests in this range.")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintf(tw, "%s\tREQUESTS\tPROMPT\tCACHED\tCOMPLETION\tESTIMATED\tCOST\n", map[string]string{
+		"model": "MODEL", "day": "DAY", "key": "KEY", "account": "ACCOUNT"}[u.By])
+	for _, t := range u.Totals {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", t.Group, t.Requests, t.PromptTokens, t.CachedTokens,
+			t.CompletionTokens, t.Estimated, money(t.Cost, u.Currency))
+	}
+	return tw.Flush()
+}
+
+func printAdjustments(w io.Writer, u cliUsage) error {
+	if len(u.Rows) == 0 {
+		_, err := fmt.Fprintln(w, "No balance adjustments in this range.")
+		return err
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, "TIME\tACCOUNT\tAMOUNT\tBALANCE AFTER\tNOTE")
+	for _, r := range u.Rows {
+		amount := r.Amount
+		if len(amount) > 0 && amount[0] != '-' {
+			amount = "+" + amount
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", fmtTime(r.CreatedAt), r.AccountID,
+			money(amount, u.Currency), money(r.BalanceAfter, u.Currency), r.Note)
+	}
+	return tw.Flush()
+}
+
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
