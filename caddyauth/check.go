@@ -36,15 +36,21 @@ func (c *keyChecker) where() string {
 }
 
 // check authenticates the request's Bearer key. It returns the identity, or
-// the error to answer with. It fails closed: when the store cannot answer,
+// the error to answer with. Credentials in other headers or the query are
+// removed first (scrubCredentials). It fails closed: when the store cannot answer,
 // the request is refused.
 func (c *keyChecker) check(r *http.Request) (keystore.Identity, *openaiwire.APIError) {
+	misplaced := scrubCredentials(r)
 	values := r.Header.Values("Authorization")
 	if len(values) == 0 || (len(values) == 1 && strings.TrimSpace(values[0]) == "") {
+		msg := "You didn't provide an API key. Send it in an Authorization header using Bearer auth " +
+			"(Authorization: Bearer YOUR_API_KEY). "
+		if misplaced != "" {
+			msg += "This gateway ignores keys sent in " + misplaced + ". "
+		}
 		return keystore.Identity{}, &openaiwire.APIError{
 			Status: http.StatusUnauthorized, Type: openaiwire.TypeInvalidRequest, Code: openaiwire.CodeInvalidAPIKey, Reason: reasonMissing,
-			Message: "You didn't provide an API key. Send it in an Authorization header using Bearer auth " +
-				"(Authorization: Bearer YOUR_API_KEY). " + c.where(),
+			Message: msg + c.where(),
 		}
 	}
 	scheme, token, ok := strings.Cut(strings.TrimSpace(values[0]), " ")

@@ -31,6 +31,7 @@ type Usage struct {
 type Recorded struct {
 	Method string
 	Path   string
+	Query  string // the raw query, without "?"
 	Header http.Header
 	Body   []byte
 	// RequestID is the X-Mock-Request-Id the request carried ("" if none).
@@ -396,7 +397,7 @@ func (m *MockProvider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.count++
 	record := m.record
 	if record {
-		m.reqs = append(m.reqs, Recorded{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body, RequestID: reqID})
+		m.reqs = append(m.reqs, Recorded{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body, RequestID: reqID})
 	}
 	m.mu.Unlock()
 
