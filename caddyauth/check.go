@@ -9,12 +9,13 @@ import (
 	"github.com/metask/caddy-ai-gateway/caddyproxy/openaiwire"
 
 	"github.com/metask/caddy-ai-gateway/keystore"
+	"github.com/metask/caddy-ai-gateway/management"
 )
 
 // keyChecker holds what api_key_auth and the api_key provider share: the
 // store and the wording of their 401s.
 type keyChecker struct {
-	store   *keystore.Store
+	app     *management.App
 	keysURL string
 }
 
@@ -61,7 +62,11 @@ func (c *keyChecker) check(r *http.Request) (keystore.Identity, *openaiwire.APIE
 			Message: "The Authorization header is malformed: it must be exactly 'Bearer YOUR_API_KEY'. " + c.where(),
 		}
 	}
-	id, err := c.store.Authenticate(r.Context(), token)
+	store, err := c.app.WaitStore(r.Context())
+	if err != nil {
+		return keystore.Identity{}, openaiwire.StoreUnavailable()
+	}
+	id, err := store.Authenticate(r.Context(), token)
 	switch {
 	case err == nil:
 	case errors.Is(err, keystore.ErrUnknownKey):
@@ -79,7 +84,7 @@ func (c *keyChecker) check(r *http.Request) (keystore.Identity, *openaiwire.APIE
 	default:
 		return keystore.Identity{}, openaiwire.StoreUnavailable()
 	}
-	_, disabled, err := c.store.Balance(id.AccountID)
+	_, disabled, err := store.Balance(id.AccountID)
 	if err != nil {
 		return keystore.Identity{}, openaiwire.StoreUnavailable()
 	}

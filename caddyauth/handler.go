@@ -8,7 +8,6 @@ package caddyauth
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2"
@@ -51,13 +50,13 @@ func (APIKeyAuth) CaddyModule() caddy.ModuleInfo {
 // Provision finds the key store.
 func (h *APIKeyAuth) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	store, _, err := management.LoadStore(ctx)
+	app, err := management.LoadApp(ctx)
 	if err != nil {
-		return fmt.Errorf("api_key_auth: %w", err)
+		return err
 	}
-	h.checker = keyChecker{store: store, keysURL: h.KeysURL}
+	h.checker = keyChecker{app: app, keysURL: h.KeysURL}
 	if h.metrics, err = loadMetrics(ctx); err != nil {
-		return fmt.Errorf("api_key_auth: %w", err)
+		return err
 	}
 	return nil
 }

@@ -42,11 +42,11 @@ func (APIKeyProvider) CaddyModule() caddy.ModuleInfo {
 // Provision finds the key store.
 func (p *APIKeyProvider) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
-	store, _, err := management.LoadStore(ctx)
+	app, err := management.LoadApp(ctx)
 	if err != nil {
-		return fmt.Errorf("api_key provider: %w", err)
+		return err
 	}
-	p.checker = keyChecker{store: store}
+	p.checker = keyChecker{app: app}
 	return nil
 }
 

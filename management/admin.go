@@ -66,7 +66,7 @@ func currentApp() (*App, error) {
 		return nil, errors.New("the running config uses no ai_gateway module; add the ai_gateway global option or an api_key_auth handler")
 	}
 	ga, ok := app.(*App)
-	if !ok || ga.store == nil {
+	if !ok || ga.Store() == nil {
 		return nil, errors.New("the ai_gateway app is not ready")
 	}
 	return ga, nil
@@ -98,7 +98,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusServiceUnavailable, err)
 	}
 	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, adminPrefix), "/"), "/")
-	h := adminHandler{app: app, store: app.store}
+	h := adminHandler{app: app, store: app.Store()}
 	switch {
 	case len(parts) == 1 && parts[0] == "accounts":
 		return h.method(w, r, map[string]func() error{

@@ -2,7 +2,7 @@
 // ai_gateway app that owns the key store, its Caddyfile global option, the
 // admin API routes under /ai-gateway/, the `caddy ai-gateway` command, and
 // the one set of API types those and the dashboard share. Handlers find the
-// store through [LoadStore].
+// store through [LoadApp].
 package management
 
 import (
@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -28,9 +30,14 @@ func init() {
 var storePool = caddy.NewUsagePool()
 
 // App is the ai_gateway app. It owns the SQLite key store that the
-// api_key_auth, balance_guard and admin API modules use. It is loaded
-// automatically (with defaults) when a handler needs it, so configuring it
-// is only necessary to change the defaults.
+// api_key_auth, balance_guard, ai_dashboard and admin API modules use. It is
+// loaded automatically (with defaults) when a handler needs it, so
+// configuring it is only necessary to change the defaults.
+//
+// The database is opened when the config starts, not when it is
+// provisioned: `caddy validate` and `caddy adapt` never open, create or lock
+// it. A reload that keeps the same database shares the open store of the
+// running config (nothing is closed or reopened).
 type App struct {
 	// Path of the SQLite database. Default: "ai-gateway.db" in Caddy's
 	// data directory. Placeholders such as {env.VAR} are expanded.
@@ -43,10 +50,26 @@ type App struct {
 	// Default 100000. Keys beyond it are looked up in SQLite.
 	KeyCacheSize int `json:"key_cache_size,omitempty"`
 
-	store  *keystore.Store
 	dbPath string
 	logger *zap.Logger
+
+	// taken: this config holds a reference on the pooled store (for
+	// Cleanup). live is set up by Provision.
+	taken bool
+	live  *liveStore
 }
+
+// liveStore is the store of one config as its handlers see it: set once the
+// config holds a reference on the pooled store; ready is closed when Start
+// has opened it or failed to, so a request that arrives while another app of
+// the same config starts waits for it instead of failing.
+type liveStore struct {
+	store     atomic.Pointer[keystore.Store]
+	ready     chan struct{}
+	readyOnce sync.Once
+}
+
+func (l *liveStore) markReady() { l.readyOnce.Do(func() { close(l.ready) }) }
 
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
@@ -63,9 +86,18 @@ type pooledStore struct{ *keystore.Store }
 // Destruct implements caddy.Destructor.
 func (p pooledStore) Destruct() error { return p.Close() }
 
-// Provision opens (or shares) the store.
+// Provision checks the settings. It touches no file: when the running
+// config already uses the same database it shares that store at once,
+// otherwise Start opens it.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.live = &liveStore{ready: make(chan struct{})}
+	if a.KeyCacheSize < 0 {
+		return fmt.Errorf("key_cache_size must not be negative, got %d", a.KeyCacheSize)
+	}
+	if a.Currency == "" {
+		a.Currency = "USD"
+	}
 	repl := caddy.NewReplacer()
 	path := repl.ReplaceKnown(a.Database, "")
 	if path == "" {
@@ -76,17 +108,36 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("resolving database path %q: %w", path, err)
 	}
 	a.dbPath = abs
-	if a.Currency == "" {
-		a.Currency = "USD"
+	if _, open := storePool.References(abs); open {
+		// A reload: share the running config's store (no I/O), so that
+		// requests never see this config without it.
+		return a.take()
 	}
-	if a.KeyCacheSize < 0 {
-		return fmt.Errorf("key_cache_size must not be negative")
+	return nil
+}
+
+// Start opens the database unless Provision could share it. A database
+// another process holds, or one that cannot be opened, fails the config.
+func (a *App) Start() error {
+	defer a.live.markReady()
+	if a.taken {
+		return nil
 	}
-	cacheSize := a.KeyCacheSize
-	val, loaded, err := storePool.LoadOrNew(abs, func() (caddy.Destructor, error) {
+	return a.take()
+}
+
+// take gets this config's reference on the pooled store, opening it if no
+// config holds it yet.
+func (a *App) take() error {
+	cacheSize, path := a.KeyCacheSize, a.dbPath
+	val, loaded, err := storePool.LoadOrNew(path, func() (caddy.Destructor, error) {
 		openCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		s, err := keystore.Open(openCtx, keystore.Options{Path: abs, KeyCacheSize: cacheSize})
+		s, err := keystore.Open(openCtx, keystore.Options{
+			Path:         path,
+			KeyCacheSize: cacheSize,
+			OnWriteError: writeErrorLogger(path),
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -95,31 +146,96 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening ai gateway database: %w", err)
 	}
-	a.store = val.(pooledStore).Store
+	a.taken = true
+	a.live.store.Store(val.(pooledStore).Store)
+	if !loaded {
+		a.warnIfSwitched()
+	}
 	a.logger.Info("ai gateway store ready",
-		zap.String("database", abs),
+		zap.String("database", path),
 		zap.Bool("shared_with_previous_config", loaded))
 	return nil
 }
 
-// Start implements caddy.App.
-func (a *App) Start() error { return nil }
+// warnIfSwitched logs when this config opens another database than the one
+// the running config uses: a reload that drops the ai_gateway block or
+// changes its database serves other (maybe no) accounts and keys.
+func (a *App) warnIfSwitched() {
+	storePool.Range(func(key, _ any) bool {
+		if old, ok := key.(string); ok && old != a.dbPath {
+			a.logger.Warn("the ai_gateway database changes with this config: accounts, keys and balances of the old database are not served by it",
+				zap.String("old_database", old), zap.String("new_database", a.dbPath))
+		}
+		return true
+	})
+}
 
-// Stop implements caddy.App.
+// writeErrorLogger reports ledger rows the store failed to commit. It logs
+// through Caddy's default logger rather than one config's, because the
+// store outlives the config that opened it.
+func writeErrorLogger(path string) func(error) {
+	log := caddy.Log().Named("ai_gateway.store")
+	return func(err error) {
+		log.Error("ledger write failed", zap.String("database", path), zap.Error(err))
+	}
+}
+
+// Stop implements caddy.App. The store stays open for the next config;
+// Cleanup releases it.
 func (a *App) Stop() error { return nil }
 
-// Cleanup releases this config's reference to the store; the last reference
-// closes it (flushing pending last-used times).
+// Cleanup releases this config's reference to the store, if it took one;
+// the last reference closes it (committing pending ledger rows and
+// last-used times). A config that failed before taking a reference
+// releases nothing, so a rejected reload never disturbs the running one.
 func (a *App) Cleanup() error {
-	if a.dbPath == "" {
+	if a.live != nil {
+		a.live.markReady()
+	}
+	if !a.taken {
 		return nil
 	}
+	a.taken = false
 	_, err := storePool.Delete(a.dbPath)
 	return err
 }
 
-// Store returns the key store. Handlers find it through ctx.App("ai_gateway").
-func (a *App) Store() *keystore.Store { return a.store }
+// Store returns the key store, or nil before the config has started (or
+// when it failed to open the database).
+func (a *App) Store() *keystore.Store {
+	if a.live == nil {
+		return nil
+	}
+	return a.live.store.Load()
+}
+
+// WaitStore returns the key store, waiting while this config is still
+// starting (other apps of a config may start serving before this one has
+// opened its database). It fails with ErrNoStore when the store could not
+// be opened or ctx ends first.
+func (a *App) WaitStore(ctx context.Context) (*keystore.Store, error) {
+	if a.live == nil {
+		return nil, ErrNoStore
+	}
+	if s := a.live.store.Load(); s != nil {
+		return s, nil
+	}
+	t := time.NewTimer(storeWait)
+	defer t.Stop()
+	select {
+	case <-a.live.ready:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	if s := a.live.store.Load(); s != nil {
+		return s, nil
+	}
+	return nil, ErrNoStore
+}
+
+// storeWait bounds how long a request waits for the store of a config that
+// is starting.
+const storeWait = 10 * time.Second
 
 // CurrencyCode returns the configured display currency.
 func (a *App) CurrencyCode() string { return a.Currency }
@@ -127,27 +243,39 @@ func (a *App) CurrencyCode() string { return a.Currency }
 // DatabasePath returns the absolute path of the database in use.
 func (a *App) DatabasePath() string { return a.dbPath }
 
-// StoreSource is what the ai_gateway app offers its handlers.
-type StoreSource interface {
-	Store() *keystore.Store
-	CurrencyCode() string
-}
-
 // ErrNoStore: the ai_gateway app has no key store.
 var ErrNoStore = errors.New("the ai_gateway app has no key store")
 
-// LoadStore finds the ai_gateway app (loading it with defaults if the config
-// does not mention it) and returns its store and display currency.
-func LoadStore(ctx caddy.Context) (*keystore.Store, string, error) {
+// LoadApp finds the ai_gateway app of the config being provisioned (loading
+// it with defaults if the config does not mention it). Handlers keep it and
+// ask it for the store per request (Store or WaitStore), because the store
+// opens only when the config starts.
+func LoadApp(ctx caddy.Context) (*App, error) {
 	app, err := ctx.App("ai_gateway")
 	if err != nil {
-		return nil, "", fmt.Errorf("loading the ai_gateway app: %w", err)
+		return nil, fmt.Errorf("loading the ai_gateway app: %w", err)
 	}
-	src, ok := app.(StoreSource)
-	if !ok || src.Store() == nil {
-		return nil, "", ErrNoStore
+	ga, ok := app.(*App)
+	if !ok {
+		return nil, fmt.Errorf("the ai_gateway app is a %T", app)
 	}
-	return src.Store(), src.CurrencyCode(), nil
+	return ga, nil
+}
+
+// LoadStore finds the ai_gateway app and opens its store at once. It is for
+// handlers not yet moved to LoadApp; it makes `caddy validate` open the
+// database, which LoadApp does not.
+func LoadStore(ctx caddy.Context) (*keystore.Store, string, error) {
+	ga, err := LoadApp(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	if ga.Store() == nil {
+		if err := ga.take(); err != nil {
+			return nil, "", err
+		}
+	}
+	return ga.Store(), ga.CurrencyCode(), nil
 }
 
 // Interface guards
@@ -156,5 +284,4 @@ var (
 	_ caddy.Provisioner  = (*App)(nil)
 	_ caddy.CleanerUpper = (*App)(nil)
 	_ caddy.Destructor   = pooledStore{}
-	_ StoreSource        = (*App)(nil)
 )
