@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -156,20 +157,21 @@ func TestLoadRefusesBadJSONConfig(t *testing.T) {
 	}
 }
 
-// TestAPIKeyProviderKeysURL: docs/caddyfile.md shows the provider with
-// {"keys_url": ...}, but the provider has no such field, so Caddy's strict
-// JSON decoding refuses the documented config. Skipped while that is so;
-// it starts checking the documented config once the provider (or the doc)
-// is fixed.
-func TestAPIKeyProviderKeysURL(t *testing.T) {
+// TestAPIKeyProviderDocumentedConfig: the provider config that
+// docs/caddyfile.md shows loads as written.
+func TestAPIKeyProviderDocumentedConfig(t *testing.T) {
+	doc, err := os.ReadFile("../docs/caddyfile.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const shown = `"api_key": {}`
+	if !strings.Contains(string(doc), shown) {
+		t.Fatalf("docs/caddyfile.md no longer shows %s; update this test with it", shown)
+	}
 	g := gwtest.New(t)
 	cfg := jsonConfig(t, g, "\tbalance_guard\n\trespond ok",
-		`{"handler":"authentication","providers":{"api_key":{"keys_url":"https://dashboard.example.com/keys"}}}`, nil)
-	err := caddy.Load(cfg, true)
-	if err != nil && strings.Contains(err.Error(), `unknown field "keys_url"`) {
-		t.Skipf("known bug: the documented provider config is refused: %v", err)
-	}
-	if err != nil {
+		`{"handler":"authentication","providers":{`+shown+`}}`, nil)
+	if err := caddy.Load(cfg, true); err != nil {
 		t.Fatalf("loading the documented provider config: %v", err)
 	}
 }
