@@ -85,42 +85,44 @@ const (
 	defaultMaxRequestBody = 64 << 20
 )
 
-// Provision validates prices and finds the key store.
+// Provision validates prices and finds the key store. Its errors do not
+// name the module: Caddy prefixes them with "provision
+// http.handlers.balance_guard: ".
 func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 	g.logger = ctx.Logger()
 	for i := range g.Prices {
 		if err := g.Prices[i].provision(); err != nil {
-			return fmt.Errorf("balance_guard: %w", err)
+			return err
 		}
 	}
 	if g.UnknownModel == nil {
 		g.UnknownModel = &UnknownModel{Action: "reject"}
 	}
 	if err := g.UnknownModel.provision(); err != nil {
-		return fmt.Errorf("balance_guard: %w", err)
+		return err
 	}
 	if g.DefaultMaxTokens < 0 {
-		return fmt.Errorf("balance_guard: default_max_tokens must not be negative")
+		return errors.New("default_max_tokens must not be negative")
 	}
 	if g.DefaultMaxTokens == 0 {
 		g.DefaultMaxTokens = defaultMaxTokens
 	}
 	if g.MaxRequestBody < 0 {
-		return fmt.Errorf("balance_guard: max_request_body must not be negative")
+		return errors.New("max_request_body must not be negative")
 	}
 	if g.MaxRequestBody == 0 {
 		g.MaxRequestBody = defaultMaxRequestBody
 	}
 	if err := g.provisionCatalog(); err != nil {
-		return fmt.Errorf("balance_guard: %w", err)
+		return err
 	}
 	store, currency, err := management.LoadStore(ctx)
 	if err != nil {
-		return fmt.Errorf("balance_guard: %w", err)
+		return err
 	}
 	g.store, g.currency = store, currency
 	if g.metrics, err = loadMetrics(ctx, store); err != nil {
-		return fmt.Errorf("balance_guard: %w", err)
+		return err
 	}
 	for i := range g.Prices {
 		g.Prices[i].metrics = g.metrics.forLabel(g.Prices[i].Model)
