@@ -8,6 +8,7 @@ import (
 	"net/http/httptrace"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/metask/caddy-ai-gateway/caddyauth"
@@ -70,6 +71,8 @@ type BalanceGuard struct {
 	currency string
 	logger   *zap.Logger
 	metrics  *metrics
+
+	unauthenticatedSeen int32 // atomic; 1 once a request came without api_key_auth
 }
 
 // CaddyModule returns the Caddy module information.
@@ -218,16 +221,51 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 }
 
 // misconfigured answers a request that reached the guard without an
-// authenticated caller: no api_key_auth ran before it. The provider is never
-// asked.
+// authenticated caller, because no api_key_auth ran before it, with 500
+// gateway_misconfigured; the provider is never asked. The first such
+// request is logged as an error with the fix, later ones at debug level;
+// all are counted as rejected ("misconfigured").
+//
+// The mistake cannot be refused when the config loads (Caddy v2.11.9):
+//   - a handler is provisioned, and its Validate called, before the other
+//     handlers of its route are (Route.ProvisionHandlers loads the route's
+//     whole handler list, then assigns it: modules/caddyhttp/routes.go
+//     160-167; Validate follows Provision at once: context.go 427-453), and
+//     before every later route (routes.go 225-233), so it cannot see what
+//     runs before or after it; ctx.Modules() (context.go 655-661) gives
+//     only its ancestors, the http app and any subroute, half provisioned;
+//   - `caddy validate` only provisions (caddy.go 419-428, 744-750): no
+//     App.Start, so no hook runs once the whole config is provisioned; and
+//     the order in which apps are provisioned follows a map (caddy.go
+//     574-578);
+//   - even with the whole route tree, whether every request that reaches
+//     the guard passed api_key_auth first depends on matchers (paths,
+//     hosts, expressions, any matcher module) and on handlers that end or
+//     rewrite requests: a Caddyfile with `api_key_auth /v1/*` and a
+//     balance_guard without a matcher is right for /v1/ requests and
+//     wrong for the others.
 func (g *BalanceGuard) misconfigured(w http.ResponseWriter, r *http.Request) error {
-	g.logger.Error("balance_guard reached without an authenticated caller; put api_key_auth before it")
+	log := g.logger.Debug
+	if atomic.CompareAndSwapInt32(&g.unauthenticatedSeen, 0, 1) {
+		log = g.logger.Error
+	}
+	log("balance_guard got a request that no api_key_auth authenticated; it answers this and every such request with 500 gateway_misconfigured",
+		zap.String("host", r.Host), zap.String("method", r.Method), zap.String("uri", r.RequestURI),
+		zap.String("fix", unauthenticatedFix))
 	return g.refuse(w, &openaiwire.APIError{
 		Status: http.StatusInternalServerError, Type: openaiwire.TypeServerError, Code: openaiwire.CodeGatewayMisconfig,
 		Reason:  "misconfigured",
 		Message: "The gateway is misconfigured (no API key check before the balance check), so the request was refused.",
 	})
 }
+
+// unauthenticatedFix is the remedy logged with the first unauthenticated
+// request.
+const unauthenticatedFix = "run api_key_auth before balance_guard on every request balance_guard handles: " +
+	"in a Caddyfile, write api_key_auth in balance_guard's site (or handle) block with no matcher, " +
+	"or with one that matches at least every request balance_guard's does, and keep the default directive order " +
+	"(in a route block, api_key_auth goes first); in JSON, put the api_key_auth handler " +
+	"(or authentication with the api_key provider) in a route that runs before balance_guard's and matches the same requests"
 
 // catalogRequest tells whether the guard answers the request itself from
 // its model catalog (GET or HEAD /v1/models[/{id}] with models_endpoint
