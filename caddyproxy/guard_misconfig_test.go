@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -25,8 +25,7 @@ func TestUnauthenticatedRequestIsRefusedAndLoggedOnce(t *testing.T) {
 	f := newGuardFixture(t, testPrices, 1_000_000_000)
 	core, logs := observer.New(zapcore.DebugLevel)
 	f.g.logger = zap.New(core)
-	rejected := f.g.metrics.rejected.WithLabelValues("misconfigured")
-	before := counterValue(t, rejected)
+	before := misconfiguredCount(t, f.g)
 
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		t.Error("an unauthenticated request was passed on")
@@ -64,7 +63,7 @@ func TestUnauthenticatedRequestIsRefusedAndLoggedOnce(t *testing.T) {
 	if n := logs.FilterLevelExact(zapcore.DebugLevel).Len(); n != 2 {
 		t.Errorf("%d debug logs for the later requests, want 2", n)
 	}
-	if got := counterValue(t, rejected) - before; got != 3 {
+	if got := misconfiguredCount(t, f.g) - before; got != 3 {
 		t.Errorf("counted %v misconfigured refusals, want 3", got)
 	}
 	if h := f.held(t); h != 0 {
@@ -72,11 +71,25 @@ func TestUnauthenticatedRequestIsRefusedAndLoggedOnce(t *testing.T) {
 	}
 }
 
-func counterValue(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
+// misconfiguredCount reads rejected_total{reason="misconfigured"}.
+func misconfiguredCount(t *testing.T, g *BalanceGuard) float64 {
 	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(g.metrics.rejected); err != nil {
 		t.Fatal(err)
 	}
-	return m.GetCounter().GetValue()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == "misconfigured" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
