@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -19,20 +18,17 @@ import (
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
-// billing is one metered request between admission and settlement.
+// billing is one metered request from the moment forward hands it on:
+// what the meter saw, and whether the request reached a provider. Its
+// settle is called once, by admission.end.
 type billing struct {
-	g     *BalanceGuard
-	r     *http.Request
-	ep    endpoint
-	id    keystore.Identity
-	hold  *keystore.Hold
-	rate  rate
-	info  openaiwire.RequestInfo
-	meter *meter
-	start time.Time
-	repl  *caddy.Replacer
-	done  bool
-	sent  atomic.Bool // the request was written to a provider
+	*admission // who, which model at which price, and the hold
+	g          *BalanceGuard
+	r          *http.Request
+	meter      *meter
+	start      time.Time
+	done       bool
+	sent       atomic.Bool // the request was written to a provider
 }
 
 // wroteRequest is the httptrace hook that reports a request written upstream.

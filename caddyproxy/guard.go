@@ -8,6 +8,7 @@ import (
 	"net/http/httptrace"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/metask/caddy-ai-gateway/caddyauth"
@@ -70,6 +71,8 @@ type BalanceGuard struct {
 	currency string
 	logger   *zap.Logger
 	metrics  *metrics
+
+	unauthenticatedSeen int32 // atomic; 1 once a request came without api_key_auth
 }
 
 // CaddyModule returns the Caddy module information.
@@ -85,42 +88,44 @@ const (
 	defaultMaxRequestBody = 64 << 20
 )
 
-// Provision validates prices and finds the key store.
+// Provision validates prices and finds the key store. Its errors do not
+// name the module: Caddy prefixes them with "provision
+// http.handlers.balance_guard: ".
 func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 	g.logger = ctx.Logger()
 	for i := range g.Prices {
 		if err := g.Prices[i].provision(); err != nil {
-			return fmt.Errorf("balance_guard: %w", err)
+			return err
 		}
 	}
 	if g.UnknownModel == nil {
 		g.UnknownModel = &UnknownModel{Action: "reject"}
 	}
 	if err := g.UnknownModel.provision(); err != nil {
-		return fmt.Errorf("balance_guard: %w", err)
+		return err
 	}
 	if g.DefaultMaxTokens < 0 {
-		return fmt.Errorf("balance_guard: default_max_tokens must not be negative")
+		return errors.New("default_max_tokens must not be negative")
 	}
 	if g.DefaultMaxTokens == 0 {
 		g.DefaultMaxTokens = defaultMaxTokens
 	}
 	if g.MaxRequestBody < 0 {
-		return fmt.Errorf("balance_guard: max_request_body must not be negative")
+		return errors.New("max_request_body must not be negative")
 	}
 	if g.MaxRequestBody == 0 {
 		g.MaxRequestBody = defaultMaxRequestBody
 	}
 	if err := g.provisionCatalog(); err != nil {
-		return fmt.Errorf("balance_guard: %w", err)
+		return err
 	}
 	store, currency, err := management.LoadStore(ctx)
 	if err != nil {
-		return fmt.Errorf("balance_guard: %w", err)
+		return err
 	}
 	g.store, g.currency = store, currency
 	if g.metrics, err = loadMetrics(ctx, store); err != nil {
-		return fmt.Errorf("balance_guard: %w", err)
+		return err
 	}
 	for i := range g.Prices {
 		g.Prices[i].metrics = g.metrics.forLabel(g.Prices[i].Model)
@@ -185,112 +190,228 @@ func hasSuffixFold(s, suffix string) bool {
 	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
 }
 
-// ServeHTTP implements caddyhttp.MiddlewareHandler.
-func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+// ServeHTTP implements caddyhttp.MiddlewareHandler. A metered request goes
+// through four steps: admit (may it go, and hold its estimated cost),
+// prepare (ready the body for the provider), forward (send it on through
+// the meter) and end (settle the hold, or release it if the request never
+// went upstream). end is deferred as soon as the hold exists, so it runs on
+// every way out, a panic included; nothing else releases the hold.
+func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) (err error) {
 	id, ok := caddyauth.IdentityFrom(r)
 	if !ok {
-		g.logger.Error("balance_guard reached without an authenticated caller; put api_key_auth before it")
-		g.metrics.rejected.WithLabelValues("misconfigured").Inc()
-		return (&openaiwire.APIError{
-			Status: http.StatusInternalServerError, Type: openaiwire.TypeServerError, Code: openaiwire.CodeGatewayMisconfig,
-			Message: "The gateway is misconfigured (no API key check before the balance check), so the request was refused.",
-		}).Write(w)
+		return g.misconfigured(w, r)
 	}
-	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && g.ModelsEndpoint == modelsFromGateway {
-		if isList, modelID, ok := modelsPath(r.URL.Path); ok {
-			return g.serveModels(w, id, isList, modelID)
-		}
+	if isList, modelID, ok := g.catalogRequest(r); ok {
+		return g.serveModels(w, id, isList, modelID)
 	}
 	ep := endpointOf(r)
 	if ep == epNone {
-		if len(id.AllowedModels) > 0 {
-			// A key with an allowlist may not reach another model through
-			// an endpoint the gateway does not meter (images, audio, …).
-			b, ok, rerr := ReadBody(r, g.MaxRequestBody, false)
-			if rerr != nil {
-				return g.refuse(w, openaiwire.FromRequestError(rerr))
-			}
-			if ok && b.Info.Model != "" && !allowed(id, b.Info.Model, g.upstreamModel(b.Info.Model)) {
-				return g.refuse(w, modelNotAllowed(id, b.Info.Model))
-			}
-		}
-		hold, err := g.store.ReserveFor(id, 0)
-		if err != nil {
-			return g.refuse(w, g.reserveError(id, err))
-		}
-		hold.Release()
-		return next.ServeHTTP(w, r)
+		return g.passUnmetered(w, r, next, id)
 	}
 
+	adm, refusal := g.admit(r, id, ep)
+	if refusal != nil {
+		return g.refuse(w, refusal)
+	}
+	defer adm.end(&err)
+	if refusal := g.prepare(r, adm); refusal != nil {
+		return g.refuse(w, refusal)
+	}
+	return g.forward(w, r, next, adm)
+}
+
+// misconfigured answers a request that reached the guard without an
+// authenticated caller, because no api_key_auth ran before it, with 500
+// gateway_misconfigured; the provider is never asked. The first such
+// request is logged as an error with the fix, later ones at debug level;
+// all are counted as rejected ("misconfigured").
+//
+// The mistake cannot be refused when the config loads (Caddy v2.11.9):
+//   - a handler is provisioned, and its Validate called, before the other
+//     handlers of its route are (Route.ProvisionHandlers loads the route's
+//     whole handler list, then assigns it: modules/caddyhttp/routes.go
+//     160-167; Validate follows Provision at once: context.go 427-453), and
+//     before every later route (routes.go 225-233), so it cannot see what
+//     runs before or after it; ctx.Modules() (context.go 655-661) gives
+//     only its ancestors, the http app and any subroute, half provisioned;
+//   - `caddy validate` only provisions (caddy.go 419-428, 744-750): no
+//     App.Start, so no hook runs once the whole config is provisioned; and
+//     the order in which apps are provisioned follows a map (caddy.go
+//     574-578);
+//   - even with the whole route tree, whether every request that reaches
+//     the guard passed api_key_auth first depends on matchers (paths,
+//     hosts, expressions, any matcher module) and on handlers that end or
+//     rewrite requests: a Caddyfile with `api_key_auth /v1/*` and a
+//     balance_guard without a matcher is right for /v1/ requests and
+//     wrong for the others.
+func (g *BalanceGuard) misconfigured(w http.ResponseWriter, r *http.Request) error {
+	log := g.logger.Debug
+	if atomic.CompareAndSwapInt32(&g.unauthenticatedSeen, 0, 1) {
+		log = g.logger.Error
+	}
+	log("balance_guard got a request that no api_key_auth authenticated; it answers this and every such request with 500 gateway_misconfigured",
+		zap.String("host", r.Host), zap.String("method", r.Method), zap.String("uri", r.RequestURI),
+		zap.String("fix", unauthenticatedFix))
+	return g.refuse(w, &openaiwire.APIError{
+		Status: http.StatusInternalServerError, Type: openaiwire.TypeServerError, Code: openaiwire.CodeGatewayMisconfig,
+		Reason:  "misconfigured",
+		Message: "The gateway is misconfigured (no API key check before the balance check), so the request was refused.",
+	})
+}
+
+// unauthenticatedFix is the remedy logged with the first unauthenticated
+// request.
+const unauthenticatedFix = "run api_key_auth before balance_guard on every request balance_guard handles: " +
+	"in a Caddyfile, write api_key_auth in balance_guard's site (or handle) block with no matcher, " +
+	"or with one that matches at least every request balance_guard's does, and keep the default directive order " +
+	"(in a route block, api_key_auth goes first); in JSON, put the api_key_auth handler " +
+	"(or authentication with the api_key provider) in a route that runs before balance_guard's and matches the same requests"
+
+// catalogRequest tells whether the guard answers the request itself from
+// its model catalog (GET or HEAD /v1/models[/{id}] with models_endpoint
+// gateway).
+func (g *BalanceGuard) catalogRequest(r *http.Request) (isList bool, modelID string, ok bool) {
+	if (r.Method != http.MethodGet && r.Method != http.MethodHead) || g.ModelsEndpoint != modelsFromGateway {
+		return false, "", false
+	}
+	return modelsPath(r.URL.Path)
+}
+
+// passUnmetered admits a request to an endpoint the gateway does not meter
+// on the balance rule alone (nothing is held or charged) and passes it on.
+func (g *BalanceGuard) passUnmetered(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id keystore.Identity) error {
+	if len(id.AllowedModels) > 0 {
+		// A key with an allowlist may not reach another model through
+		// an endpoint the gateway does not meter (images, audio, …).
+		b, ok, rerr := ReadBody(r, g.MaxRequestBody, false)
+		if rerr != nil {
+			return g.refuse(w, openaiwire.FromRequestError(rerr))
+		}
+		if ok && b.Info.Model != "" && !allowed(id, b.Info.Model, g.upstreamModel(b.Info.Model)) {
+			return g.refuse(w, modelNotAllowed(id, b.Info.Model))
+		}
+	}
+	// A hold of nothing is the admission check: released at once.
+	hold, err := g.store.ReserveFor(id, 0)
+	if err != nil {
+		return g.refuse(w, g.reserveError(id, err))
+	}
+	hold.Release()
+	return next.ServeHTTP(w, r)
+}
+
+// admission is a metered request the guard let in. It owns the request's
+// hold from admit on; end, deferred by ServeHTTP, is the one place that
+// gives it back: settled by the billing once forward has handed the request
+// on, released otherwise.
+type admission struct {
+	id       keystore.Identity
+	ep       endpoint
+	info     openaiwire.RequestInfo // of the body as the client sent it
+	raw      []byte                 // the body as the client sent it
+	upstream string                 // the model the provider is asked for
+	rate     rate
+	hold     *keystore.Hold
+
+	dropUsage bool            // set by prepare: the gateway asked for stream usage
+	repl      *caddy.Replacer // set by prepare, when the request has one
+	bill      *billing        // set by forward: the request went on
+}
+
+// admit decides whether a metered request may go: it reads the body, checks
+// the key's allowlist and the model's price, and holds the estimated cost
+// on the account. On a refusal, the error to answer, nothing is held.
+func (g *BalanceGuard) admit(r *http.Request, id keystore.Identity, ep endpoint) (*admission, *openaiwire.APIError) {
 	rb, _, rerr := ReadBody(r, g.MaxRequestBody, true)
 	if rerr != nil {
-		return g.refuse(w, openaiwire.FromRequestError(rerr))
+		return nil, openaiwire.FromRequestError(rerr)
 	}
 	info := rb.Info
 	upstream := g.upstreamModel(info.Model)
 	if info.Model != "" && !allowed(id, info.Model, upstream) {
-		return g.refuse(w, modelNotAllowed(id, info.Model))
+		return nil, modelNotAllowed(id, info.Model)
 	}
 	rt, ok := g.priceFor(info.Model)
 	if !ok && upstream != info.Model {
 		rt, ok = g.priceFor(upstream)
 	}
 	if !ok {
-		return g.refuse(w, modelNotPriced(info.Model))
+		return nil, modelNotPriced(info.Model)
 	}
 	hold, err := g.store.ReserveFor(id, g.holdFor(ep, info, rt))
 	if err != nil {
-		return g.refuse(w, g.reserveError(id, err))
+		return nil, g.reserveError(id, err)
 	}
+	return &admission{id: id, ep: ep, info: info, raw: rb.Raw, upstream: upstream, rate: rt, hold: hold}, nil
+}
 
-	body := rb.Raw
-	dropUsage := false
-	if info.Stream && !info.IncludeUsage && (ep == epChat || ep == epCompletions) {
+// prepare readies an admitted request for the provider: a stream that did
+// not ask for usage asks for it (the meter takes it out of the response
+// again), an alias is replaced by the provider's model, the response is
+// asked for unencoded so the meter can read it, and the model placeholders
+// are set. Its refusal is the error to answer.
+func (g *BalanceGuard) prepare(r *http.Request, a *admission) *openaiwire.APIError {
+	body := a.raw
+	if a.info.Stream && !a.info.IncludeUsage && (a.ep == epChat || a.ep == epCompletions) {
 		injected, err := openaiwire.InjectIncludeUsage(body)
 		if err != nil {
-			hold.Release()
-			return g.refuse(w, openaiwire.FromRequestError(openaiwire.InvalidJSON(err)))
+			return openaiwire.FromRequestError(openaiwire.InvalidJSON(err))
 		}
-		body, dropUsage = injected, true
+		body, a.dropUsage = injected, true
 	}
-	if upstream != info.Model {
-		rewritten, err := openaiwire.RewriteModel(body, upstream)
+	if a.upstream != a.info.Model {
+		rewritten, err := openaiwire.RewriteModel(body, a.upstream)
 		if err != nil {
-			hold.Release()
-			return g.refuse(w, openaiwire.FromRequestError(openaiwire.InvalidJSON(err)))
+			return openaiwire.FromRequestError(openaiwire.InvalidJSON(err))
 		}
 		body = rewritten
 	}
-	if dropUsage || upstream != info.Model {
-		SetBody(r, &Body{Raw: body, Info: info, Model: upstream})
+	if a.dropUsage || a.upstream != a.info.Model {
+		SetBody(r, &Body{Raw: body, Info: a.info, Model: a.upstream})
 	}
-	// Usage is read from the response as it passes: ask for it unencoded.
 	r.Header.Set("Accept-Encoding", "identity")
 
-	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl != nil {
-		repl.Set("ai_gateway.model", info.Model)
-		repl.Set("ai_gateway.upstream_model", upstream)
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok && repl != nil {
+		repl.Set("ai_gateway.model", a.info.Model)
+		repl.Set("ai_gateway.upstream_model", a.upstream)
+		a.repl = repl
 	}
+	return nil
+}
 
-	m := newMeter(w, dropUsage)
-	b := &billing{g: g, r: r, ep: ep, id: id, hold: hold, rate: rt, info: info, meter: m, start: time.Now(), repl: repl}
+// forward hands the request on with the response going through a meter,
+// which reads the usage as it passes. From here on the hold is settled, not
+// released (see end).
+func (g *BalanceGuard) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, a *admission) error {
+	m := newMeter(w, a.dropUsage)
+	a.bill = &billing{g: g, r: r, admission: a, meter: m, start: time.Now()}
 	// Learn whether the request reached the provider, for a client that
 	// leaves before the answer (see settle).
-	r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{WroteRequest: b.wroteRequest}))
-	var handlerErr error
-	defer func() {
-		// Settle whatever happens, a panic included; the hold never leaks.
-		m.stopDecoder()
-		if rec := recover(); rec != nil {
-			b.settle(fmt.Errorf("panic: %v", rec))
-			panic(rec)
-		}
-		b.settle(handlerErr)
-	}()
-	handlerErr = next.ServeHTTP(m, r)
+	r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{WroteRequest: a.bill.wroteRequest}))
+	err := next.ServeHTTP(m, r)
 	m.finish()
-	return handlerErr
+	return err
+}
+
+// end gives the hold back, once, on every way out of ServeHTTP: a request
+// that never went on (prepare refused it, or panicked) is released; one
+// that did is settled with what the meter saw and the handler error in
+// *errp, or the panic, which is then passed on.
+func (a *admission) end(errp *error) {
+	rec := recover()
+	switch {
+	case a.bill == nil:
+		a.hold.Release()
+	case rec != nil:
+		a.bill.meter.stopDecoder()
+		a.bill.settle(fmt.Errorf("panic: %v", rec))
+	default:
+		a.bill.meter.stopDecoder()
+		a.bill.settle(*errp)
+	}
+	if rec != nil {
+		panic(rec)
+	}
 }
 
 // holdFor is what admission holds for a request: the cost of its estimated

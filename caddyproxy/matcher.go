@@ -1,6 +1,7 @@
 package caddyproxy
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"path"
@@ -57,17 +58,18 @@ func (m *MatchModel) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// Provision validates the patterns.
+// Provision validates the patterns. Its errors do not name the module:
+// Caddy prefixes them with "provision http.matchers.ai_model: ".
 func (m MatchModel) Provision(caddy.Context) error {
 	if len(m) == 0 {
-		return fmt.Errorf("ai_model: at least one model pattern is required")
+		return errors.New("at least one model pattern is required")
 	}
 	for _, p := range m {
 		if p == "" {
-			return fmt.Errorf("ai_model: empty model pattern")
+			return errors.New("empty model pattern")
 		}
 		if _, err := path.Match(p, ""); err != nil {
-			return fmt.Errorf("ai_model: pattern %q: %w", p, err)
+			return fmt.Errorf("pattern %q: %w", p, err)
 		}
 	}
 	return nil
