@@ -153,26 +153,26 @@ type provisionErrorCase struct {
 // looked up, so an empty caddy.Context is enough.
 func TestBalanceGuardProvisionErrors(t *testing.T) {
 	for _, c := range []provisionErrorCase{
-		{"price without a model", `{"prices":[{"input":"1","output":"2"}]}`, "balance_guard: price without a model"},
-		{"price bad pattern", `{"prices":[{"model":"[x","input":"1","output":"2"}]}`, `balance_guard: price for "[x": bad pattern`},
-		{"price without input", `{"prices":[{"model":"m","output":"2"}]}`, `balance_guard: price for "m": input: invalid argument: empty amount`},
-		{"price without output", `{"prices":[{"model":"m","input":"1"}]}`, `balance_guard: price for "m": output: invalid argument: empty amount`},
+		{"price without a model", `{"prices":[{"input":"1","output":"2"}]}`, "price without a model"},
+		{"price bad pattern", `{"prices":[{"model":"[x","input":"1","output":"2"}]}`, `price for "[x": bad pattern`},
+		{"price without input", `{"prices":[{"model":"m","output":"2"}]}`, `price for "m": input: invalid argument: empty amount`},
+		{"price without output", `{"prices":[{"model":"m","input":"1"}]}`, `price for "m": output: invalid argument: empty amount`},
 		{"price negative input", `{"prices":[{"model":"m","input":"-0.1","output":"2"}]}`, `price "-0.1" is negative`},
-		{"price bad cached", `{"prices":[{"model":"m","input":"1","output":"2","cached":"1e3"}]}`, `balance_guard: price for "m": cached: invalid argument: amount "1e3"`},
+		{"price bad cached", `{"prices":[{"model":"m","input":"1","output":"2","cached":"1e3"}]}`, `price for "m": cached: invalid argument: amount "1e3"`},
 		{"second price is checked too", `{"prices":[{"model":"a","input":"1","output":"2"},{"model":"b","input":"x","output":"2"}]}`, `price for "b": input`},
-		{"unknown_model without action", `{"unknown_model":{}}`, `balance_guard: unknown_model must be 'reject' or 'price <input> <output>', got ""`},
+		{"unknown_model without action", `{"unknown_model":{}}`, `unknown_model must be 'reject' or 'price <input> <output>', got ""`},
 		{"unknown_model unknown action", `{"unknown_model":{"action":"allow"}}`, `got "allow"`},
-		{"unknown_model reject with prices", `{"unknown_model":{"action":"reject","input":"1","output":"2"}}`, "balance_guard: unknown_model reject takes no prices"},
-		{"unknown_model price without output", `{"unknown_model":{"action":"price","input":"1"}}`, "balance_guard: unknown_model price: output: invalid argument: empty amount"},
-		{"unknown_model price bad input", `{"unknown_model":{"action":"price","input":"one","output":"2"}}`, "balance_guard: unknown_model price: input"},
-		{"negative default_max_tokens", `{"default_max_tokens":-1}`, "balance_guard: default_max_tokens must not be negative"},
-		{"negative max_request_body", `{"max_request_body":-1}`, "balance_guard: max_request_body must not be negative"},
-		{"unknown models_endpoint", `{"models_endpoint":"both"}`, `balance_guard: models_endpoint must be gateway or upstream, got "both"`},
-		{"alias chain", `{"aliases":{"fast":"quick","quick":"gpt-4o-mini"}}`, `balance_guard: alias fast: target "quick" is itself an alias; aliases do not chain`},
-		{"alias to itself", `{"aliases":{"fast":"fast"}}`, `balance_guard: alias "fast" maps to itself`},
-		{"alias pattern", `{"aliases":{"gpt-*":"gpt-4o"}}`, `balance_guard: alias "gpt-*": a public model name cannot be a pattern`},
-		{"alias empty target", `{"aliases":{"fast":""}}`, `balance_guard: alias needs a public name and a provider model, got "fast" -> ""`},
-		{"alias empty public name", `{"aliases":{"":"gpt-4o"}}`, `balance_guard: alias needs a public name`},
+		{"unknown_model reject with prices", `{"unknown_model":{"action":"reject","input":"1","output":"2"}}`, "unknown_model reject takes no prices"},
+		{"unknown_model price without output", `{"unknown_model":{"action":"price","input":"1"}}`, "unknown_model price: output: invalid argument: empty amount"},
+		{"unknown_model price bad input", `{"unknown_model":{"action":"price","input":"one","output":"2"}}`, "unknown_model price: input"},
+		{"negative default_max_tokens", `{"default_max_tokens":-1}`, "default_max_tokens must not be negative"},
+		{"negative max_request_body", `{"max_request_body":-1}`, "max_request_body must not be negative"},
+		{"unknown models_endpoint", `{"models_endpoint":"both"}`, `models_endpoint must be gateway or upstream, got "both"`},
+		{"alias chain", `{"aliases":{"fast":"quick","quick":"gpt-4o-mini"}}`, `alias fast: target "quick" is itself an alias; aliases do not chain`},
+		{"alias to itself", `{"aliases":{"fast":"fast"}}`, `alias "fast" maps to itself`},
+		{"alias pattern", `{"aliases":{"gpt-*":"gpt-4o"}}`, `alias "gpt-*": a public model name cannot be a pattern`},
+		{"alias empty target", `{"aliases":{"fast":""}}`, `alias needs a public name and a provider model, got "fast" -> ""`},
+		{"alias empty public name", `{"aliases":{"":"gpt-4o"}}`, `alias needs a public name`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var g BalanceGuard
@@ -205,9 +205,9 @@ func TestMatchModelCaddyfileErrors(t *testing.T) {
 // the Caddyfile would not produce, or that only path.Match rejects.
 func TestMatchModelProvisionErrors(t *testing.T) {
 	for _, c := range []provisionErrorCase{
-		{"no pattern", `[]`, "ai_model: at least one model pattern is required"},
-		{"empty pattern", `["gpt-*",""]`, "ai_model: empty model pattern"},
-		{"bad pattern", `["gpt-[4o"]`, `ai_model: pattern "gpt-[4o": syntax error in pattern`},
+		{"no pattern", `[]`, "at least one model pattern is required"},
+		{"empty pattern", `["gpt-*",""]`, "empty model pattern"},
+		{"bad pattern", `["gpt-[4o"]`, `pattern "gpt-[4o": syntax error in pattern`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var m MatchModel
