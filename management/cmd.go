@@ -257,23 +257,28 @@ func escape(id string) string { return url.PathEscape(id) }
 
 // --- formatting ---
 
-// cliAccount is an account as the admin API shows it.
-type cliAccount struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Balance   string    `json:"balance"`
-	Currency  string    `json:"currency"`
-	Disabled  bool      `json:"disabled"`
-	CreatedAt time.Time `json:"created_at"`
+// balance renders an account's balance with its currency.
+func balance(a AccountView) string { return Money(amount(a.Balance), a.Currency) }
+
+// amount renders a decimal amount of the admin API the one way the CLI
+// shows amounts, keystore.FormatAmount's: at least two digits after the
+// point ("5.00", "0.0000144"). An amount that does not parse is shown as
+// it came.
+func amount(s string) string {
+	n, err := keystore.ParseAmount(s)
+	if err != nil {
+		return s
+	}
+	return keystore.FormatAmount(n)
 }
 
-func (a cliAccount) balance() string { return money(a.Balance, a.Currency) }
-
-func money(amount, currency string) string {
-	if currency == "" {
-		return amount
+// signed renders a change of a balance with its sign ("+10.00", "-1.50").
+func signed(s string) string {
+	s = amount(s)
+	if !strings.HasPrefix(s, "-") {
+		s = "+" + s
 	}
-	return amount + " " + currency
+	return s
 }
 
 func yesNo(b bool) string {
@@ -318,7 +323,7 @@ func printFields(w io.Writer, pairs ...string) error {
 	return tw.Flush()
 }
 
-func printAccounts(w io.Writer, accts []cliAccount) error {
+func printAccounts(w io.Writer, accts []AccountView) error {
 	if len(accts) == 0 {
 		_, err := fmt.Fprintln(w, "No accounts. Create one with: caddy ai-gateway accounts create ID")
 		return err
@@ -326,30 +331,23 @@ func printAccounts(w io.Writer, accts []cliAccount) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tNAME\tBALANCE\tDISABLED")
 	for _, a := range accts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.ID, a.Name, a.balance(), yesNo(a.Disabled))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.ID, a.Name, balance(a), yesNo(a.Disabled))
 	}
 	return tw.Flush()
 }
 
-func printAccount(w io.Writer, a cliAccount) error {
+func printAccount(w io.Writer, a AccountView) error {
 	return printFields(w,
 		"ID", a.ID,
 		"Name", a.Name,
-		"Balance", a.balance(),
+		"Balance", balance(a),
 		"Disabled", yesNo(a.Disabled),
 		"Created", fmtTime(a.CreatedAt),
 	)
 }
 
-// cliKey is a key as the admin API shows it, with the use of its spend
-// limit.
-type cliKey struct {
-	keystore.Key
-	SpendLimit *limitView `json:"spend_limit"`
-}
-
 // models renders a key's allowlist.
-func (k cliKey) models() string {
+func models(k KeyView) string {
 	if len(k.AllowedModels) == 0 {
 		return "any"
 	}
@@ -357,20 +355,20 @@ func (k cliKey) models() string {
 }
 
 // limit renders a key's spend limit and its use.
-func (k cliKey) limit() string {
+func limit(k KeyView) string {
 	l := k.SpendLimit
 	if l == nil {
 		return "none"
 	}
 	per := map[string]string{keystore.PeriodDay: "/day", keystore.PeriodMonth: "/month"}[l.Period]
-	s := fmt.Sprintf("%s of %s%s", l.Spent, l.Amount, per)
+	s := fmt.Sprintf("%s of %s%s", amount(l.Spent), keystore.FormatAmount(l.AmountNano), per)
 	if l.ResetsAt != nil {
 		s += ", resets " + fmtTime(*l.ResetsAt)
 	}
 	return s
 }
 
-func printKeys(w io.Writer, keys []cliKey) error {
+func printKeys(w io.Writer, keys []KeyView) error {
 	if len(keys) == 0 {
 		_, err := fmt.Fprintln(w, "No keys. Create one with: caddy ai-gateway keys create --account ID --name NAME")
 		return err
@@ -379,12 +377,12 @@ func printKeys(w io.Writer, keys []cliKey) error {
 	fmt.Fprintln(tw, "ID\tNAME\tACCOUNT\tHINT\tCREATED\tLAST USED\tEXPIRES\tMODELS\tSPEND LIMIT")
 	for _, k := range keys {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.AccountID, k.Hint,
-			fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt, "never"), keyExpires(k.Key), k.models(), k.limit())
+			fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt, "never"), keyExpires(k.Key), models(k), limit(k))
 	}
 	return tw.Flush()
 }
 
-func printKey(w io.Writer, k cliKey) error {
+func printKey(w io.Writer, k KeyView) error {
 	pairs := []string{
 		"ID", k.ID,
 		"Name", k.Name,
@@ -394,8 +392,8 @@ func printKey(w io.Writer, k cliKey) error {
 		"Created", fmtTime(k.CreatedAt),
 		"Last used", fmtTimePtr(k.LastUsedAt, "never"),
 		"Expires", keyExpires(k.Key),
-		"Models", k.models(),
-		"Spend limit", k.limit(),
+		"Models", models(k),
+		"Spend limit", limit(k),
 	}
 	if k.ReplacedBy != "" {
 		pairs = append(pairs, "Replaced by", k.ReplacedBy)
@@ -403,21 +401,13 @@ func printKey(w io.Writer, k cliKey) error {
 	return printFields(w, pairs...)
 }
 
-// newKeyAnswer is the admin API's answer to key creation: the key and, only
-// here, its plaintext.
-type newKeyAnswer struct {
-	cliKey
-	Secret  string `json:"key"`
-	Warning string `json:"warning"`
-}
-
 // printSecret prints a new plaintext key on its own line and the warning
 // that it will not be shown again.
-func printSecret(w io.Writer, nk newKeyAnswer) {
+func printSecret(w io.Writer, nk SecretKeyView) {
 	fmt.Fprintf(w, "\n%s\n\n", nk.Secret)
 	warning := nk.Warning
 	if warning == "" {
-		warning = "This is the only time the key is shown. Store it now; it cannot be retrieved again."
+		warning = ShownOnce
 	}
 	fmt.Fprintln(w, warning)
 }
@@ -454,9 +444,9 @@ func (c *gatewayCLI) accountsSetDisabled(disabled bool) *cobra.Command {
 account again restores access.`,
 		Args: namedArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var a cliAccount
+			var a AccountView
 			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/accounts/"+escape(args[0]),
-				map[string]bool{"disabled": disabled}, &a)
+				UpdateAccountRequest{Disabled: &disabled}, &a)
 			if err != nil || !table {
 				return err
 			}
@@ -474,14 +464,14 @@ func (c *gatewayCLI) accountsCreate() *cobra.Command {
 		Long:  "Creates an account with a zero balance. The name defaults to the id.",
 		Args:  namedArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var a cliAccount
+			var a AccountView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/accounts",
-				map[string]string{"id": args[0], "name": name}, &a)
+				CreateAccountRequest{ID: args[0], Name: name}, &a)
 			if err != nil || !table {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "Created account %s (%s), balance %s.\n", a.ID, a.Name, a.balance())
+			fmt.Fprintf(w, "Created account %s (%s), balance %s.\n", a.ID, a.Name, balance(a))
 			fmt.Fprintf(w, "Top it up with: caddy ai-gateway accounts topup %s AMOUNT\n", a.ID)
 			return nil
 		},
@@ -497,7 +487,7 @@ func (c *gatewayCLI) accountsList() *cobra.Command {
 		Short:   "List accounts with their balances",
 		Args:    namedArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var accts []cliAccount
+			var accts []AccountView
 			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/accounts", nil, &accts)
 			if err != nil || !table {
 				return err
@@ -513,7 +503,7 @@ func (c *gatewayCLI) accountsShow() *cobra.Command {
 		Short: "Show one account",
 		Args:  namedArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var a cliAccount
+			var a AccountView
 			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/accounts/"+escape(args[0]), nil, &a)
 			if err != nil || !table {
 				return err
@@ -561,28 +551,19 @@ AMOUNT (for example -1.50) is a correction that lowers the balance.`,
 			if _, err := keystore.ParseAmount(amount); err != nil {
 				return usageError(cmd, fmt.Errorf("bad AMOUNT: %w", err))
 			}
-			var res struct {
-				Account cliAccount `json:"account"`
-				Entry   struct {
-					ID           int64  `json:"id"`
-					Amount       string `json:"amount"`
-					BalanceAfter string `json:"balance_after"`
-					Note         string `json:"note"`
-				} `json:"ledger_entry"`
-			}
+			var res BalanceAdjustedView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/accounts/"+escape(args[0])+"/balance",
 				map[string]string{"amount": amount, "note": note}, &res)
 			if err != nil || !table {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			delta := res.Entry.Amount
-			if !strings.HasPrefix(delta, "-") {
-				delta = "+" + delta
+			if res.Entry == nil {
+				return errors.New("the admin API's answer has no ledger entry")
 			}
 			fmt.Fprintf(w, "Balance of %s changed by %s (ledger entry %d).\n",
-				res.Account.ID, money(delta, res.Account.Currency), res.Entry.ID)
-			fmt.Fprintf(w, "New balance: %s\n", res.Account.balance())
+				res.Account.ID, Money(signed(res.Entry.Amount), res.Account.Currency), res.Entry.ID)
+			fmt.Fprintf(w, "New balance: %s\n", balance(res.Account))
 			return nil
 		},
 	}
@@ -653,7 +634,7 @@ total, per day or per month (UTC).`,
 			if err := setExpiry(cmd, req, expiresIn, expiresAt); err != nil {
 				return err
 			}
-			var nk newKeyAnswer
+			var nk SecretKeyView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/keys", req, &nk)
 			if err != nil || !table {
 				return err
@@ -662,7 +643,7 @@ total, per day or per month (UTC).`,
 			fmt.Fprintf(w, "Created key %s (%q) for account %s, expires %s.\n",
 				nk.ID, nk.Name, nk.AccountID, fmtTimePtr(nk.ExpiresAt, "never"))
 			if len(nk.AllowedModels) > 0 || nk.SpendLimit != nil {
-				fmt.Fprintf(w, "Models: %s; spend limit: %s.\n", nk.models(), nk.limit())
+				fmt.Fprintf(w, "Models: %s; spend limit: %s.\n", models(nk.KeyView), limit(nk.KeyView))
 			}
 			printSecret(w, nk)
 			return nil
@@ -692,7 +673,7 @@ func (c *gatewayCLI) keysList() *cobra.Command {
 			if account != "" {
 				uri += "?" + url.Values{"account": {account}}.Encode()
 			}
-			var keys []cliKey
+			var keys []KeyView
 			table, err := c.callInto(cmd, http.MethodGet, uri, nil, &keys)
 			if err != nil || !table {
 				return err
@@ -710,7 +691,7 @@ func (c *gatewayCLI) keysShow() *cobra.Command {
 		Short: "Show one API key (never its plaintext)",
 		Args:  namedArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var k cliKey
+			var k KeyView
 			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/keys/"+escape(args[0]), nil, &k)
 			if err != nil || !table {
 				return err
@@ -726,9 +707,9 @@ func (c *gatewayCLI) keysRename() *cobra.Command {
 		Short: "Rename an API key",
 		Args:  namedArgs("KEY_ID", "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var k keystore.Key
+			var k KeyView
 			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/keys/"+escape(args[0]),
-				map[string]string{"name": args[1]}, &k)
+				UpdateKeyRequest{Name: &args[1]}, &k)
 			if err != nil || !table {
 				return err
 			}
@@ -833,7 +814,7 @@ new limit counts what they already spent in the current period.`,
 			if len(req) == 0 {
 				return usageError(cmd, errors.New("nothing to change: give at least one flag"))
 			}
-			var k cliKey
+			var k KeyView
 			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/keys/"+escape(args[0]), req, &k)
 			if err != nil || !table {
 				return err
@@ -859,9 +840,7 @@ func (c *gatewayCLI) keysDelete() *cobra.Command {
 		Short:   "Delete (revoke) an API key; it stops working at once",
 		Args:    namedArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var res struct {
-				ID string `json:"id"`
-			}
+			var res DeletedKeyView
 			table, err := c.callInto(cmd, http.MethodDelete, "/ai-gateway/keys/"+escape(args[0]), nil, &res)
 			if err != nil || !table {
 				return err
@@ -882,14 +861,8 @@ expiry, and prints it once. The old key stops working at once or, with
 --grace, when the grace period is over (or at its own earlier expiry).`,
 		Args: namedArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := map[string]string{}
-			if grace != "" {
-				req["grace"] = grace
-			}
-			var res struct {
-				New newKeyAnswer `json:"new"`
-				Old keystore.Key `json:"old"`
-			}
+			req := RotateKeyRequest{Grace: grace}
+			var res RotatedKeyView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/keys/"+escape(args[0])+"/rotate", req, &res)
 			if err != nil || !table {
 				return err
