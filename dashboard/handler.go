@@ -131,14 +131,6 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate implements caddy.Validator.
-func (d *Dashboard) Validate() error {
-	if d.store == nil {
-		return errors.New("ai_dashboard: not provisioned")
-	}
-	return nil
-}
-
 // contentSecurityPolicy allows only the dashboard's own files: no inline
 // script or style, no framing, no foreign connections.
 const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
@@ -335,6 +327,5 @@ func (d *Dashboard) Cleanup() error {
 var (
 	_ caddy.Provisioner           = (*Dashboard)(nil)
 	_ caddy.CleanerUpper          = (*Dashboard)(nil)
-	_ caddy.Validator             = (*Dashboard)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Dashboard)(nil)
 )
