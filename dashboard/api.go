@@ -65,6 +65,26 @@ var (
 		"There is no such key in this account. It may have been deleted; reload the list."}
 )
 
+// errStoreUnavailable: the key store this dashboard was started with is
+// closed or is no longer the gateway's (a reload switched the database), so
+// a missing account proves nothing about the user.
+var errStoreUnavailable = &apiError{http.StatusServiceUnavailable, "server_error", "store_unavailable",
+	"The gateway's key store is not available to this dashboard: it was closed or changed by a configuration reload. " +
+		"Reload the page in a moment; if this persists, tell the operator of this gateway."}
+
+// storeProblem tells whether the dashboard's store can be trusted to say
+// that an account does not exist: it must answer and still be the store of
+// the running config.
+func (d *Dashboard) storeProblem(ctx context.Context) *apiError {
+	if d.store == nil || d.store.Ping(ctx) != nil {
+		return errStoreUnavailable
+	}
+	if cur, err := management.RunningStore(); err == nil && cur != d.store {
+		return errStoreUnavailable
+	}
+	return nil
+}
+
 func noAccount(user, account string) *apiError {
 	return &apiError{http.StatusForbidden, "permission_error", "no_account",
 		fmt.Sprintf("You are signed in as %q, but there is no gateway account %q for you. Ask the operator of this gateway to create it.", user, account)}
@@ -215,6 +235,9 @@ func (d *Dashboard) accountOf(r *http.Request, s session) (string, *apiError) {
 		}
 		if _, err := d.store.Account(r.Context(), s.own); err != nil {
 			if errors.Is(err, keystore.ErrNotFound) {
+				if e := d.storeProblem(r.Context()); e != nil {
+					return "", e
+				}
 				return "", noAccount(s.user, s.own)
 			}
 			return "", storeError(err)
@@ -229,6 +252,11 @@ func (d *Dashboard) accountOf(r *http.Request, s session) (string, *apiError) {
 		return "", errNoAccountChosen
 	}
 	if _, err := d.store.Account(r.Context(), acct); err != nil {
+		if errors.Is(err, keystore.ErrNotFound) {
+			if e := d.storeProblem(r.Context()); e != nil {
+				return "", e
+			}
+		}
 		if errors.Is(err, keystore.ErrNotFound) && param == "" {
 			return "", errNoAccountChosen
 		}

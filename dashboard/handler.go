@@ -217,6 +217,10 @@ func (d *Dashboard) servePage(w http.ResponseWriter, r *http.Request, s session)
 	}
 	if !s.admin {
 		if _, err := d.store.Account(r.Context(), s.own); err != nil {
+			if errors.Is(err, keystore.ErrNotFound) && d.storeProblem(r.Context()) != nil {
+				d.logger.Warn("dashboard: the key store is closed or no longer the gateway's", zap.String("user", s.user))
+				return d.renderDenied(w, http.StatusServiceUnavailable, "Key store unavailable", errStoreUnavailable.message)
+			}
 			if errors.Is(err, keystore.ErrNotFound) {
 				d.logger.Info("dashboard user has no account", zap.String("user", s.user), zap.String("account", s.own))
 				return d.renderDenied(w, http.StatusForbidden, "No account yet",
