@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -97,6 +98,9 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusServiceUnavailable, err)
 	}
 	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, adminPrefix), "/"), "/")
+	if err := refuseKeysInRequest(parts, r.URL.Query()); err != nil {
+		return apiErr(http.StatusBadRequest, err)
+	}
 	h := adminHandler{app: app, store: app.store}
 	switch {
 	case len(parts) == 1 && parts[0] == "accounts":
@@ -139,6 +143,36 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 // writeJSON answers the admin API's JSON, indented for people reading it.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
 	return WriteIndentedJSON(w, status, v)
+}
+
+// refuseKeysInRequest refuses a plaintext API key where the route wants an
+// id (path or query), before the key is looked up and echoed in a "not
+// found"; the error shows it only masked.
+func refuseKeysInRequest(parts []string, q url.Values) error {
+	if len(parts) >= 2 {
+		switch parts[0] {
+		case "keys":
+			if err := keyWhereKeyIDBelongs("key id", parts[1]); err != nil {
+				return err
+			}
+		case "accounts":
+			if err := keyWhereIDBelongs("account id", parts[1]); err != nil {
+				return err
+			}
+		}
+	}
+	for name, vals := range q {
+		for _, v := range vals {
+			check := keyWhereIDBelongs
+			if name == "key" {
+				check = keyWhereKeyIDBelongs
+			}
+			if err := check("query parameter "+name, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 type adminHandler struct {
