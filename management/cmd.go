@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
@@ -103,6 +105,7 @@ func configureAIGatewayCommand(cmd *cobra.Command) {
 	pf.StringVarP(&c.adapter, "adapter", "a", "", "Name of config adapter to apply (if --config is used)")
 	pf.BoolVar(&c.json, "json", false, "Print the admin API's JSON answer instead of a table")
 	cmd.RunE = groupRunE
+	cmd.PersistentPreRunE = refuseKeysInCommandLine
 	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand())
 }
 
@@ -149,6 +152,51 @@ func checkNamedArgs(cmd *cobra.Command, args []string, names ...string) error {
 	return nil
 }
 
+// refuseKeysInCommandLine refuses, before anything is sent, an argument or
+// flag value that is a plaintext API key: no command takes one, and the
+// admin API would echo it in an error and Caddy log it.
+func refuseKeysInCommandLine(cmd *cobra.Command, args []string) error {
+	var err error
+	for _, name := range []string{"account", "key", "name", "note", "model", "models"} {
+		if v, ferr := cmd.Flags().GetString(name); ferr == nil && cmd.Flags().Changed(name) && err == nil {
+			err = keyWhereIDBelongs("--"+name, v)
+		}
+	}
+	for _, a := range args {
+		if err != nil {
+			break
+		}
+		what := "argument"
+		if name, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(name, "-") {
+			what, a = name, v // a flag of a command that parses its own flags
+		}
+		err = keyWhereIDBelongs(what, a)
+	}
+	if err != nil {
+		return fmt.Errorf("refused, nothing was sent: %w", err)
+	}
+	return nil
+}
+
+// keyIDArgs is namedArgs for a command whose arguments include KEY_ID: a
+// plaintext key given as KEY_ID is refused before anything is sent, and
+// shown only masked.
+func keyIDArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := checkNamedArgs(cmd, args, names...); err != nil {
+			return err
+		}
+		for i, n := range names {
+			if n == "KEY_ID" {
+				if err := keyWhereKeyIDBelongs(n, args[i]); err != nil {
+					return fmt.Errorf("refused, nothing was sent: %w", err)
+				}
+			}
+		}
+		return nil
+	}
+}
+
 // --- talking to the admin API ---
 
 // adminAPIError is a non-2xx answer of the admin API.
@@ -189,9 +237,51 @@ func (c *gatewayCLI) adminAddress(cmd *cobra.Command) (string, error) {
 	if c.adapter != "" && c.config == "" {
 		return "", usageError(cmd, errors.New("--adapter needs --config"))
 	}
+	if c.address != "" {
+		return normalizeAdminAddress(c.address)
+	}
 	addr, err := caddycmd.DetermineAdminAPIAddress(c.address, nil, c.config, c.adapter)
 	if err != nil {
 		return "", fmt.Errorf("finding the admin API address in %s: %w", c.config, err)
+	}
+	return addr, nil
+}
+
+// normalizeAdminAddress checks --address and returns it in the form Caddy's
+// admin client takes: host:port, a unix socket (unix//path) or a URL with
+// the http scheme (http://localhost:2019/), which is reduced to host:port.
+// The admin API is spoken over plain HTTP, so https:// is refused rather
+// than quietly sent in the clear.
+func normalizeAdminAddress(s string) (string, error) {
+	addr := strings.TrimSpace(s)
+	if scheme, _, ok := strings.Cut(addr, "://"); ok {
+		u, err := url.Parse(addr)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("--address %q is not a valid URL: %w", s, err)
+		case strings.EqualFold(scheme, "https"):
+			return "", fmt.Errorf("--address %q: caddy ai-gateway reaches the admin API over plain http only; give http://HOST:PORT or HOST:PORT", s)
+		case !strings.EqualFold(scheme, "http"):
+			return "", fmt.Errorf("--address %q: scheme %q is not supported; give http://HOST:PORT or HOST:PORT (e.g. localhost:2019)", s, scheme)
+		case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+			return "", fmt.Errorf("--address %q: give only the scheme, host and port (e.g. http://localhost:2019), no path, query or credentials", s)
+		case u.Host == "":
+			return "", fmt.Errorf("--address %q has no host", s)
+		}
+		addr = u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), "80")
+		}
+	}
+	na, err := caddy.ParseNetworkAddress(addr)
+	if err != nil {
+		return "", fmt.Errorf("--address %q is not an admin address (HOST:PORT such as localhost:2019, http://localhost:2019, or unix//path/to/socket): %w", s, err)
+	}
+	if na.PortRangeSize() > 1 {
+		return "", fmt.Errorf("--address %q is a port range; give one port", s)
+	}
+	if !na.IsUnixNetwork() && !na.IsFdNetwork() && na.StartPort == 0 {
+		return "", fmt.Errorf("--address %q has no port; give HOST:PORT such as localhost:2019", s)
 	}
 	return addr, nil
 }
@@ -548,8 +638,12 @@ AMOUNT (for example -1.50) is a correction that lowers the balance.`,
 				return err
 			}
 			amount := strings.TrimSpace(args[1])
-			if _, err := keystore.ParseAmount(amount); err != nil {
+			n, err := keystore.ParseAmount(amount)
+			if err != nil {
 				return usageError(cmd, fmt.Errorf("bad AMOUNT: %w", err))
+			}
+			if n == 0 {
+				return usageError(cmd, fmt.Errorf("bad AMOUNT %q: a zero amount changes nothing; give a positive amount to top up or a negative one to correct", amount))
 			}
 			var res BalanceAdjustedView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/accounts/"+escape(args[0])+"/balance",
@@ -689,7 +783,7 @@ func (c *gatewayCLI) keysShow() *cobra.Command {
 	return &cobra.Command{
 		Use:   "show KEY_ID",
 		Short: "Show one API key (never its plaintext)",
-		Args:  namedArgs("KEY_ID"),
+		Args:  keyIDArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var k KeyView
 			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/keys/"+escape(args[0]), nil, &k)
@@ -705,7 +799,7 @@ func (c *gatewayCLI) keysRename() *cobra.Command {
 	return &cobra.Command{
 		Use:   "rename KEY_ID NAME",
 		Short: "Rename an API key",
-		Args:  namedArgs("KEY_ID", "NAME"),
+		Args:  keyIDArgs("KEY_ID", "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var k KeyView
 			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/keys/"+escape(args[0]),
@@ -796,7 +890,7 @@ func (c *gatewayCLI) keysUpdate() *cobra.Command {
 models and the spend limit apply to the key together with the keys it
 replaced or that replace it by rotation, which share one spend counter; a
 new limit counts what they already spent in the current period.`,
-		Args: namedArgs("KEY_ID"),
+		Args: keyIDArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := map[string]any{}
 			if cmd.Flags().Changed("name") {
@@ -838,7 +932,7 @@ func (c *gatewayCLI) keysDelete() *cobra.Command {
 		Use:     "delete KEY_ID",
 		Aliases: []string{"revoke", "rm"},
 		Short:   "Delete (revoke) an API key; it stops working at once",
-		Args:    namedArgs("KEY_ID"),
+		Args:    keyIDArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var res DeletedKeyView
 			table, err := c.callInto(cmd, http.MethodDelete, "/ai-gateway/keys/"+escape(args[0]), nil, &res)
@@ -859,7 +953,7 @@ func (c *gatewayCLI) keysRotate() *cobra.Command {
 		Long: `Creates a replacement for an API key, with the same name, account and
 expiry, and prints it once. The old key stops working at once or, with
 --grace, when the grace period is over (or at its own earlier expiry).`,
-		Args: namedArgs("KEY_ID"),
+		Args: keyIDArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := RotateKeyRequest{Grace: grace}
 			var res RotatedKeyView

@@ -38,6 +38,9 @@ provider reported no usage (for example a stream cut before its end).`,
   $ caddy ai-gateway usage --account acme --adjustments`,
 		Args: namedArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := keyWhereKeyIDBelongs("--key", f.key); err != nil {
+				return fmt.Errorf("refused, nothing was sent: %w", err)
+			}
 			q := url.Values{}
 			for name, v := range map[string]string{
 				"account": f.account, "key": f.key, "model": f.model,
