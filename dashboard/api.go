@@ -2,10 +2,8 @@ package dashboard
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"strconv"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/metask/caddy-ai-gateway/caddyproxy/openaiwire"
 	"github.com/metask/caddy-ai-gateway/keystore"
+	"github.com/metask/caddy-ai-gateway/management"
 )
 
 // The dashboard's JSON API, relative to where the handler is mounted:
@@ -66,6 +65,26 @@ var (
 		"There is no such key in this account. It may have been deleted; reload the list."}
 )
 
+// errStoreUnavailable: the key store this dashboard was started with is
+// closed or is no longer the gateway's (a reload switched the database), so
+// a missing account proves nothing about the user.
+var errStoreUnavailable = &apiError{http.StatusServiceUnavailable, "server_error", "store_unavailable",
+	"The gateway's key store is not available to this dashboard: it was closed or changed by a configuration reload. " +
+		"Reload the page in a moment; if this persists, tell the operator of this gateway."}
+
+// storeProblem tells whether the dashboard's store can be trusted to say
+// that an account does not exist: it must answer and still be the store of
+// the running config.
+func (d *Dashboard) storeProblem(ctx context.Context) *apiError {
+	if d.store == nil || d.store.Ping(ctx) != nil {
+		return errStoreUnavailable
+	}
+	if cur, err := management.RunningStore(); err == nil && cur != d.store {
+		return errStoreUnavailable
+	}
+	return nil
+}
+
 func noAccount(user, account string) *apiError {
 	return &apiError{http.StatusForbidden, "permission_error", "no_account",
 		fmt.Sprintf("You are signed in as %q, but there is no gateway account %q for you. Ask the operator of this gateway to create it.", user, account)}
@@ -99,38 +118,26 @@ func writeError(w http.ResponseWriter, e *apiError) error {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encoding dashboard answer: %w", err)
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
-	w.WriteHeader(status)
-	_, err = w.Write(append(body, '\n'))
-	return err
+	return management.WriteJSON(w, status, v)
 }
 
-// decode reads a JSON request body strictly: it must be declared JSON,
-// unknown fields and trailing data are errors.
+// decode reads a JSON request body strictly (management.ReadJSON): it must
+// be declared JSON, unknown fields and trailing data are errors.
 func decode(r *http.Request, v any) *apiError {
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return &apiError{http.StatusUnsupportedMediaType, "invalid_request_error", "invalid_content_type",
 			"The request body must be JSON (Content-Type: application/json)."}
 	}
-	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return badRequest("The request body must be a JSON object.")
-		}
+	switch err := management.ReadJSON(r.Body, 64<<10, v); {
+	case err == nil:
+		return nil
+	case errors.Is(err, management.ErrEmptyBody):
+		return badRequest("The request body must be a JSON object.")
+	case errors.Is(err, management.ErrTrailingData):
+		return badRequest("The request body has data after the JSON object.")
+	default:
 		return badRequest("The request body is not valid: %v.", err)
 	}
-	if dec.More() {
-		return badRequest("The request body has data after the JSON object.")
-	}
-	return nil
 }
 
 // route is one API endpoint.
@@ -228,6 +235,9 @@ func (d *Dashboard) accountOf(r *http.Request, s session) (string, *apiError) {
 		}
 		if _, err := d.store.Account(r.Context(), s.own); err != nil {
 			if errors.Is(err, keystore.ErrNotFound) {
+				if e := d.storeProblem(r.Context()); e != nil {
+					return "", e
+				}
 				return "", noAccount(s.user, s.own)
 			}
 			return "", storeError(err)
@@ -242,6 +252,11 @@ func (d *Dashboard) accountOf(r *http.Request, s session) (string, *apiError) {
 		return "", errNoAccountChosen
 	}
 	if _, err := d.store.Account(r.Context(), acct); err != nil {
+		if errors.Is(err, keystore.ErrNotFound) {
+			if e := d.storeProblem(r.Context()); e != nil {
+				return "", e
+			}
+		}
 		if errors.Is(err, keystore.ErrNotFound) && param == "" {
 			return "", errNoAccountChosen
 		}
@@ -250,44 +265,12 @@ func (d *Dashboard) accountOf(r *http.Request, s session) (string, *apiError) {
 	return acct, nil
 }
 
-// accountView is an account as the dashboard shows it.
-type accountView struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Disabled    bool      `json:"disabled"`
-	CreatedAt   time.Time `json:"created_at"`
-	BalanceNano int64     `json:"balance_nano"`
-	Balance     string    `json:"balance"`
-	HeldNano    int64     `json:"held_nano"`
-	Held        string    `json:"held"`
-	Currency    string    `json:"currency"`
-}
-
-func (d *Dashboard) view(a keystore.Account) accountView {
-	_, held, _ := d.store.Available(a.ID)
-	return accountView{ID: a.ID, Name: a.Name, Disabled: a.Disabled, CreatedAt: a.CreatedAt,
-		BalanceNano: a.Balance, Balance: keystore.FormatAmount(a.Balance),
-		HeldNano: held, Held: keystore.FormatAmount(held), Currency: d.currency}
-}
-
-func (d *Dashboard) accountViews(ctx context.Context) []accountView {
-	accts := d.store.Accounts(ctx)
-	out := make([]accountView, 0, len(accts))
-	for _, a := range accts {
-		out = append(out, d.view(a))
-	}
-	return out
+func (d *Dashboard) view(a keystore.Account) management.AccountView {
+	return management.NewAccountView(d.store, a, d.currency)
 }
 
 func (d *Dashboard) getSession(w http.ResponseWriter, r *http.Request, c *call) error {
-	out := struct {
-		User       string        `json:"user"`
-		Admin      bool          `json:"admin"`
-		Account    *accountView  `json:"account"`
-		Accounts   []accountView `json:"accounts,omitempty"`
-		Currency   string        `json:"currency"`
-		GatewayURL string        `json:"gateway_url,omitempty"`
-	}{User: c.s.user, Admin: c.s.admin, Currency: d.currency, GatewayURL: d.GatewayURL}
+	out := management.SessionView{User: c.s.user, Admin: c.s.admin, Currency: d.currency, GatewayURL: d.GatewayURL}
 	acct, e := d.accountOf(r, c.s)
 	switch {
 	case e == nil:
@@ -303,20 +286,17 @@ func (d *Dashboard) getSession(w http.ResponseWriter, r *http.Request, c *call) 
 		return writeError(w, e)
 	}
 	if c.s.admin {
-		out.Accounts = d.accountViews(r.Context())
+		out.Accounts = management.AccountViews(r.Context(), d.store, d.currency)
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
 
 func (d *Dashboard) listAccounts(w http.ResponseWriter, r *http.Request, _ *call) error {
-	return writeJSON(w, http.StatusOK, d.accountViews(r.Context()))
+	return writeJSON(w, http.StatusOK, management.AccountViews(r.Context(), d.store, d.currency))
 }
 
 func (d *Dashboard) createAccount(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req struct {
-		ID   string `json:"id"`
-		Name string `json:"name"`
-	}
+	var req management.CreateAccountRequest
 	if e := decode(r, &req); e != nil {
 		return writeError(w, e)
 	}
@@ -333,15 +313,15 @@ func (d *Dashboard) createAccount(w http.ResponseWriter, r *http.Request, c *cal
 }
 
 func (d *Dashboard) adjustBalance(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req struct {
-		Amount string `json:"amount"`
-		Note   string `json:"note"`
-	}
+	var req management.BalanceRequest
 	if e := decode(r, &req); e != nil {
 		return writeError(w, e)
 	}
-	amount, err := keystore.ParseAmount(strings.TrimSpace(req.Amount))
+	amount, err := req.ParseAmount()
 	if err != nil {
+		if !errors.Is(err, keystore.ErrInvalid) {
+			return writeError(w, badRequest(`The amount must be a decimal string such as "10.50".`))
+		}
 		return writeError(w, storeError(err))
 	}
 	note := strings.TrimSpace(req.Note)
@@ -354,10 +334,7 @@ func (d *Dashboard) adjustBalance(w http.ResponseWriter, r *http.Request, c *cal
 	}
 	d.logger.Info("dashboard: balance adjusted", zap.String("user", c.s.user), zap.String("account", a.ID),
 		zap.String("amount", keystore.FormatAmount(amount)), zap.Int64("ledger_entry", entry.ID))
-	return writeJSON(w, http.StatusOK, struct {
-		Account accountView `json:"account"`
-		EntryID int64       `json:"ledger_entry_id"`
-	}{d.view(a), entry.ID})
+	return writeJSON(w, http.StatusOK, management.BalanceAdjustedView{Account: d.view(a), EntryID: entry.ID})
 }
 
 func (d *Dashboard) listKeys(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -365,20 +342,12 @@ func (d *Dashboard) listKeys(w http.ResponseWriter, r *http.Request, c *call) er
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
-	return writeJSON(w, http.StatusOK, struct {
-		Keys []keystore.Key `json:"keys"`
-	}{keys})
+	out := management.KeyListView{Keys: make([]management.KeyView, 0, len(keys))}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, management.NewKeyView(k))
+	}
+	return writeJSON(w, http.StatusOK, out)
 }
-
-// newKeyView is the only shape in which the dashboard ever sends a
-// plaintext key: the answer to a POST that created or rotated it.
-type newKeyView struct {
-	keystore.Key
-	Secret  string `json:"key"`
-	Warning string `json:"warning"`
-}
-
-const shownOnce = "This is the only time the key is shown. Store it now; it cannot be retrieved again."
 
 // maxDuration bounds expiries and grace periods (ten years).
 const maxDuration = 10 * 365 * 24 * time.Hour
@@ -395,10 +364,7 @@ func parseDuration(what, s string, allowZero bool) (time.Duration, *apiError) {
 }
 
 func (d *Dashboard) createKey(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req struct {
-		Name      string `json:"name"`
-		ExpiresIn string `json:"expires_in"`
-	}
+	var req management.DashboardKeyRequest
 	if e := decode(r, &req); e != nil {
 		return writeError(w, e)
 	}
@@ -417,7 +383,7 @@ func (d *Dashboard) createKey(w http.ResponseWriter, r *http.Request, c *call) e
 	}
 	d.logger.Info("dashboard: key created", zap.String("user", c.s.user), zap.String("account", c.account),
 		zap.String("key_id", k.ID))
-	return writeJSON(w, http.StatusCreated, newKeyView{Key: k, Secret: plaintext, Warning: shownOnce})
+	return writeJSON(w, http.StatusCreated, management.NewSecretKeyView(management.NewKeyView(k), plaintext))
 }
 
 // ownKey returns the key of a key route if it belongs to the call's
@@ -440,9 +406,7 @@ func (d *Dashboard) ownKey(ctx context.Context, c *call) (keystore.Key, *apiErro
 }
 
 func (d *Dashboard) renameKey(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req struct {
-		Name string `json:"name"`
-	}
+	var req management.RenameKeyRequest
 	if e := decode(r, &req); e != nil {
 		return writeError(w, e)
 	}
@@ -456,7 +420,7 @@ func (d *Dashboard) renameKey(w http.ResponseWriter, r *http.Request, c *call) e
 		}
 		return writeError(w, storeError(err))
 	}
-	return writeJSON(w, http.StatusOK, k)
+	return writeJSON(w, http.StatusOK, management.NewKeyView(k))
 }
 
 func (d *Dashboard) deleteKey(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -471,13 +435,11 @@ func (d *Dashboard) deleteKey(w http.ResponseWriter, r *http.Request, c *call) e
 	}
 	d.logger.Info("dashboard: key deleted", zap.String("user", c.s.user), zap.String("account", c.account),
 		zap.String("key_id", c.keyID))
-	return writeJSON(w, http.StatusOK, map[string]any{"id": c.keyID, "deleted": true})
+	return writeJSON(w, http.StatusOK, management.DeletedKeyView{ID: c.keyID, Deleted: true})
 }
 
 func (d *Dashboard) rotateKey(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req struct {
-		Grace string `json:"grace"`
-	}
+	var req management.RotateKeyRequest
 	if e := decode(r, &req); e != nil {
 		return writeError(w, e)
 	}
@@ -497,48 +459,10 @@ func (d *Dashboard) rotateKey(w http.ResponseWriter, r *http.Request, c *call) e
 	}
 	d.logger.Info("dashboard: key rotated", zap.String("user", c.s.user), zap.String("account", c.account),
 		zap.String("old_key_id", old.ID), zap.String("new_key_id", nk.ID), zap.Duration("grace", grace))
-	return writeJSON(w, http.StatusOK, struct {
-		New newKeyView   `json:"new"`
-		Old keystore.Key `json:"old"`
-	}{newKeyView{Key: nk, Secret: plaintext, Warning: shownOnce}, old})
-}
-
-// totalView is one group of usage totals.
-type totalView struct {
-	Group            string `json:"group"`
-	Name             string `json:"name,omitempty"`
-	Deleted          bool   `json:"deleted,omitempty"`
-	Requests         int64  `json:"requests"`
-	PromptTokens     int64  `json:"prompt_tokens"`
-	CompletionTokens int64  `json:"completion_tokens"`
-	CachedTokens     int64  `json:"cached_tokens"`
-	CostNano         int64  `json:"cost_nano"`
-	Cost             string `json:"cost"`
-}
-
-func newTotalView(t keystore.UsageTotal) totalView {
-	return totalView{Group: t.Group, Requests: t.Requests, PromptTokens: t.PromptTokens,
-		CompletionTokens: t.CompletionTokens, CachedTokens: t.CachedTokens,
-		CostNano: t.Cost, Cost: keystore.FormatAmount(t.Cost)}
-}
-
-// ledgerView is a ledger row as the dashboard shows it.
-type ledgerView struct {
-	ID               int64     `json:"id"`
-	CreatedAt        time.Time `json:"created_at"`
-	Kind             string    `json:"kind"`
-	KeyID            string    `json:"key_id,omitempty"`
-	KeyName          string    `json:"key_name,omitempty"`
-	Model            string    `json:"model,omitempty"`
-	PromptTokens     int64     `json:"prompt_tokens"`
-	CompletionTokens int64     `json:"completion_tokens"`
-	Status           int       `json:"status,omitempty"`
-	DurationMS       int64     `json:"duration_ms"`
-	Estimated        bool      `json:"estimated,omitempty"`
-	Note             string    `json:"note,omitempty"`
-	AmountNano       int64     `json:"amount_nano"`
-	Amount           string    `json:"amount"`
-	BalanceAfter     string    `json:"balance_after"`
+	return writeJSON(w, http.StatusOK, management.RotatedKeyView{
+		New: management.NewSecretKeyView(management.NewKeyView(nk), plaintext),
+		Old: management.NewKeyView(old),
+	})
 }
 
 // usageDays is the default period of the usage page; maxUsageDays bounds it.
@@ -601,20 +525,20 @@ func (d *Dashboard) usage(w http.ResponseWriter, r *http.Request, c *call) error
 	for _, t := range byDay {
 		dayTotals[t.Group] = t
 	}
-	dayViews := make([]totalView, 0, days)
+	dayViews := make([]management.UsageTotalView, 0, days)
 	for i := 0; i < days; i++ {
 		day := since.AddDate(0, 0, i).Format("2006-01-02")
 		t := dayTotals[day]
 		t.Group = day
-		dayViews = append(dayViews, newTotalView(t))
+		dayViews = append(dayViews, management.NewAccountUsageTotalView(t))
 	}
-	modelViews := make([]totalView, 0, len(byModel))
+	modelViews := make([]management.UsageTotalView, 0, len(byModel))
 	for _, t := range byModel {
-		modelViews = append(modelViews, newTotalView(t))
+		modelViews = append(modelViews, management.NewAccountUsageTotalView(t))
 	}
-	keyViews := make([]totalView, 0, len(byKey))
+	keyViews := make([]management.UsageTotalView, 0, len(byKey))
 	for _, t := range byKey {
-		v := newTotalView(t)
+		v := management.NewAccountUsageTotalView(t)
 		if name, ok := names[t.Group]; ok {
 			v.Name = name
 		} else {
@@ -622,25 +546,14 @@ func (d *Dashboard) usage(w http.ResponseWriter, r *http.Request, c *call) error
 		}
 		keyViews = append(keyViews, v)
 	}
-	rowViews := make([]ledgerView, 0, len(rows))
+	rowViews := make([]management.LedgerRowView, 0, len(rows))
 	for _, e := range rows {
-		rowViews = append(rowViews, ledgerView{ID: e.ID, CreatedAt: e.CreatedAt, Kind: e.Kind, KeyID: e.KeyID,
-			KeyName: names[e.KeyID], Model: e.Model, PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens,
-			Status: e.Status, DurationMS: e.DurationMS, Estimated: e.Estimated, Note: e.Note,
-			AmountNano: e.Amount, Amount: keystore.FormatAmount(e.Amount), BalanceAfter: keystore.FormatAmount(e.BalanceAfter)})
+		rowViews = append(rowViews, management.NewAccountLedgerRowView(e, names[e.KeyID]))
 	}
-	var tv totalView
+	var tv management.UsageTotalView
 	if len(total) > 0 {
-		tv = newTotalView(total[0])
+		tv = management.NewAccountUsageTotalView(total[0])
 	}
-	return writeJSON(w, http.StatusOK, struct {
-		Account accountView  `json:"account"`
-		Days    int          `json:"days"`
-		Since   string       `json:"since"`
-		Total   totalView    `json:"total"`
-		ByDay   []totalView  `json:"by_day"`
-		ByModel []totalView  `json:"by_model"`
-		ByKey   []totalView  `json:"by_key"`
-		Recent  []ledgerView `json:"recent"`
-	}{d.view(a), days, since.Format("2006-01-02"), tv, dayViews, modelViews, keyViews, rowViews})
+	return writeJSON(w, http.StatusOK, management.AccountUsageView{Account: d.view(a), Days: days,
+		Since: since.Format("2006-01-02"), Total: tv, ByDay: dayViews, ByModel: modelViews, ByKey: keyViews, Recent: rowViews})
 }

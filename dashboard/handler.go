@@ -131,14 +131,6 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate implements caddy.Validator.
-func (d *Dashboard) Validate() error {
-	if d.store == nil {
-		return errors.New("ai_dashboard: not provisioned")
-	}
-	return nil
-}
-
 // contentSecurityPolicy allows only the dashboard's own files: no inline
 // script or style, no framing, no foreign connections.
 const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
@@ -225,6 +217,10 @@ func (d *Dashboard) servePage(w http.ResponseWriter, r *http.Request, s session)
 	}
 	if !s.admin {
 		if _, err := d.store.Account(r.Context(), s.own); err != nil {
+			if errors.Is(err, keystore.ErrNotFound) && d.storeProblem(r.Context()) != nil {
+				d.logger.Warn("dashboard: the key store is closed or no longer the gateway's", zap.String("user", s.user))
+				return d.renderDenied(w, http.StatusServiceUnavailable, "Key store unavailable", errStoreUnavailable.message)
+			}
 			if errors.Is(err, keystore.ErrNotFound) {
 				d.logger.Info("dashboard user has no account", zap.String("user", s.user), zap.String("account", s.own))
 				return d.renderDenied(w, http.StatusForbidden, "No account yet",
@@ -335,6 +331,5 @@ func (d *Dashboard) Cleanup() error {
 var (
 	_ caddy.Provisioner           = (*Dashboard)(nil)
 	_ caddy.CleanerUpper          = (*Dashboard)(nil)
-	_ caddy.Validator             = (*Dashboard)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Dashboard)(nil)
 )

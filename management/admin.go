@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -98,11 +98,14 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusServiceUnavailable, err)
 	}
 	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, adminPrefix), "/"), "/")
+	if err := refuseKeysInRequest(parts, r.URL.Query()); err != nil {
+		return apiErr(http.StatusBadRequest, err)
+	}
 	h := adminHandler{app: app, store: app.Store()}
 	switch {
 	case len(parts) == 1 && parts[0] == "accounts":
 		return h.method(w, r, map[string]func() error{
-			http.MethodGet:  func() error { return h.listAccounts(w) },
+			http.MethodGet:  func() error { return h.listAccounts(w, r) },
 			http.MethodPost: func() error { return h.createAccount(w, r) },
 		})
 	case len(parts) == 2 && parts[0] == "accounts":
@@ -137,6 +140,41 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	return apiErr(http.StatusNotFound, fmt.Errorf("no such ai-gateway route: %s %s", r.Method, r.URL.Path))
 }
 
+// writeJSON answers the admin API's JSON, indented for people reading it.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	return WriteIndentedJSON(w, status, v)
+}
+
+// refuseKeysInRequest refuses a plaintext API key where the route wants an
+// id (path or query), before the key is looked up and echoed in a "not
+// found"; the error shows it only masked.
+func refuseKeysInRequest(parts []string, q url.Values) error {
+	if len(parts) >= 2 {
+		switch parts[0] {
+		case "keys":
+			if err := keyWhereKeyIDBelongs("key id", parts[1]); err != nil {
+				return err
+			}
+		case "accounts":
+			if err := keyWhereIDBelongs("account id", parts[1]); err != nil {
+				return err
+			}
+		}
+	}
+	for name, vals := range q {
+		for _, v := range vals {
+			check := keyWhereIDBelongs
+			if name == "key" {
+				check = keyWhereKeyIDBelongs
+			}
+			if err := check("query parameter "+name, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 type adminHandler struct {
 	app   *App
 	store *keystore.Store
@@ -154,62 +192,33 @@ func (h adminHandler) method(w http.ResponseWriter, r *http.Request, m map[strin
 	return apiErr(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed on %s", r.Method, r.URL.Path))
 }
 
-// decode reads a JSON request body strictly: unknown fields and trailing
-// data are errors, so a typo never silently does nothing.
+// decode reads a JSON request body strictly (ReadJSON): unknown fields
+// and trailing data are errors, so a typo never silently does nothing.
 func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return apiErr(http.StatusBadRequest, errors.New("request body must be a JSON object"))
-		}
-		return apiErr(http.StatusBadRequest, fmt.Errorf("decoding request body: %w", err))
+	err := ReadJSON(r.Body, 1<<20, v)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrEmptyBody), errors.Is(err, ErrTrailingData):
+		return apiErr(http.StatusBadRequest, err)
 	}
-	if dec.More() {
-		return apiErr(http.StatusBadRequest, errors.New("request body has data after the JSON object"))
-	}
-	return nil
+	return apiErr(http.StatusBadRequest, fmt.Errorf("decoding request body: %w", err))
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+func (h adminHandler) view(a keystore.Account) AccountView {
+	return NewAccountView(h.store, a, h.app.Currency)
 }
 
-// accountView is an account as the API shows it: amounts as decimals.
-type accountView struct {
-	keystore.Account
-	Balance  string `json:"balance"`
-	Currency string `json:"currency"`
-	// HeldNano is what requests in flight hold of the balance right now.
-	HeldNano int64  `json:"held_nano"`
-	Held     string `json:"held"`
+func (h adminHandler) keyView(ctx context.Context, k keystore.Key) KeyView {
+	return KeyViewWithUse(ctx, h.store, k)
 }
 
-func (h adminHandler) view(a keystore.Account) accountView {
-	_, held, _ := h.store.Available(a.ID)
-	return accountView{Account: a, Balance: keystore.FormatAmount(a.Balance), Currency: h.app.Currency,
-		HeldNano: held, Held: keystore.FormatAmount(held)}
-}
-
-func (h adminHandler) listAccounts(w http.ResponseWriter) error {
-	accts := h.store.Accounts(context.Background())
-	out := make([]accountView, 0, len(accts))
-	for _, a := range accts {
-		out = append(out, h.view(a))
-	}
-	return writeJSON(w, http.StatusOK, out)
+func (h adminHandler) listAccounts(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, AccountViews(r.Context(), h.store, h.app.Currency))
 }
 
 func (h adminHandler) createAccount(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		ID   string `json:"id"`
-		Name string `json:"name"`
-	}
+	var req CreateAccountRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -229,10 +238,7 @@ func (h adminHandler) getAccount(w http.ResponseWriter, r *http.Request, id stri
 }
 
 func (h adminHandler) updateAccount(w http.ResponseWriter, r *http.Request, id string) error {
-	var req struct {
-		Name     *string `json:"name"`
-		Disabled *bool   `json:"disabled"`
-	}
+	var req UpdateAccountRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -247,20 +253,14 @@ func (h adminHandler) updateAccount(w http.ResponseWriter, r *http.Request, id s
 }
 
 func (h adminHandler) adjustBalance(w http.ResponseWriter, r *http.Request, id string) error {
-	var req struct {
-		// Amount is a decimal string ("10.50"); a JSON number is refused so
-		// that no float is ever parsed as money.
-		Amount json.RawMessage `json:"amount"`
-		Note   string          `json:"note"`
-	}
+	var req BalanceRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	var amountStr string
-	if err := json.Unmarshal(req.Amount, &amountStr); err != nil {
-		return apiErr(http.StatusBadRequest, errors.New(`amount must be a decimal string such as "10.50"`))
+	amount, err := req.ParseAmount()
+	if errors.Is(err, errAmountNotString) {
+		return apiErr(http.StatusBadRequest, err)
 	}
-	amount, err := keystore.ParseAmount(amountStr)
 	if err != nil {
 		return storeErr(err)
 	}
@@ -268,10 +268,8 @@ func (h adminHandler) adjustBalance(w http.ResponseWriter, r *http.Request, id s
 	if err != nil {
 		return storeErr(err)
 	}
-	return writeJSON(w, http.StatusOK, struct {
-		Account accountView `json:"account"`
-		Entry   ledgerView  `json:"ledger_entry"`
-	}{h.view(a), newLedgerView(entry)})
+	row := NewLedgerRowView(entry)
+	return writeJSON(w, http.StatusOK, BalanceAdjustedView{Account: h.view(a), Entry: &row})
 }
 
 func (h adminHandler) listKeys(w http.ResponseWriter, r *http.Request) error {
@@ -279,78 +277,23 @@ func (h adminHandler) listKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storeErr(err)
 	}
-	out := make([]keyView, 0, len(keys))
+	out := make([]KeyView, 0, len(keys))
 	for _, k := range keys {
 		out = append(out, h.keyView(r.Context(), k))
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
 
-// keyView is a key as the API shows it: the spend limit with what the key
-// spent of it in the current period.
-type keyView struct {
-	keystore.Key
-	SpendLimit *limitView `json:"spend_limit,omitempty"`
-}
-
-// limitView is a key's spend limit and its use. Amounts are decimals and
-// nano-units; resets_at is absent for a total limit.
-type limitView struct {
-	AmountNano int64      `json:"amount_nano"`
-	Amount     string     `json:"amount"`
-	Period     string     `json:"period"`
-	SpentNano  int64      `json:"spent_nano"`
-	Spent      string     `json:"spent"`
-	HeldNano   int64      `json:"held_nano"`
-	Held       string     `json:"held"`
-	ResetsAt   *time.Time `json:"resets_at,omitempty"`
-}
-
-func (h adminHandler) keyView(ctx context.Context, k keystore.Key) keyView {
-	v := keyView{Key: k}
-	if k.SpendLimit != nil {
-		l := &limitView{AmountNano: k.SpendLimit.Amount, Amount: keystore.FormatAmount(k.SpendLimit.Amount), Period: k.SpendLimit.Period}
-		if spent, held, resets, ok := h.store.KeySpend(ctx, k.ID); ok {
-			l.SpentNano, l.HeldNano, l.ResetsAt = spent, held, resets
-		}
-		l.Spent, l.Held = keystore.FormatAmount(l.SpentNano), keystore.FormatAmount(l.HeldNano)
-		v.SpendLimit = l
+// parseLimit reads a spend limit of a request.
+func parseLimit(l LimitRequest) (*keystore.SpendLimit, error) {
+	sl, err := l.Parse()
+	if errors.Is(err, errLimitNotString) {
+		return nil, apiErr(http.StatusBadRequest, err)
 	}
-	return v
-}
-
-// newKeyView is the only shape in which a plaintext key ever leaves the
-// gateway: the answer to create and rotate.
-type newKeyView struct {
-	keyView
-	Secret  string `json:"key"`
-	Warning string `json:"warning"`
-}
-
-const shownOnce = "This is the only time the key is shown. Store it now; it cannot be retrieved again."
-
-// limitRequest is a spend limit as the API takes it.
-type limitRequest struct {
-	// Amount is a decimal string ("5.00"), never a JSON number.
-	Amount json.RawMessage `json:"amount"`
-	// Period is total (the default), day or month.
-	Period string `json:"period"`
-}
-
-func (l *limitRequest) parse() (*keystore.SpendLimit, error) {
-	var s string
-	if err := json.Unmarshal(l.Amount, &s); err != nil {
-		return nil, apiErr(http.StatusBadRequest, errors.New(`spend_limit.amount must be a decimal string such as "5.00"`))
-	}
-	n, err := keystore.ParseAmount(s)
 	if err != nil {
 		return nil, storeErr(err)
 	}
-	period := l.Period
-	if period == "" {
-		period = keystore.PeriodTotal
-	}
-	return &keystore.SpendLimit{Amount: n, Period: period}, nil
+	return sl, nil
 }
 
 // expiry resolves expires_at / expires_in of a request.
@@ -370,14 +313,7 @@ func expiry(at *time.Time, in string) (*time.Time, error) {
 }
 
 func (h adminHandler) createKey(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Account       string        `json:"account"`
-		Name          string        `json:"name"`
-		ExpiresAt     *time.Time    `json:"expires_at"`
-		ExpiresIn     string        `json:"expires_in"`
-		AllowedModels []string      `json:"allowed_models"`
-		SpendLimit    *limitRequest `json:"spend_limit"`
-	}
+	var req CreateKeyRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -390,7 +326,7 @@ func (h adminHandler) createKey(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if req.SpendLimit != nil {
-		if pol.SpendLimit, err = req.SpendLimit.parse(); err != nil {
+		if pol.SpendLimit, err = parseLimit(*req.SpendLimit); err != nil {
 			return err
 		}
 	}
@@ -398,7 +334,7 @@ func (h adminHandler) createKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storeErr(err)
 	}
-	return writeJSON(w, http.StatusCreated, newKeyView{keyView: h.keyView(r.Context(), k), Secret: plaintext, Warning: shownOnce})
+	return writeJSON(w, http.StatusCreated, NewSecretKeyView(h.keyView(r.Context(), k), plaintext))
 }
 
 func (h adminHandler) getKey(w http.ResponseWriter, r *http.Request, id string) error {
@@ -416,13 +352,7 @@ func isNull(v json.RawMessage) bool { return string(v) == "null" }
 // expires_at, allowed_models and spend_limit set to null remove that part
 // of the policy.
 func (h adminHandler) updateKey(w http.ResponseWriter, r *http.Request, id string) error {
-	var req struct {
-		Name          *string         `json:"name"`
-		ExpiresAt     json.RawMessage `json:"expires_at"`
-		ExpiresIn     string          `json:"expires_in"`
-		AllowedModels json.RawMessage `json:"allowed_models"`
-		SpendLimit    json.RawMessage `json:"spend_limit"`
-	}
+	var req UpdateKeyRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -451,14 +381,14 @@ func (h adminHandler) updateKey(w http.ResponseWriter, r *http.Request, id strin
 	if req.SpendLimit != nil {
 		u.SetSpendLimit = true
 		if !isNull(req.SpendLimit) {
-			var l limitRequest
+			var l LimitRequest
 			dec := json.NewDecoder(bytes.NewReader(req.SpendLimit))
 			dec.DisallowUnknownFields()
 			if err := dec.Decode(&l); err != nil {
 				return apiErr(http.StatusBadRequest, fmt.Errorf(`spend_limit must be {"amount": "5.00", "period": "total|day|month"} or null: %w`, err))
 			}
 			var err error
-			if u.SpendLimit, err = l.parse(); err != nil {
+			if u.SpendLimit, err = parseLimit(l); err != nil {
 				return err
 			}
 		}
@@ -477,13 +407,11 @@ func (h adminHandler) deleteKey(w http.ResponseWriter, r *http.Request, id strin
 	if err := h.store.DeleteKey(r.Context(), id); err != nil {
 		return storeErr(err)
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"id": id, "deleted": true})
+	return writeJSON(w, http.StatusOK, DeletedKeyView{ID: id, Deleted: true})
 }
 
 func (h adminHandler) rotateKey(w http.ResponseWriter, r *http.Request, id string) error {
-	var req struct {
-		Grace string `json:"grace"`
-	}
+	var req RotateKeyRequest
 	if r.ContentLength != 0 {
 		if err := decode(r, &req); err != nil {
 			return err
@@ -501,10 +429,10 @@ func (h adminHandler) rotateKey(w http.ResponseWriter, r *http.Request, id strin
 	if err != nil {
 		return storeErr(err)
 	}
-	return writeJSON(w, http.StatusOK, struct {
-		New newKeyView `json:"new"`
-		Old keyView    `json:"old"`
-	}{newKeyView{keyView: h.keyView(r.Context(), nk), Secret: plaintext, Warning: shownOnce}, h.keyView(r.Context(), old)})
+	return writeJSON(w, http.StatusOK, RotatedKeyView{
+		New: NewSecretKeyView(h.keyView(r.Context(), nk), plaintext),
+		Old: h.keyView(r.Context(), old),
+	})
 }
 
 // Interface guard

@@ -91,7 +91,7 @@ func TestAppProvisionRefusesNegativeCacheSize(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "key_cache_size must not be negative") {
 		t.Fatalf("Provision error %v, want key_cache_size must not be negative", err)
 	}
-	if a.store != nil {
+	if a.Store() != nil || a.taken {
 		t.Fatal("a store was opened for a refused config")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
@@ -103,6 +105,7 @@ func configureAIGatewayCommand(cmd *cobra.Command) {
 	pf.StringVarP(&c.adapter, "adapter", "a", "", "Name of config adapter to apply (if --config is used)")
 	pf.BoolVar(&c.json, "json", false, "Print the admin API's JSON answer instead of a table")
 	cmd.RunE = groupRunE
+	cmd.PersistentPreRunE = refuseKeysInCommandLine
 	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand())
 }
 
@@ -149,6 +152,51 @@ func checkNamedArgs(cmd *cobra.Command, args []string, names ...string) error {
 	return nil
 }
 
+// refuseKeysInCommandLine refuses, before anything is sent, an argument or
+// flag value that is a plaintext API key: no command takes one, and the
+// admin API would echo it in an error and Caddy log it.
+func refuseKeysInCommandLine(cmd *cobra.Command, args []string) error {
+	var err error
+	for _, name := range []string{"account", "key", "name", "note", "model", "models"} {
+		if v, ferr := cmd.Flags().GetString(name); ferr == nil && cmd.Flags().Changed(name) && err == nil {
+			err = keyWhereIDBelongs("--"+name, v)
+		}
+	}
+	for _, a := range args {
+		if err != nil {
+			break
+		}
+		what := "argument"
+		if name, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(name, "-") {
+			what, a = name, v // a flag of a command that parses its own flags
+		}
+		err = keyWhereIDBelongs(what, a)
+	}
+	if err != nil {
+		return fmt.Errorf("refused, nothing was sent: %w", err)
+	}
+	return nil
+}
+
+// keyIDArgs is namedArgs for a command whose arguments include KEY_ID: a
+// plaintext key given as KEY_ID is refused before anything is sent, and
+// shown only masked.
+func keyIDArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := checkNamedArgs(cmd, args, names...); err != nil {
+			return err
+		}
+		for i, n := range names {
+			if n == "KEY_ID" {
+				if err := keyWhereKeyIDBelongs(n, args[i]); err != nil {
+					return fmt.Errorf("refused, nothing was sent: %w", err)
+				}
+			}
+		}
+		return nil
+	}
+}
+
 // --- talking to the admin API ---
 
 // adminAPIError is a non-2xx answer of the admin API.
@@ -189,9 +237,51 @@ func (c *gatewayCLI) adminAddress(cmd *cobra.Command) (string, error) {
 	if c.adapter != "" && c.config == "" {
 		return "", usageError(cmd, errors.New("--adapter needs --config"))
 	}
+	if c.address != "" {
+		return normalizeAdminAddress(c.address)
+	}
 	addr, err := caddycmd.DetermineAdminAPIAddress(c.address, nil, c.config, c.adapter)
 	if err != nil {
 		return "", fmt.Errorf("finding the admin API address in %s: %w", c.config, err)
+	}
+	return addr, nil
+}
+
+// normalizeAdminAddress checks --address and returns it in the form Caddy's
+// admin client takes: host:port, a unix socket (unix//path) or a URL with
+// the http scheme (http://localhost:2019/), which is reduced to host:port.
+// The admin API is spoken over plain HTTP, so https:// is refused rather
+// than quietly sent in the clear.
+func normalizeAdminAddress(s string) (string, error) {
+	addr := strings.TrimSpace(s)
+	if scheme, _, ok := strings.Cut(addr, "://"); ok {
+		u, err := url.Parse(addr)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("--address %q is not a valid URL: %w", s, err)
+		case strings.EqualFold(scheme, "https"):
+			return "", fmt.Errorf("--address %q: caddy ai-gateway reaches the admin API over plain http only; give http://HOST:PORT or HOST:PORT", s)
+		case !strings.EqualFold(scheme, "http"):
+			return "", fmt.Errorf("--address %q: scheme %q is not supported; give http://HOST:PORT or HOST:PORT (e.g. localhost:2019)", s, scheme)
+		case u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+			return "", fmt.Errorf("--address %q: give only the scheme, host and port (e.g. http://localhost:2019), no path, query or credentials", s)
+		case u.Host == "":
+			return "", fmt.Errorf("--address %q has no host", s)
+		}
+		addr = u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), "80")
+		}
+	}
+	na, err := caddy.ParseNetworkAddress(addr)
+	if err != nil {
+		return "", fmt.Errorf("--address %q is not an admin address (HOST:PORT such as localhost:2019, http://localhost:2019, or unix//path/to/socket): %w", s, err)
+	}
+	if na.PortRangeSize() > 1 {
+		return "", fmt.Errorf("--address %q is a port range; give one port", s)
+	}
+	if !na.IsUnixNetwork() && !na.IsFdNetwork() && na.StartPort == 0 {
+		return "", fmt.Errorf("--address %q has no port; give HOST:PORT such as localhost:2019", s)
 	}
 	return addr, nil
 }
@@ -257,23 +347,28 @@ func escape(id string) string { return url.PathEscape(id) }
 
 // --- formatting ---
 
-// cliAccount is an account as the admin API shows it.
-type cliAccount struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Balance   string    `json:"balance"`
-	Currency  string    `json:"currency"`
-	Disabled  bool      `json:"disabled"`
-	CreatedAt time.Time `json:"created_at"`
+// balance renders an account's balance with its currency.
+func balance(a AccountView) string { return Money(amount(a.Balance), a.Currency) }
+
+// amount renders a decimal amount of the admin API the one way the CLI
+// shows amounts, keystore.FormatAmount's: at least two digits after the
+// point ("5.00", "0.0000144"). An amount that does not parse is shown as
+// it came.
+func amount(s string) string {
+	n, err := keystore.ParseAmount(s)
+	if err != nil {
+		return s
+	}
+	return keystore.FormatAmount(n)
 }
 
-func (a cliAccount) balance() string { return money(a.Balance, a.Currency) }
-
-func money(amount, currency string) string {
-	if currency == "" {
-		return amount
+// signed renders a change of a balance with its sign ("+10.00", "-1.50").
+func signed(s string) string {
+	s = amount(s)
+	if !strings.HasPrefix(s, "-") {
+		s = "+" + s
 	}
-	return amount + " " + currency
+	return s
 }
 
 func yesNo(b bool) string {
@@ -318,7 +413,7 @@ func printFields(w io.Writer, pairs ...string) error {
 	return tw.Flush()
 }
 
-func printAccounts(w io.Writer, accts []cliAccount) error {
+func printAccounts(w io.Writer, accts []AccountView) error {
 	if len(accts) == 0 {
 		_, err := fmt.Fprintln(w, "No accounts. Create one with: caddy ai-gateway accounts create ID")
 		return err
@@ -326,30 +421,23 @@ func printAccounts(w io.Writer, accts []cliAccount) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tNAME\tBALANCE\tDISABLED")
 	for _, a := range accts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.ID, a.Name, a.balance(), yesNo(a.Disabled))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.ID, a.Name, balance(a), yesNo(a.Disabled))
 	}
 	return tw.Flush()
 }
 
-func printAccount(w io.Writer, a cliAccount) error {
+func printAccount(w io.Writer, a AccountView) error {
 	return printFields(w,
 		"ID", a.ID,
 		"Name", a.Name,
-		"Balance", a.balance(),
+		"Balance", balance(a),
 		"Disabled", yesNo(a.Disabled),
 		"Created", fmtTime(a.CreatedAt),
 	)
 }
 
-// cliKey is a key as the admin API shows it, with the use of its spend
-// limit.
-type cliKey struct {
-	keystore.Key
-	SpendLimit *limitView `json:"spend_limit"`
-}
-
 // models renders a key's allowlist.
-func (k cliKey) models() string {
+func models(k KeyView) string {
 	if len(k.AllowedModels) == 0 {
 		return "any"
 	}
@@ -357,20 +445,20 @@ func (k cliKey) models() string {
 }
 
 // limit renders a key's spend limit and its use.
-func (k cliKey) limit() string {
+func limit(k KeyView) string {
 	l := k.SpendLimit
 	if l == nil {
 		return "none"
 	}
 	per := map[string]string{keystore.PeriodDay: "/day", keystore.PeriodMonth: "/month"}[l.Period]
-	s := fmt.Sprintf("%s of %s%s", l.Spent, l.Amount, per)
+	s := fmt.Sprintf("%s of %s%s", amount(l.Spent), keystore.FormatAmount(l.AmountNano), per)
 	if l.ResetsAt != nil {
 		s += ", resets " + fmtTime(*l.ResetsAt)
 	}
 	return s
 }
 
-func printKeys(w io.Writer, keys []cliKey) error {
+func printKeys(w io.Writer, keys []KeyView) error {
 	if len(keys) == 0 {
 		_, err := fmt.Fprintln(w, "No keys. Create one with: caddy ai-gateway keys create --account ID --name NAME")
 		return err
@@ -379,12 +467,12 @@ func printKeys(w io.Writer, keys []cliKey) error {
 	fmt.Fprintln(tw, "ID\tNAME\tACCOUNT\tHINT\tCREATED\tLAST USED\tEXPIRES\tMODELS\tSPEND LIMIT")
 	for _, k := range keys {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.AccountID, k.Hint,
-			fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt, "never"), keyExpires(k.Key), k.models(), k.limit())
+			fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt, "never"), keyExpires(k.Key), models(k), limit(k))
 	}
 	return tw.Flush()
 }
 
-func printKey(w io.Writer, k cliKey) error {
+func printKey(w io.Writer, k KeyView) error {
 	pairs := []string{
 		"ID", k.ID,
 		"Name", k.Name,
@@ -394,8 +482,8 @@ func printKey(w io.Writer, k cliKey) error {
 		"Created", fmtTime(k.CreatedAt),
 		"Last used", fmtTimePtr(k.LastUsedAt, "never"),
 		"Expires", keyExpires(k.Key),
-		"Models", k.models(),
-		"Spend limit", k.limit(),
+		"Models", models(k),
+		"Spend limit", limit(k),
 	}
 	if k.ReplacedBy != "" {
 		pairs = append(pairs, "Replaced by", k.ReplacedBy)
@@ -403,21 +491,13 @@ func printKey(w io.Writer, k cliKey) error {
 	return printFields(w, pairs...)
 }
 
-// newKeyAnswer is the admin API's answer to key creation: the key and, only
-// here, its plaintext.
-type newKeyAnswer struct {
-	cliKey
-	Secret  string `json:"key"`
-	Warning string `json:"warning"`
-}
-
 // printSecret prints a new plaintext key on its own line and the warning
 // that it will not be shown again.
-func printSecret(w io.Writer, nk newKeyAnswer) {
+func printSecret(w io.Writer, nk SecretKeyView) {
 	fmt.Fprintf(w, "\n%s\n\n", nk.Secret)
 	warning := nk.Warning
 	if warning == "" {
-		warning = "This is the only time the key is shown. Store it now; it cannot be retrieved again."
+		warning = ShownOnce
 	}
 	fmt.Fprintln(w, warning)
 }
@@ -454,9 +534,9 @@ func (c *gatewayCLI) accountsSetDisabled(disabled bool) *cobra.Command {
 account again restores access.`,
 		Args: namedArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var a cliAccount
+			var a AccountView
 			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/accounts/"+escape(args[0]),
-				map[string]bool{"disabled": disabled}, &a)
+				UpdateAccountRequest{Disabled: &disabled}, &a)
 			if err != nil || !table {
 				return err
 			}
@@ -474,14 +554,14 @@ func (c *gatewayCLI) accountsCreate() *cobra.Command {
 		Long:  "Creates an account with a zero balance. The name defaults to the id.",
 		Args:  namedArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var a cliAccount
+			var a AccountView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/accounts",
-				map[string]string{"id": args[0], "name": name}, &a)
+				CreateAccountRequest{ID: args[0], Name: name}, &a)
 			if err != nil || !table {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "Created account %s (%s), balance %s.\n", a.ID, a.Name, a.balance())
+			fmt.Fprintf(w, "Created account %s (%s), balance %s.\n", a.ID, a.Name, balance(a))
 			fmt.Fprintf(w, "Top it up with: caddy ai-gateway accounts topup %s AMOUNT\n", a.ID)
 			return nil
 		},
@@ -497,7 +577,7 @@ func (c *gatewayCLI) accountsList() *cobra.Command {
 		Short:   "List accounts with their balances",
 		Args:    namedArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var accts []cliAccount
+			var accts []AccountView
 			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/accounts", nil, &accts)
 			if err != nil || !table {
 				return err
@@ -513,7 +593,7 @@ func (c *gatewayCLI) accountsShow() *cobra.Command {
 		Short: "Show one account",
 		Args:  namedArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var a cliAccount
+			var a AccountView
 			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/accounts/"+escape(args[0]), nil, &a)
 			if err != nil || !table {
 				return err
@@ -558,31 +638,26 @@ AMOUNT (for example -1.50) is a correction that lowers the balance.`,
 				return err
 			}
 			amount := strings.TrimSpace(args[1])
-			if _, err := keystore.ParseAmount(amount); err != nil {
+			n, err := keystore.ParseAmount(amount)
+			if err != nil {
 				return usageError(cmd, fmt.Errorf("bad AMOUNT: %w", err))
 			}
-			var res struct {
-				Account cliAccount `json:"account"`
-				Entry   struct {
-					ID           int64  `json:"id"`
-					Amount       string `json:"amount"`
-					BalanceAfter string `json:"balance_after"`
-					Note         string `json:"note"`
-				} `json:"ledger_entry"`
+			if n == 0 {
+				return usageError(cmd, fmt.Errorf("bad AMOUNT %q: a zero amount changes nothing; give a positive amount to top up or a negative one to correct", amount))
 			}
+			var res BalanceAdjustedView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/accounts/"+escape(args[0])+"/balance",
 				map[string]string{"amount": amount, "note": note}, &res)
 			if err != nil || !table {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			delta := res.Entry.Amount
-			if !strings.HasPrefix(delta, "-") {
-				delta = "+" + delta
+			if res.Entry == nil {
+				return errors.New("the admin API's answer has no ledger entry")
 			}
 			fmt.Fprintf(w, "Balance of %s changed by %s (ledger entry %d).\n",
-				res.Account.ID, money(delta, res.Account.Currency), res.Entry.ID)
-			fmt.Fprintf(w, "New balance: %s\n", res.Account.balance())
+				res.Account.ID, Money(signed(res.Entry.Amount), res.Account.Currency), res.Entry.ID)
+			fmt.Fprintf(w, "New balance: %s\n", balance(res.Account))
 			return nil
 		},
 	}
@@ -653,7 +728,7 @@ total, per day or per month (UTC).`,
 			if err := setExpiry(cmd, req, expiresIn, expiresAt); err != nil {
 				return err
 			}
-			var nk newKeyAnswer
+			var nk SecretKeyView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/keys", req, &nk)
 			if err != nil || !table {
 				return err
@@ -662,7 +737,7 @@ total, per day or per month (UTC).`,
 			fmt.Fprintf(w, "Created key %s (%q) for account %s, expires %s.\n",
 				nk.ID, nk.Name, nk.AccountID, fmtTimePtr(nk.ExpiresAt, "never"))
 			if len(nk.AllowedModels) > 0 || nk.SpendLimit != nil {
-				fmt.Fprintf(w, "Models: %s; spend limit: %s.\n", nk.models(), nk.limit())
+				fmt.Fprintf(w, "Models: %s; spend limit: %s.\n", models(nk.KeyView), limit(nk.KeyView))
 			}
 			printSecret(w, nk)
 			return nil
@@ -692,7 +767,7 @@ func (c *gatewayCLI) keysList() *cobra.Command {
 			if account != "" {
 				uri += "?" + url.Values{"account": {account}}.Encode()
 			}
-			var keys []cliKey
+			var keys []KeyView
 			table, err := c.callInto(cmd, http.MethodGet, uri, nil, &keys)
 			if err != nil || !table {
 				return err
@@ -708,9 +783,9 @@ func (c *gatewayCLI) keysShow() *cobra.Command {
 	return &cobra.Command{
 		Use:   "show KEY_ID",
 		Short: "Show one API key (never its plaintext)",
-		Args:  namedArgs("KEY_ID"),
+		Args:  keyIDArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var k cliKey
+			var k KeyView
 			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/keys/"+escape(args[0]), nil, &k)
 			if err != nil || !table {
 				return err
@@ -724,11 +799,11 @@ func (c *gatewayCLI) keysRename() *cobra.Command {
 	return &cobra.Command{
 		Use:   "rename KEY_ID NAME",
 		Short: "Rename an API key",
-		Args:  namedArgs("KEY_ID", "NAME"),
+		Args:  keyIDArgs("KEY_ID", "NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var k keystore.Key
+			var k KeyView
 			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/keys/"+escape(args[0]),
-				map[string]string{"name": args[1]}, &k)
+				UpdateKeyRequest{Name: &args[1]}, &k)
 			if err != nil || !table {
 				return err
 			}
@@ -815,7 +890,7 @@ func (c *gatewayCLI) keysUpdate() *cobra.Command {
 models and the spend limit apply to the key together with the keys it
 replaced or that replace it by rotation, which share one spend counter; a
 new limit counts what they already spent in the current period.`,
-		Args: namedArgs("KEY_ID"),
+		Args: keyIDArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := map[string]any{}
 			if cmd.Flags().Changed("name") {
@@ -833,7 +908,7 @@ new limit counts what they already spent in the current period.`,
 			if len(req) == 0 {
 				return usageError(cmd, errors.New("nothing to change: give at least one flag"))
 			}
-			var k cliKey
+			var k KeyView
 			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/keys/"+escape(args[0]), req, &k)
 			if err != nil || !table {
 				return err
@@ -857,11 +932,9 @@ func (c *gatewayCLI) keysDelete() *cobra.Command {
 		Use:     "delete KEY_ID",
 		Aliases: []string{"revoke", "rm"},
 		Short:   "Delete (revoke) an API key; it stops working at once",
-		Args:    namedArgs("KEY_ID"),
+		Args:    keyIDArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var res struct {
-				ID string `json:"id"`
-			}
+			var res DeletedKeyView
 			table, err := c.callInto(cmd, http.MethodDelete, "/ai-gateway/keys/"+escape(args[0]), nil, &res)
 			if err != nil || !table {
 				return err
@@ -880,16 +953,10 @@ func (c *gatewayCLI) keysRotate() *cobra.Command {
 		Long: `Creates a replacement for an API key, with the same name, account and
 expiry, and prints it once. The old key stops working at once or, with
 --grace, when the grace period is over (or at its own earlier expiry).`,
-		Args: namedArgs("KEY_ID"),
+		Args: keyIDArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := map[string]string{}
-			if grace != "" {
-				req["grace"] = grace
-			}
-			var res struct {
-				New newKeyAnswer `json:"new"`
-				Old keystore.Key `json:"old"`
-			}
+			req := RotateKeyRequest{Grace: grace}
+			var res RotatedKeyView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/keys/"+escape(args[0])+"/rotate", req, &res)
 			if err != nil || !table {
 				return err

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -39,6 +38,9 @@ provider reported no usage (for example a stream cut before its end).`,
   $ caddy ai-gateway usage --account acme --adjustments`,
 		Args: namedArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := keyWhereKeyIDBelongs("--key", f.key); err != nil {
+				return fmt.Errorf("refused, nothing was sent: %w", err)
+			}
 			q := url.Values{}
 			for name, v := range map[string]string{
 				"account": f.account, "key": f.key, "model": f.model,
@@ -62,7 +64,7 @@ provider reported no usage (for example a stream cut before its end).`,
 			} else {
 				q.Set("kind", "usage")
 			}
-			var ans cliUsage
+			var ans UsageView
 			table, err := c.callInto(cmd, http.MethodGet, "/ai-gateway/usage?"+q.Encode(), nil, &ans)
 			if err != nil || !table {
 				return err
@@ -90,40 +92,7 @@ provider reported no usage (for example a stream cut before its end).`,
 	return cmd
 }
 
-// cliUsage is the admin API's answer to GET /ai-gateway/usage.
-type cliUsage struct {
-	Currency string `json:"currency"`
-	By       string `json:"by"`
-	Totals   []struct {
-		Group            string `json:"group"`
-		Requests         int64  `json:"requests"`
-		PromptTokens     int64  `json:"prompt_tokens"`
-		CompletionTokens int64  `json:"completion_tokens"`
-		CachedTokens     int64  `json:"cached_tokens"`
-		Estimated        int64  `json:"estimated"`
-		Cost             string `json:"cost"`
-	} `json:"totals"`
-	Rows []struct {
-		ID               int64     `json:"id"`
-		CreatedAt        time.Time `json:"created_at"`
-		AccountID        string    `json:"account_id"`
-		KeyID            string    `json:"key_id"`
-		Model            string    `json:"model"`
-		PromptTokens     int64     `json:"prompt_tokens"`
-		CompletionTokens int64     `json:"completion_tokens"`
-		CachedTokens     int64     `json:"cached_tokens"`
-		Status           int       `json:"status"`
-		DurationMS       int64     `json:"duration_ms"`
-		Estimated        bool      `json:"estimated"`
-		Note             string    `json:"note"`
-		Amount           string    `json:"amount"`
-		BalanceAfter     string    `json:"balance_after"`
-		Cost             string    `json:"cost"`
-	} `json:"rows"`
-	NextBefore int64 `json:"next_before"`
-}
-
-func printUsageRows(w io.Writer, u cliUsage) error {
+func printUsageRows(w io.Writer, u UsageView) error {
 	if len(u.Rows) == 0 {
 		_, err := fmt.Fprintln(w, "No requests in this range.")
 		return err
@@ -131,12 +100,12 @@ func printUsageRows(w io.Writer, u cliUsage) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "TIME\tACCOUNT\tKEY\tMODEL\tPROMPT\tCACHED\tCOMPLETION\tSTATUS\tMS\tCOST")
 	for _, r := range u.Rows {
-		cost := money(r.Cost, u.Currency)
+		cost := Money(amount(r.Cost), u.Currency)
 		if r.Estimated {
 			cost += " (est.)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", fmtTime(r.CreatedAt), r.AccountID, r.KeyID,
-			r.Model, r.PromptTokens, r.CachedTokens, r.CompletionTokens, r.Status, r.DurationMS, cost)
+			r.Model, Count(r.PromptTokens), r.CachedTokens, Count(r.CompletionTokens), r.Status, Count(r.DurationMS), cost)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -144,9 +113,9 @@ func printUsageRows(w io.Writer, u cliUsage) error {
 	if len(u.Totals) == 1 {
 		t := u.Totals[0]
 		fmt.Fprintf(w, "\n%d %s, %d prompt (%d cached) and %d completion tokens, %s",
-			t.Requests, plural(t.Requests, "request", "requests"), t.PromptTokens, t.CachedTokens, t.CompletionTokens, money(t.Cost, u.Currency))
-		if t.Estimated > 0 {
-			fmt.Fprintf(w, " (%d estimated)", t.Estimated)
+			t.Requests, plural(t.Requests, "request", "requests"), t.PromptTokens, t.CachedTokens, t.CompletionTokens, Money(amount(t.Cost), u.Currency))
+		if n := Count(t.Estimated); n > 0 {
+			fmt.Fprintf(w, " (%d estimated)", n)
 		}
 		fmt.Fprintln(w)
 	}
@@ -156,7 +125,7 @@ func printUsageRows(w io.Writer, u cliUsage) error {
 	return nil
 }
 
-func printTotals(w io.Writer, u cliUsage) error {
+func printTotals(w io.Writer, u UsageView) error {
 	if len(u.Totals) == 0 {
 		_, err := fmt.Fprintln(w, "No requests in this range.")
 		return err
@@ -166,12 +135,12 @@ func printTotals(w io.Writer, u cliUsage) error {
 		"model": "MODEL", "day": "DAY", "key": "KEY", "account": "ACCOUNT"}[u.By])
 	for _, t := range u.Totals {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", t.Group, t.Requests, t.PromptTokens, t.CachedTokens,
-			t.CompletionTokens, t.Estimated, money(t.Cost, u.Currency))
+			t.CompletionTokens, Count(t.Estimated), Money(amount(t.Cost), u.Currency))
 	}
 	return tw.Flush()
 }
 
-func printAdjustments(w io.Writer, u cliUsage) error {
+func printAdjustments(w io.Writer, u UsageView) error {
 	if len(u.Rows) == 0 {
 		_, err := fmt.Fprintln(w, "No balance adjustments in this range.")
 		return err
@@ -179,12 +148,8 @@ func printAdjustments(w io.Writer, u cliUsage) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "TIME\tACCOUNT\tAMOUNT\tBALANCE AFTER\tNOTE")
 	for _, r := range u.Rows {
-		amount := r.Amount
-		if len(amount) > 0 && amount[0] != '-' {
-			amount = "+" + amount
-		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", fmtTime(r.CreatedAt), r.AccountID,
-			money(amount, u.Currency), money(r.BalanceAfter, u.Currency), r.Note)
+			Money(signed(r.Amount), u.Currency), Money(amount(r.BalanceAfter), u.Currency), r.Note)
 	}
 	return tw.Flush()
 }

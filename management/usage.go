@@ -11,47 +11,6 @@ import (
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
-// ledgerView is a ledger row as the admin API shows it: the stored fields
-// plus amounts as decimals. For usage rows cost is what the request was
-// charged (-amount).
-type ledgerView struct {
-	keystore.LedgerEntry
-	Amount       string `json:"amount"`
-	BalanceAfter string `json:"balance_after"`
-	Cost         string `json:"cost,omitempty"`
-}
-
-func newLedgerView(e keystore.LedgerEntry) ledgerView {
-	v := ledgerView{LedgerEntry: e, Amount: keystore.FormatAmount(e.Amount), BalanceAfter: keystore.FormatAmount(e.BalanceAfter)}
-	if e.Kind == keystore.KindUsage {
-		v.Cost = keystore.FormatAmount(-e.Amount)
-	}
-	return v
-}
-
-// totalView is one group of usage totals.
-type totalView struct {
-	Group            string `json:"group"`
-	Requests         int64  `json:"requests"`
-	PromptTokens     int64  `json:"prompt_tokens"`
-	CompletionTokens int64  `json:"completion_tokens"`
-	CachedTokens     int64  `json:"cached_tokens"`
-	ReasoningTokens  int64  `json:"reasoning_tokens"`
-	Estimated        int64  `json:"estimated"`
-	CostNano         int64  `json:"cost_nano"`
-	Cost             string `json:"cost"`
-}
-
-// usageAnswer is the body of GET /ai-gateway/usage.
-type usageAnswer struct {
-	Currency string       `json:"currency"`
-	By       string       `json:"by"`
-	Totals   []totalView  `json:"totals"`
-	Rows     []ledgerView `json:"rows"`
-	// NextBefore, when set, fetches the next (older) page with ?before=.
-	NextBefore int64 `json:"next_before,omitempty"`
-}
-
 // parseUsageFilter reads the query of GET /ai-gateway/usage:
 //
 //	account, key, model, kind (usage|adjustment)
@@ -135,16 +94,12 @@ func (h adminHandler) usage(w http.ResponseWriter, r *http.Request) error {
 			return storeErr(err)
 		}
 	}
-	ans := usageAnswer{Currency: h.app.Currency, By: by, Totals: []totalView{}, Rows: make([]ledgerView, 0, len(rows))}
+	ans := UsageView{Currency: h.app.Currency, By: by, Totals: []UsageTotalView{}, Rows: make([]LedgerRowView, 0, len(rows))}
 	for _, t := range totals {
-		ans.Totals = append(ans.Totals, totalView{
-			Group: t.Group, Requests: t.Requests, PromptTokens: t.PromptTokens, CompletionTokens: t.CompletionTokens,
-			CachedTokens: t.CachedTokens, ReasoningTokens: t.ReasoningTokens, Estimated: t.Estimated,
-			CostNano: t.Cost, Cost: keystore.FormatAmount(t.Cost),
-		})
+		ans.Totals = append(ans.Totals, NewUsageTotalView(t))
 	}
 	for _, e := range rows {
-		ans.Rows = append(ans.Rows, newLedgerView(e))
+		ans.Rows = append(ans.Rows, NewLedgerRowView(e))
 	}
 	if len(rows) == f.RowLimit() {
 		ans.NextBefore = rows[len(rows)-1].ID

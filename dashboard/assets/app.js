@@ -553,6 +553,12 @@
 		try {
 			state.session = await api('GET', 'session');
 		} catch (err) {
+			if (err.code === 'store_unavailable') {
+				// the gateway's store is closed or was switched by a reload:
+				// show nothing of the old one, and never "no account"
+				for (const id of ['#view-none', '#view-keys', '#view-usage']) $(id).hidden = true;
+				throw err;
+			}
 			if (state.account && (err.status === 404 || err.code === 'admin_only')) {
 				// an account that no longer exists, or a user who may not
 				// choose: fall back to the default
