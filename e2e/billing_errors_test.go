@@ -46,8 +46,8 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	}` + btSite(mock.URL, "max_request_body 2KB\n\t\tmodels_endpoint upstream", ""))
 	g.NewAccount("acme", "10")
 	_, secret := g.NewKey("acme", "k")
-	before := btBalance(t, g, "acme")
-	metricsBefore, _ := btScrape(t, g)
+	before := gwtest.Balance(t, g, "acme")
+	metricsBefore, _ := gwtest.Scrape(t, g)
 
 	for _, path := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"} {
 		for _, body := range []string{`{`, `[]`, `{"model":5}`, ``, `null`, `"x"`, `{"model":"mock-model"} {}`,
@@ -56,48 +56,48 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 			// a repeated member the gateway reads: a provider might read the
 			// other copy than the one billed
 			`{"model":"mock-model","model":"flat-model"}`, `{"model":"mock-model","n":1,"n":50}`} {
-			status, h, b, err := btPost(g, path, secret, body, nil)
+			status, h, b, err := gwtest.Post(g, path, secret, body, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Run(path+" "+body, func(t *testing.T) {
-				btCheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "invalid_json")
+				gwtest.CheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "invalid_json")
 			})
 		}
-		status, h, b, _ := btPost(g, path, secret, `{"model":"gpt-unpriced","messages":[]}`, nil)
-		btCheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
+		status, h, b, _ := gwtest.Post(g, path, secret, `{"model":"gpt-unpriced","messages":[]}`, nil)
+		gwtest.CheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
 		if !bytes.Contains(b, []byte("gpt-unpriced")) {
 			t.Fatalf("model_not_priced does not name the model: %s", b)
 		}
-		status, h, b, _ = btPost(g, path, secret, `{"messages":[]}`, nil)
-		btCheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
+		status, h, b, _ = gwtest.Post(g, path, secret, `{"messages":[]}`, nil)
+		gwtest.CheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
 	}
 	// Spellings of a metered path that a lenient provider might route are
 	// metered too, not passed through free.
 	for _, path := range []string{"/v1/Chat/Completions", "/v1/chat/completions;x"} {
-		status, h, b, _ := btPost(g, path, secret, `{"model":"gpt-unpriced","messages":[]}`, nil)
-		btCheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
+		status, h, b, _ := gwtest.Post(g, path, secret, `{"model":"gpt-unpriced","messages":[]}`, nil)
+		gwtest.CheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
 	}
 	big := `{"model":"mock-model","messages":[{"role":"user","content":"` + strings.Repeat("a", 3000) + `"}]}`
-	status, h, b, _ := btPost(g, "/v1/chat/completions", secret, big, nil)
-	btCheckError(t, status, h, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
+	status, h, b, _ := gwtest.Post(g, "/v1/chat/completions", secret, big, nil)
+	gwtest.CheckError(t, status, h, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
 	// request_body refuses a declared Content-Length over max_size itself,
 	// before any handler of ours runs (shaped by handle_errors); a chunked
 	// body of unknown length reaches the guard, whose read hits the limit:
 	// 413 in the OpenAI shape.
 	mid := `{"model":"emb-small","input":"` + strings.Repeat("a", 500) + `"}`
-	status, h, b, _ = btPost(g, "/v1/embeddings", secret, mid, nil)
-	btCheckError(t, status, h, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
+	status, h, b, _ = gwtest.Post(g, "/v1/embeddings", secret, mid, nil)
+	gwtest.CheckError(t, status, h, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
 	// (a body that is not a *strings.Reader has no known length: chunked)
 	req, _ := http.NewRequest("POST", g.BaseURL+"/v1/embeddings", io.MultiReader(strings.NewReader(mid)))
 	req.Header.Set("Authorization", "Bearer "+secret)
-	resp, err := btRawHTTP.Do(req)
+	resp, err := gwtest.RawHTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	btCheckError(t, resp.StatusCode, resp.Header, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
+	gwtest.CheckError(t, resp.StatusCode, resp.Header, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
 	if !bytes.Contains(b, []byte("300 bytes")) {
 		t.Fatalf("413 does not name request_body's limit: %s", b)
 	}
@@ -105,17 +105,17 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	if n := mock.Count(); n != 0 {
 		t.Fatalf("mock saw %d requests; refused bodies must never be forwarded", n)
 	}
-	if rows := btUsageRows(t, g); len(rows) != 0 {
+	if rows := gwtest.UsageRows(t, g); len(rows) != 0 {
 		t.Fatalf("%d usage rows for refused requests", len(rows))
 	}
-	if after := btBalance(t, g, "acme"); after != before {
+	if after := gwtest.Balance(t, g, "acme"); after != before {
 		t.Fatalf("balance moved from %d to %d", before, after)
 	}
-	btAssertNoHolds(t, g)
-	series, _ := btScrape(t, g)
+	gwtest.AssertNoHolds(t, g)
+	series, _ := gwtest.Scrape(t, g)
 	for reason, want := range map[string]float64{"invalid_json": 48, "model_not_priced": 10, "request_too_large": 2} {
-		v, _ := btMetric(series, "caddy_ai_gateway_rejected_total", map[string]string{"reason": reason})
-		v0, _ := btMetric(metricsBefore, "caddy_ai_gateway_rejected_total", map[string]string{"reason": reason})
+		v, _ := gwtest.Metric(series, "caddy_ai_gateway_rejected_total", map[string]string{"reason": reason})
+		v0, _ := gwtest.Metric(metricsBefore, "caddy_ai_gateway_rejected_total", map[string]string{"reason": reason})
 		if v-v0 != want {
 			t.Errorf("rejected_total{reason=%s} grew by %v, want %v", reason, v-v0, want)
 		}
@@ -123,7 +123,7 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 
 	// The same bodies, well-formed, do go through: the limits above are not
 	// refusing everything.
-	status, _, b, _ = btPost(g, "/v1/embeddings", secret, `{"model":"emb-small","input":"hello"}`, nil)
+	status, _, b, _ = gwtest.Post(g, "/v1/embeddings", secret, `{"model":"emb-small","input":"hello"}`, nil)
 	if status != http.StatusOK || mock.Count() != 1 {
 		t.Fatalf("valid request: %d %s", status, b)
 	}
@@ -131,7 +131,7 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	// models_endpoint upstream, GET /v1/models goes to the provider).
 	req, _ = http.NewRequest("GET", g.BaseURL+"/v1/models", nil)
 	req.Header.Set("Authorization", "Bearer "+secret)
-	resp, err = btRawHTTP.Do(req)
+	resp, err = gwtest.RawHTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || mock.Count() != 2 {
 		t.Fatalf("GET /v1/models: %d", resp.StatusCode)
 	}
-	if rows := btUsageRows(t, g); len(rows) != 1 {
+	if rows := gwtest.UsageRows(t, g); len(rows) != 1 {
 		t.Fatalf("%d usage rows, want only the embeddings one", len(rows))
 	}
 }
@@ -159,20 +159,20 @@ func TestProviderErrorCostsNothing(t *testing.T) {
 	}`)
 	g.NewAccount("acme", "10")
 	_, secret := g.NewKey("acme", "k")
-	before := btBalance(t, g, "acme")
+	before := gwtest.Balance(t, g, "acme")
 	c := btClient(g, secret)
 
 	// No answer at all: Caddy's 502, a free row with Caddy's request id.
-	status, _, b, err := btPost(g, "/dead/v1/chat/completions", secret, `{"model":"big-model","messages":[]}`, nil)
+	status, _, b, err := gwtest.Post(g, "/dead/v1/chat/completions", secret, `{"model":"big-model","messages":[]}`, nil)
 	if err != nil || status != http.StatusBadGateway {
 		t.Fatalf("dead upstream: %d %v %s", status, err, b)
 	}
-	u := btLedger(t, g, url.Values{"kind": {"usage"}})
+	u := gwtest.Ledger(t, g, url.Values{"kind": {"usage"}})
 	if len(u.Rows) != 1 || u.Rows[0].Amount != 0 || u.Rows[0].Status != http.StatusBadGateway || u.Rows[0].Estimated {
 		t.Fatalf("dead upstream rows %+v; want one free 502", u.Rows)
 	}
 	deadRow := u.Rows[0].RequestID
-	btAssertNoHolds(t, g)
+	gwtest.AssertNoHolds(t, g)
 
 	statuses := []int{400, 401, 404, 429, 500, 502, 503}
 	for _, st := range statuses {
@@ -187,20 +187,20 @@ func TestProviderErrorCostsNothing(t *testing.T) {
 		}
 		// a stream request answered with an error
 		sid := id + "-stream"
-		status, _, b, _ := btPost(g, "/v1/chat/completions", secret, `{"model":"big-model","stream":true,"messages":[]}`,
+		status, _, b, _ := gwtest.Post(g, "/v1/chat/completions", secret, `{"model":"big-model","stream":true,"messages":[]}`,
 			map[string]string{gwtest.HeaderStatus: strconv.Itoa(st), gwtest.HeaderRequestID: sid})
 		if status != st || !bytes.Contains(b, []byte(`"mock_status"`)) {
 			t.Fatalf("stream %d: got %d %s", st, status, b)
 		}
 	}
 	// An error that does report usage is billed by it, like any answer.
-	status, _, b, _ = btPost(g, "/v1/chat/completions", secret, `{"model":"big-model","messages":[]}`,
+	status, _, b, _ = gwtest.Post(g, "/v1/chat/completions", secret, `{"model":"big-model","messages":[]}`,
 		map[string]string{gwtest.HeaderStatus: "400", gwtest.HeaderErrorUsage: "1", gwtest.HeaderUsage: "29,31",
 			gwtest.HeaderRequestID: "error-with-usage"})
 	if status != http.StatusBadRequest || !bytes.Contains(b, []byte(`"usage"`)) {
 		t.Fatalf("error with usage: %d %s", status, b)
 	}
-	rows := btUsageRows(t, g)
+	rows := gwtest.UsageRows(t, g)
 	delete(rows, deadRow)
 	withUsage := rows["error-with-usage"]
 	delete(rows, "error-with-usage")
@@ -219,10 +219,10 @@ func TestProviderErrorCostsNothing(t *testing.T) {
 			t.Fatalf("row %s: %+v; a provider error must cost nothing", id, r)
 		}
 	}
-	if after := btBalance(t, g, "acme"); after != before {
+	if after := gwtest.Balance(t, g, "acme"); after != before {
 		t.Fatalf("balance moved from %d to %d", before, after)
 	}
-	btAssertNoHolds(t, g)
+	gwtest.AssertNoHolds(t, g)
 }
 
 // TestUsageMissingIsEstimatedAndFlagged: a 2xx answer without usage is
@@ -233,7 +233,7 @@ func TestUsageMissingIsEstimatedAndFlagged(t *testing.T) {
 	g.LoadSite(btSite(mock.URL, "", ""))
 	g.NewAccount("acme", "10")
 	_, secret := g.NewKey("acme", "k")
-	metricsBefore, _ := btScrape(t, g)
+	metricsBefore, _ := gwtest.Scrape(t, g)
 
 	type tc struct {
 		name, path, body string
@@ -267,13 +267,13 @@ func TestUsageMissingIsEstimatedAndFlagged(t *testing.T) {
 	for _, c := range cases {
 		id := "um-" + c.name
 		c.headers[gwtest.HeaderRequestID] = id
-		status, _, _, err := btPost(g, c.path, secret, c.body, c.headers)
+		status, _, _, err := gwtest.Post(g, c.path, secret, c.body, c.headers)
 		if err == nil && status != http.StatusOK {
 			t.Fatalf("%s: status %d", c.name, status)
 		}
 	}
-	btWaitAnswers(t, mock, len(cases))
-	rows := btUsageRows(t, g)
+	gwtest.WaitAnswers(t, mock, len(cases))
+	rows := gwtest.UsageRows(t, g)
 	var sum int64
 	for _, c := range cases {
 		id := "um-" + c.name
@@ -302,18 +302,18 @@ func TestUsageMissingIsEstimatedAndFlagged(t *testing.T) {
 		}
 		sum += wantCost
 	}
-	u := btLedger(t, g, url.Values{"account": {"acme"}, "kind": {"usage"}})
+	u := gwtest.Ledger(t, g, url.Values{"account": {"acme"}, "kind": {"usage"}})
 	if len(u.Totals) != 1 || u.Totals[0].Estimated != int64(len(cases)) || u.Totals[0].CostNano != sum {
 		t.Fatalf("totals %+v, want %d estimated costing %d", u.Totals, len(cases), sum)
 	}
-	v0, _ := btMetric(metricsBefore, "caddy_ai_gateway_estimated_charges_total", nil)
-	btEventually(t, 5*time.Second, func() string {
-		series, _ := btScrape(t, g)
-		v, _ := btMetric(series, "caddy_ai_gateway_estimated_charges_total", nil)
+	v0, _ := gwtest.Metric(metricsBefore, "caddy_ai_gateway_estimated_charges_total", nil)
+	gwtest.Eventually(t, 5*time.Second, func() string {
+		series, _ := gwtest.Scrape(t, g)
+		v, _ := gwtest.Metric(series, "caddy_ai_gateway_estimated_charges_total", nil)
 		if v-v0 != float64(len(cases)) {
 			return fmt.Sprintf("estimated_charges_total grew by %v, want %d", v-v0, len(cases))
 		}
 		return ""
 	})
-	btAssertNoHolds(t, g)
+	gwtest.AssertNoHolds(t, g)
 }

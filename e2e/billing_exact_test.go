@@ -115,7 +115,7 @@ func TestBillingExactMixed(t *testing.T) {
 		t.Errorf("client: %s", p)
 	}
 
-	answers := btWaitAnswers(t, mock, n)
+	answers := gwtest.WaitAnswers(t, mock, n)
 	byAnswer := map[string]gwtest.Answer{}
 	for _, a := range answers {
 		byAnswer[a.RequestID] = a
@@ -124,8 +124,8 @@ func TestBillingExactMixed(t *testing.T) {
 	if len(reqs) != n || len(byAnswer) != n {
 		t.Fatalf("mock saw %d requests (%d distinct answers), want %d", len(reqs), len(byAnswer), n)
 	}
-	btWaitNoHolds(t, g, 5*time.Second)
-	rows := btUsageRows(t, g)
+	gwtest.WaitNoHolds(t, g, 5*time.Second)
+	rows := gwtest.UsageRows(t, g)
 	if len(rows) != n {
 		t.Fatalf("%d usage rows, want one per request: %d", len(rows), n)
 	}
@@ -186,7 +186,7 @@ func TestBillingExactMixed(t *testing.T) {
 				fail("not flagged estimated")
 				continue
 			}
-			wantPrompt := btPromptEstimate(t, btUpstreamBody(t, reqs, j.id))
+			wantPrompt := btPromptEstimate(t, gwtest.UpstreamBody(t, reqs, j.id))
 			var wantNote string
 			lo, hi := int64(-1), int64(-1)
 			switch j.kind {
@@ -234,7 +234,7 @@ func TestBillingExactMixed(t *testing.T) {
 
 	// Balances: top-up plus the sum of the ledger, exactly.
 	for _, a := range accounts {
-		full := btLedger(t, g, url.Values{"account": {a}})
+		full := gwtest.Ledger(t, g, url.Values{"account": {a}})
 		var all, usage, estimated int64
 		var nUsage int64
 		for _, r := range full.Rows {
@@ -247,7 +247,7 @@ func TestBillingExactMixed(t *testing.T) {
 				}
 			}
 		}
-		bal := btBalance(t, g, a)
+		bal := gwtest.Balance(t, g, a)
 		if bal != topupNano+usage || bal != all {
 			t.Errorf("%s: balance %d, top-up + usage %d, sum of ledger %d", a, bal, topupNano+usage, all)
 		}
@@ -269,11 +269,11 @@ func TestBillingExactMixed(t *testing.T) {
 			full.Totals[0].Estimated != estimated {
 			t.Errorf("%s: totals %+v; want cost %d over %d requests, %d estimated", a, full.Totals, -usage, nUsage, estimated)
 		}
-		if again := btBalance(t, g, a); again != bal {
+		if again := gwtest.Balance(t, g, a); again != bal {
 			t.Errorf("%s: balance moved after everything settled: %d then %d", a, bal, again)
 		}
 	}
-	btAssertNoHolds(t, g)
+	gwtest.AssertNoHolds(t, g)
 }
 
 // TestResponsesAndEmbeddingsMetered: Responses API (JSON and stream, with
@@ -317,7 +317,7 @@ func TestResponsesAndEmbeddingsMetered(t *testing.T) {
 		t.Fatalf("embeddings: %v %+v", err, emb)
 	}
 
-	rows := btUsageRows(t, g)
+	rows := gwtest.UsageRows(t, g)
 	want := map[string][5]int64{ // prompt, completion, cached, reasoning, cost
 		"re-json":   {5000, 900, 4000, 600, btCost(btRateOf(t, "big-"), 5000, 900, 4000)},
 		"re-stream": {321, 123, 21, 3, btCost(btRateOf(t, "mock-"), 321, 123, 21)},
@@ -331,7 +331,7 @@ func TestResponsesAndEmbeddingsMetered(t *testing.T) {
 		}
 		sum += w[4]
 	}
-	if bal := btBalance(t, g, "acme"); bal != 100_000_000_000-sum {
+	if bal := gwtest.Balance(t, g, "acme"); bal != 100_000_000_000-sum {
 		t.Fatalf("balance %d, want %d", bal, 100_000_000_000-sum)
 	}
 	// The upstream Responses request is unchanged (no include_usage there).
@@ -340,7 +340,7 @@ func TestResponsesAndEmbeddingsMetered(t *testing.T) {
 			t.Fatalf("stream_options injected into a Responses request: %s", r.Body)
 		}
 	}
-	btAssertNoHolds(t, g)
+	gwtest.AssertNoHolds(t, g)
 }
 
 // TestRequestIDFallbackIsRaceFree: when the provider sends no request id the
@@ -387,7 +387,7 @@ func TestRequestIDFallbackIsRaceFree(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rows := btUsageRows(t, g)
+	rows := gwtest.UsageRows(t, g)
 	if len(rows) != rounds*concurrency {
 		t.Fatalf("%d rows with distinct request ids, want %d", len(rows), rounds*concurrency)
 	}

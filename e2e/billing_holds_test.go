@@ -52,7 +52,7 @@ func TestOverspendBound(t *testing.T) {
 	if hold != 2_007_000 || hold < C || btCost(btRateOf(t, "flat-model"), 1000, 1000, 0) != C {
 		t.Fatalf("test arithmetic: hold %d, cost %d", hold, C)
 	}
-	if B0 != btBalance(t, g, "tight") {
+	if B0 != gwtest.Balance(t, g, "tight") {
 		t.Fatal("top-up")
 	}
 
@@ -71,7 +71,7 @@ func TestOverspendBound(t *testing.T) {
 			defer wg.Done()
 			<-startGate
 			// The streams last ~300 ms so that they are all in flight together.
-			s, h, b, err := btPost(g, "/v1/chat/completions", secret, body, map[string]string{
+			s, h, b, err := gwtest.Post(g, "/v1/chat/completions", secret, body, map[string]string{
 				gwtest.HeaderDelayMs: "50", gwtest.HeaderRequestID: fmt.Sprintf("os-%03d", i)})
 			results[i] = result{s, h, b, err}
 		}()
@@ -91,13 +91,13 @@ func TestOverspendBound(t *testing.T) {
 			}
 		case r.status == http.StatusForbidden:
 			refused++
-			btCheckError(t, r.status, r.h, r.body, http.StatusForbidden, "insufficient_quota", "insufficient_balance")
+			gwtest.CheckError(t, r.status, r.h, r.body, http.StatusForbidden, "insufficient_quota", "insufficient_balance")
 		default:
 			t.Fatalf("request %d: status %d: %s", i, r.status, r.body)
 		}
 	}
-	btWaitNoHolds(t, g, 5*time.Second)
-	final := btBalance(t, g, "tight")
+	gwtest.WaitNoHolds(t, g, 5*time.Second)
+	final := gwtest.Balance(t, g, "tight")
 	charged := B0 - final
 	t.Logf("admitted %d, refused %d, charged %d, final balance %d", admitted, refused, charged, final)
 	if admitted+refused != total {
@@ -116,7 +116,7 @@ func TestOverspendBound(t *testing.T) {
 	if admitted != 10 || final != 0 {
 		t.Fatalf("admitted %d with final balance %d; the admission rule allows exactly 10 (see the comment)", admitted, final)
 	}
-	rows := btUsageRows(t, g)
+	rows := gwtest.UsageRows(t, g)
 	if len(rows) != admitted {
 		t.Fatalf("%d usage rows for %d admitted requests", len(rows), admitted)
 	}
@@ -173,7 +173,7 @@ func TestHoldCoversEveryCompletion(t *testing.T) {
 			}
 			done := make(chan result, 1)
 			go func() {
-				s, _, b, err := btPost(g, tc.path, secret, tc.body, map[string]string{
+				s, _, b, err := gwtest.Post(g, tc.path, secret, tc.body, map[string]string{
 					gwtest.HeaderWaitMs: "600", gwtest.HeaderRequestID: id})
 				if err != nil {
 					b = []byte(err.Error())
@@ -181,7 +181,7 @@ func TestHoldCoversEveryCompletion(t *testing.T) {
 				done <- result{s, b}
 			}()
 			var held int64
-			btEventually(t, 500*time.Millisecond, func() string {
+			gwtest.Eventually(t, 500*time.Millisecond, func() string {
 				var a struct {
 					HeldNano int64 `json:"held_nano"`
 				}
@@ -199,7 +199,7 @@ func TestHoldCoversEveryCompletion(t *testing.T) {
 			if r.status != http.StatusOK {
 				t.Fatalf("status %d: %s", r.status, r.body)
 			}
-			row := btUsageRows(t, g)[id]
+			row := gwtest.UsageRows(t, g)[id]
 			if row.Estimated || -row.Amount != btCost(flat, 10, 20, 0) {
 				t.Fatalf("row %+v; want the mock's usage", row)
 			}
@@ -227,13 +227,13 @@ func TestClientCancelReleasesHold(t *testing.T) {
 			break
 		}
 	}
-	series, _ := btScrape(t, g)
-	if n, _ := btMetric(series, "caddy_ai_gateway_holds_in_flight", nil); n != 1 {
+	series, _ := gwtest.Scrape(t, g)
+	if n, _ := gwtest.Metric(series, "caddy_ai_gateway_holds_in_flight", nil); n != 1 {
 		t.Fatalf("holds in flight mid-stream: %v, want 1", n)
 	}
 	cancel()
 	s.Close()
-	if took := btWaitNoHolds(t, g, 300*time.Millisecond); took > 300*time.Millisecond {
+	if took := gwtest.WaitNoHolds(t, g, 300*time.Millisecond); took > 300*time.Millisecond {
 		t.Fatalf("hold released after %v", took)
 	}
 
@@ -245,10 +245,10 @@ func TestClientCancelReleasesHold(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("want the client's deadline, got %v", err)
 	}
-	took := btWaitNoHolds(t, g, 500*time.Millisecond)
+	took := gwtest.WaitNoHolds(t, g, 500*time.Millisecond)
 	t.Logf("hold of the unanswered request released %v after the client gave up", took)
 
-	rows := btUsageRows(t, g)
+	rows := gwtest.UsageRows(t, g)
 	r := rows["cc-stream"]
 	wantPrompt := int64(7) // "user" + "Hello": ceil(9/4) + 4
 	if !r.Estimated || r.Note != "estimated: stream cut before usage arrived" || r.Prompt != wantPrompt ||
@@ -259,7 +259,7 @@ func TestClientCancelReleasesHold(t *testing.T) {
 	if len(rows) != 2 {
 		t.Fatalf("%d rows, want 2", len(rows))
 	}
-	var w btRow
+	var w gwtest.LedgerRow
 	for id, row := range rows {
 		if id != "cc-stream" {
 			w = row
@@ -271,7 +271,7 @@ func TestClientCancelReleasesHold(t *testing.T) {
 		w.Amount == 0 || !strings.HasPrefix(w.RequestID, "gw-") {
 		t.Fatalf("unanswered request row %+v; want the prompt estimate, status 499", w)
 	}
-	if bal := btBalance(t, g, "acme"); bal != 10_000_000_000+r.Amount+w.Amount {
+	if bal := gwtest.Balance(t, g, "acme"); bal != 10_000_000_000+r.Amount+w.Amount {
 		t.Fatalf("balance %d", bal)
 	}
 }
@@ -305,8 +305,8 @@ func TestClientLeavesBeforeSending(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("want the client's deadline, got %v", err)
 	}
-	btWaitNoHolds(t, g, 2*time.Second)
-	rows := btUsageRows(t, g)
+	gwtest.WaitNoHolds(t, g, 2*time.Second)
+	rows := gwtest.UsageRows(t, g)
 	if len(rows) != 1 {
 		t.Fatalf("%d rows, want 1", len(rows))
 	}
@@ -315,7 +315,7 @@ func TestClientLeavesBeforeSending(t *testing.T) {
 			t.Fatalf("row %+v; want free, status 499", r)
 		}
 	}
-	if bal := btBalance(t, g, "acme"); bal != 10_000_000_000 {
+	if bal := gwtest.Balance(t, g, "acme"); bal != 10_000_000_000 {
 		t.Fatalf("balance %d", bal)
 	}
 }

@@ -81,7 +81,7 @@ func TestStreamingIsNotBuffered(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	btWaitAnswers(t, mock, len(variants))
+	gwtest.WaitAnswers(t, mock, len(variants))
 	for name, r := range got {
 		if r.err != nil {
 			t.Fatalf("%s: %v", name, r.err)
@@ -112,7 +112,7 @@ func TestStreamingIsNotBuffered(t *testing.T) {
 			t.Errorf("%s: first event after %v (want < 250ms), stream took %v (want > 900ms)", name, first, totalDur)
 		}
 	}
-	btWaitNoHolds(t, g, 5*time.Second)
+	gwtest.WaitNoHolds(t, g, 5*time.Second)
 }
 
 // TestStreamUsageChunkRemoved compares raw bytes: what the client receives
@@ -156,7 +156,7 @@ func TestStreamUsageChunkRemoved(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			id := "ucr-" + c.name
-			status, h, got, err := btPost(g, c.path, secret, c.body, map[string]string{gwtest.HeaderRequestID: id})
+			status, h, got, err := gwtest.Post(g, c.path, secret, c.body, map[string]string{gwtest.HeaderRequestID: id})
 			if err != nil || status != http.StatusOK {
 				t.Fatalf("status %d, err %v: %s", status, err, got)
 			}
@@ -167,14 +167,14 @@ func TestStreamUsageChunkRemoved(t *testing.T) {
 			if !ok {
 				t.Fatal("no answer recorded")
 			}
-			up := btUpstreamBody(t, mock.Requests(), id)
+			up := gwtest.UpstreamBody(t, mock.Requests(), id)
 
 			// The mock's bytes, fetched again directly: the mock is
 			// deterministic, and its record is what it sent.
 			direct := func(body []byte) []byte {
 				req, _ := http.NewRequest("POST", mock.URL+c.path, bytes.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")
-				resp, err := btRawHTTP.Do(req)
+				resp, err := gwtest.RawHTTP.Do(req)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -189,7 +189,7 @@ func TestStreamUsageChunkRemoved(t *testing.T) {
 			want := direct([]byte(c.body))
 
 			// What the mock sent carries usage in every event but [DONE].
-			events := btSplitEvents(ans.Body)
+			events := gwtest.SplitEvents(ans.Body)
 			usageEvents := 0
 			for _, ev := range events[:len(events)-1] {
 				switch {
@@ -238,7 +238,7 @@ func TestStreamUsageChunkRemoved(t *testing.T) {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("client bytes\n%q\nwant (the mock's answer to the client's own body)\n%q", got, want)
 			}
-			rows := btUsageRows(t, g)
+			rows := gwtest.UsageRows(t, g)
 			r := rows[id]
 			if r.Prompt != 31 || r.Completion != 17 || r.Cached != 8 || r.Reasoning != 3 || r.Estimated ||
 				-r.Amount != btCost(btRateOf(t, "mock-"), 31, 17, 8) {
@@ -246,7 +246,7 @@ func TestStreamUsageChunkRemoved(t *testing.T) {
 			}
 		})
 	}
-	btAssertNoHolds(t, g)
+	gwtest.AssertNoHolds(t, g)
 }
 
 // TestGzipProviderResponse: a provider that gzips its JSON although the
@@ -270,7 +270,7 @@ func TestGzipProviderResponse(t *testing.T) {
 	if resp.Choices[0].Message.Content != "Hello from the mock provider." || resp.Usage.PromptTokens != 1234 {
 		t.Fatalf("SDK got %+v", resp)
 	}
-	status, h, raw, err := btPost(g, "/v1/embeddings", secret, `{"model":"emb-small","input":"hi"}`,
+	status, h, raw, err := gwtest.Post(g, "/v1/embeddings", secret, `{"model":"emb-small","input":"hi"}`,
 		map[string]string{gwtest.HeaderGzip: "1", gwtest.HeaderUsage: "777,0", gwtest.HeaderRequestID: "gz-raw"})
 	if err != nil || status != http.StatusOK || h.Get("Content-Encoding") != "gzip" {
 		t.Fatalf("raw: %d %v %v", status, err, h)
@@ -303,7 +303,7 @@ func TestGzipProviderResponse(t *testing.T) {
 		gwtest.HeaderDelayMs: "300", gwtest.HeaderRequestID: "gz-stream"} {
 		req.Header.Set(k, v)
 	}
-	sresp, err := btRawHTTP.Do(req)
+	sresp, err := gwtest.RawHTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestGzipProviderResponse(t *testing.T) {
 		!strings.Contains(streamed, `"content":" mock."`) {
 		t.Fatalf("client stream:\n%s", streamed)
 	}
-	rows := btUsageRows(t, g)
+	rows := gwtest.UsageRows(t, g)
 	if r := rows["gz-stream"]; r.Prompt != 40 || r.Completion != 12 || r.Estimated || -r.Amount != btCost(btRateOf(t, "mock-"), 40, 12, 0) {
 		t.Fatalf("gzip stream row %+v", r)
 	}

@@ -60,7 +60,7 @@ func TestUsageAdminAndPlaceholders(t *testing.T) {
 		} {
 			id := fmt.Sprintf("ua-%d-%d", batch, i)
 			body := `{"model":"` + x.model + `","messages":[{"role":"user","content":"hi"}]}`
-			status, _, b, err := btPost(g, "/v1/chat/completions", secrets[x.key], body, map[string]string{
+			status, _, b, err := gwtest.Post(g, "/v1/chat/completions", secrets[x.key], body, map[string]string{
 				gwtest.HeaderRequestID: id, gwtest.HeaderUsage: fmt.Sprintf("%d,%d,%d", x.p, x.c, x.cached)})
 			if err != nil || status != 200 {
 				t.Fatalf("%s: %d %v %s", id, status, err, b)
@@ -75,8 +75,8 @@ func TestUsageAdminAndPlaceholders(t *testing.T) {
 	do(1)
 
 	costOf := func(s sent) int64 { return btCost(btRateOf(t, s.model), s.p, s.c, s.cached) }
-	sumWhere := func(keep func(s sent) bool) btTotal {
-		var tot btTotal
+	sumWhere := func(keep func(s sent) bool) gwtest.LedgerTotal {
+		var tot gwtest.LedgerTotal
 		for _, s := range all {
 			if keep(s) {
 				tot.Requests++
@@ -90,7 +90,7 @@ func TestUsageAdminAndPlaceholders(t *testing.T) {
 	}
 	check := func(q url.Values, keep func(s sent) bool) {
 		t.Helper()
-		u := btLedger(t, g, q)
+		u := gwtest.Ledger(t, g, q)
 		want := sumWhere(keep)
 		if len(u.Totals) != 1 {
 			t.Fatalf("%s: totals %+v", q.Encode(), u.Totals)
@@ -120,15 +120,15 @@ func TestUsageAdminAndPlaceholders(t *testing.T) {
 	check(url.Values{"since": {"1h"}}, func(sent) bool { return true })
 	check(url.Values{"until": {"2000-01-01"}}, func(sent) bool { return false })
 
-	rows := btUsageRows(t, g)
+	rows := gwtest.UsageRows(t, g)
 	for by, groupOf := range map[string]func(s sent) string{
 		"model":   func(s sent) string { return s.model },
 		"key":     func(s sent) string { return s.key },
 		"account": func(s sent) string { return s.account },
 		"day":     func(s sent) string { return rows[s.id].CreatedAt.UTC().Format("2006-01-02") },
 	} {
-		u := btLedger(t, g, url.Values{"by": {by}})
-		want := map[string]btTotal{}
+		u := gwtest.Ledger(t, g, url.Values{"by": {by}})
+		want := map[string]gwtest.LedgerTotal{}
 		for _, s := range all {
 			grp := groupOf(s)
 			w := sumWhere(func(x sent) bool { return groupOf(x) == grp })
@@ -220,13 +220,13 @@ func TestMetrics(t *testing.T) {
 	keyID, secret := g.NewKey("acme-metrics", "metrics-key")
 	brokeID, brokeSecret := g.NewKey("broke-metrics", "broke-key")
 
-	before, _ := btScrape(t, g)
-	val := func(series []btSeries, name string, labels map[string]string) float64 {
-		v, _ := btMetric(series, name, labels)
+	before, _ := gwtest.Scrape(t, g)
+	val := func(series []gwtest.Series, name string, labels map[string]string) float64 {
+		v, _ := gwtest.Metric(series, name, labels)
 		return v
 	}
 	post := func(key, body string, h map[string]string) int {
-		status, _, b, err := btPost(g, "/v1/chat/completions", key, body, h)
+		status, _, b, err := gwtest.Post(g, "/v1/chat/completions", key, body, h)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,10 +257,10 @@ func TestMetrics(t *testing.T) {
 	if s := post(secret, `[]`, nil); s != 400 {
 		t.Fatalf("status %d", s)
 	}
-	var after []btSeries
+	var after []gwtest.Series
 	var text string
-	btEventually(t, 5*time.Second, func() string {
-		after, text = btScrape(t, g)
+	gwtest.Eventually(t, 5*time.Second, func() string {
+		after, text = gwtest.Scrape(t, g)
 		got := val(after, "caddy_ai_gateway_requests_total", nil) - val(before, "caddy_ai_gateway_requests_total", nil)
 		if got != 5 {
 			return fmt.Sprintf("requests_total grew by %v, want 5", got)
@@ -299,7 +299,7 @@ func TestMetrics(t *testing.T) {
 		got := delta(c.name, c.labels)
 		if c.name == "caddy_ai_gateway_holds_in_flight" {
 			got = val(after, c.name, nil)
-			if _, ok := btMetric(after, c.name, nil); !ok {
+			if _, ok := gwtest.Metric(after, c.name, nil); !ok {
 				t.Errorf("%s missing", c.name)
 			}
 		}
@@ -309,7 +309,7 @@ func TestMetrics(t *testing.T) {
 	}
 	// cost_total is in currency units (a float for metrics only).
 	var wantCost int64
-	for _, r := range btUsageRows(t, g) {
+	for _, r := range gwtest.UsageRows(t, g) {
 		wantCost -= r.Amount
 	}
 	gotCost := delta("caddy_ai_gateway_cost_total", nil)
@@ -318,21 +318,21 @@ func TestMetrics(t *testing.T) {
 	}
 	reasons := map[string]bool{}
 	for _, s := range after {
-		if s.name == "caddy_ai_gateway_auth_failures_total" {
-			reasons[s.labels["reason"]] = true
+		if s.Name == "caddy_ai_gateway_auth_failures_total" {
+			reasons[s.Labels["reason"]] = true
 		}
 	}
 	if len(reasons) < 2 {
 		t.Errorf("auth failures not split by reason: %v", reasons)
 	}
 	for _, s := range after {
-		if !strings.HasPrefix(s.name, "caddy_ai_gateway_") {
+		if !strings.HasPrefix(s.Name, "caddy_ai_gateway_") {
 			continue
 		}
-		for k, v := range s.labels {
+		for k, v := range s.Labels {
 			for _, bad := range []string{keyID, brokeID, secret, brokeSecret, "acme-metrics", "broke-metrics", "sk-wrong", "mock-model", "big-model"} {
 				if strings.Contains(v, bad) {
-					t.Errorf("%s has label %s=%q: label values must be bounded by the config", s.name, k, v)
+					t.Errorf("%s has label %s=%q: label values must be bounded by the config", s.Name, k, v)
 				}
 			}
 		}
