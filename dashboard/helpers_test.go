@@ -2,14 +2,11 @@ package dashboard_test
 
 import (
 	"bytes"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -240,7 +237,8 @@ type newKey struct {
 	Warning string `json:"warning"`
 }
 
-// wantAPIError checks status, headers and the error shape of an answer.
+// wantAPIError checks status, headers (JSON, never cached) and the error
+// shape of an answer, with code.
 func wantAPIError(t *testing.T, resp *http.Response, body []byte, status int, code string) {
 	t.Helper()
 	if resp.StatusCode != status {
@@ -252,49 +250,18 @@ func wantAPIError(t *testing.T, resp *http.Response, body []byte, status int, co
 	if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
 		t.Fatalf("Cache-Control %q, want no-store", cc)
 	}
-	var raw map[string]map[string]any
-	if err := json.Unmarshal(body, &raw); err != nil || len(raw) != 1 || len(raw["error"]) != 4 {
-		t.Fatalf("not the OpenAI error shape: %s", body)
+	if e := gwtest.CheckErrorShape(t, body); e.Error.Code != code {
+		t.Fatalf("code %v, want %s: %s", e.Error.Code, code, body)
 	}
-	if p, ok := raw["error"]["param"]; !ok || p != nil {
-		t.Fatalf("param must be present and null: %s", body)
-	}
-	if raw["error"]["code"] != code {
-		t.Fatalf("code %v, want %s: %s", raw["error"]["code"], code, body)
-	}
-	if m, _ := raw["error"]["message"].(string); m == "" {
-		t.Fatalf("empty message: %s", body)
-	}
-}
-
-// secretForms lists the representations of a key that must never be at
-// rest or in a log: the plaintext, its random part, and their base64 and
-// hex encodings.
-func secretForms(secret string) []string {
-	var out []string
-	for _, s := range []string{secret, strings.TrimPrefix(secret, "sk-")} {
-		b := []byte(s)
-		out = append(out, s,
-			base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b),
-			base64.URLEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b),
-			hex.EncodeToString(b))
-	}
-	return out
 }
 
 // assertNoSecrets fails if a file holds any form of any key.
 func assertNoSecrets(t *testing.T, paths []string, secrets []string) {
 	t.Helper()
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := gwtest.ReadIfExists(t, p)
 		for _, s := range secrets {
-			for _, f := range secretForms(s) {
+			for _, f := range gwtest.SecretForms(s) {
 				if bytes.Contains(b, []byte(f)) {
 					t.Fatalf("%s contains key material of %s", filepath.Base(p), keystore.MaskKey(s))
 				}

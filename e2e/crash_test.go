@@ -306,13 +306,36 @@ func crashStart(t *testing.T, bin, dir, name, dbPath, upstream string) *crashCad
 	return nil
 }
 
+// crashTryStart makes one attempt of crashStart.
 func crashTryStart(t *testing.T, bin, dir, name, dbPath, upstream string) (*crashCaddy, error) {
 	adminPort, sitePort := gwtest.FreePort(t), gwtest.FreePort(t)
 	for sitePort == adminPort {
 		sitePort = gwtest.FreePort(t)
 	}
 	home := filepath.Join(dir, "home-"+name)
-	caddyfile := fmt.Sprintf(`{
+	cfgPath := filepath.Join(dir, "Caddyfile-"+name)
+	if err := os.WriteFile(cfgPath, []byte(crashCaddyfile(adminPort, sitePort, home, dbPath, upstream)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &crashCaddy{
+		name:    name,
+		logPath: filepath.Join(dir, "caddy-"+name+".log"),
+		admin:   fmt.Sprintf("http://127.0.0.1:%d", adminPort),
+		site:    fmt.Sprintf("http://127.0.0.1:%d", sitePort),
+		client:  &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableCompression: true}},
+		done:    make(chan struct{}),
+	}
+	p.launch(t, bin, cfgPath, home)
+	if err := p.waitReady(30 * time.Second); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// crashCaddyfile is the config of a crash test caddy: the gateway in front
+// of upstream, with its database at dbPath and Caddy's storage under home.
+func crashCaddyfile(adminPort, sitePort int, home, dbPath, upstream string) string {
+	return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	persist_config off
 	auto_https off
@@ -334,25 +357,18 @@ http://127.0.0.1:%d {
 	}
 }
 `, adminPort, filepath.Join(home, "storage"), dbPath, sitePort, strings.TrimPrefix(upstream, "http://"))
-	cfgPath := filepath.Join(dir, "Caddyfile-"+name)
-	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "caddy-"+name+".log")
-	logFile, err := os.Create(logPath)
+}
+
+// launch starts the child with its output in p.logPath, and makes the
+// test's cleanup kill it if it still runs and show its output if the test
+// failed.
+func (p *crashCaddy) launch(t *testing.T, bin, cfgPath, home string) {
+	logFile, err := os.Create(p.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logFile.Close() // the child has its own descriptor
 
-	p := &crashCaddy{
-		name:    name,
-		logPath: logPath,
-		admin:   fmt.Sprintf("http://127.0.0.1:%d", adminPort),
-		site:    fmt.Sprintf("http://127.0.0.1:%d", sitePort),
-		client:  &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableCompression: true}},
-		done:    make(chan struct{}),
-	}
 	p.cmd = exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
 	p.cmd.Env = append(os.Environ(),
 		"HOME="+home, "XDG_DATA_HOME="+filepath.Join(home, "data"), "XDG_CONFIG_HOME="+filepath.Join(home, "config"))
@@ -371,16 +387,21 @@ http://127.0.0.1:%d {
 			<-p.done
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
+			b, _ := os.ReadFile(p.logPath)
 			const maxLog = 64 << 10
 			if len(b) > maxLog {
 				b = append([]byte("…\n"), b[len(b)-maxLog:]...)
 			}
-			t.Logf("caddy %s output (%s):\n%s", name, logPath, b)
+			t.Logf("caddy %s output (%s):\n%s", p.name, p.logPath, b)
 		}
 	})
+}
 
-	deadline := time.Now().Add(30 * time.Second)
+// waitReady waits until the admin endpoint and the site answer; if the
+// child exits first, or they do not answer within timeout (the child is
+// then killed), it says why.
+func (p *crashCaddy) waitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for _, url := range []string{p.admin + "/config/", p.site + "/"} {
 		for {
 			resp, err := p.client.Get(url)
@@ -389,18 +410,18 @@ http://127.0.0.1:%d {
 				break
 			}
 			if !p.running() {
-				b, _ := os.ReadFile(logPath)
-				return nil, fmt.Errorf("caddy exited during start (%v):\n%s", p.waitErr, b)
+				b, _ := os.ReadFile(p.logPath)
+				return fmt.Errorf("caddy exited during start (%v):\n%s", p.waitErr, b)
 			}
 			if time.Now().After(deadline) {
 				_ = p.cmd.Process.Kill()
 				<-p.done
-				return nil, fmt.Errorf("%s did not answer within 30s: %v", url, err)
+				return fmt.Errorf("%s did not answer within 30s: %v", url, err)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	return p, nil
+	return nil
 }
 
 func (p *crashCaddy) running() bool {
@@ -757,9 +778,20 @@ func crashReadDB(t *testing.T, path string) *crashDB {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	ctx := t.Context()
+	crashIntegrityCheck(t, db, path)
+	d := &crashDB{
+		balances: map[string]int64{}, sums: map[string]int64{}, usage: map[string]crashRow{},
+		duplicates: map[string]int{}, adjustments: map[string]string{},
+	}
+	d.readAccounts(t, db)
+	d.readLedger(t, db)
+	return d
+}
 
-	rows, err := db.QueryContext(ctx, `PRAGMA integrity_check`)
+// crashIntegrityCheck fails the test unless PRAGMA integrity_check says ok.
+func crashIntegrityCheck(t *testing.T, db *sql.DB, path string) {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), `PRAGMA integrity_check`)
 	if err != nil {
 		t.Fatalf("integrity_check: %v", err)
 	}
@@ -775,12 +807,12 @@ func crashReadDB(t *testing.T, path string) *crashDB {
 	if len(res) != 1 || res[0] != "ok" {
 		t.Fatalf("integrity_check of %s: %q", path, res)
 	}
+}
 
-	d := &crashDB{
-		balances: map[string]int64{}, sums: map[string]int64{}, usage: map[string]crashRow{},
-		duplicates: map[string]int{}, adjustments: map[string]string{},
-	}
-	rows, err = db.QueryContext(ctx, `SELECT id, balance FROM accounts`)
+// readAccounts reads every account's balance.
+func (d *crashDB) readAccounts(t *testing.T, db *sql.DB) {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), `SELECT id, balance FROM accounts`)
 	if err != nil {
 		t.Fatalf("reading accounts: %v", err)
 	}
@@ -793,52 +825,65 @@ func crashReadDB(t *testing.T, path string) *crashDB {
 		d.balances[id] = bal
 	}
 	rows.Close()
+}
 
-	rows, err = db.QueryContext(ctx, `SELECT id, account_id, kind, amount, balance_after,
+// crashLedgerRow is a row of the ledger table as crashReadDB reads it.
+type crashLedgerRow struct {
+	id, amount, after, status, estimated int64
+	acct, kind, model, note              string
+}
+
+// readLedger reads the ledger in order, row by row.
+func (d *crashDB) readLedger(t *testing.T, db *sql.DB) {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), `SELECT id, account_id, kind, amount, balance_after,
 		COALESCE(model, ''), COALESCE(note, ''), COALESCE(status, 0), estimated FROM ledger ORDER BY id`)
 	if err != nil {
 		t.Fatalf("reading ledger: %v", err)
 	}
 	for rows.Next() {
-		var (
-			id, amount, after, status, estimated int64
-			acct, kind, model, note              string
-		)
-		if err := rows.Scan(&id, &acct, &kind, &amount, &after, &model, &note, &status, &estimated); err != nil {
+		var r crashLedgerRow
+		if err := rows.Scan(&r.id, &r.acct, &r.kind, &r.amount, &r.after, &r.model, &r.note, &r.status, &r.estimated); err != nil {
 			t.Fatalf("reading ledger: %v", err)
 		}
-		d.ledgerRows++
-		d.sums[acct] += amount
-		if after != d.sums[acct] {
-			d.chainErrs = append(d.chainErrs, fmt.Sprintf("row %d (%s, %s, amount %d): balance_after %d, running sum %d",
-				id, acct, kind, amount, after, d.sums[acct]))
-		}
-		switch kind {
-		case "usage":
-			if _, dup := d.usage[model]; dup {
-				d.duplicates[model]++
-			}
-			d.usage[model] = crashRow{account: acct, amount: amount, status: status, estimated: estimated != 0}
-			if amount != -crashCostNano || status != 200 || estimated != 0 {
-				d.badRows = append(d.badRows, fmt.Sprintf("row %d (%s, %s): amount %d, status %d, estimated %d, note %q",
-					id, acct, model, amount, status, estimated, note))
-			}
-		case "adjustment":
-			if note != crashInitialNote {
-				if _, dup := d.adjustments[note]; dup {
-					d.duplicates["adjustment "+note]++
-				}
-			}
-			d.adjustments[note] = acct
-		default:
-			d.badRows = append(d.badRows, fmt.Sprintf("row %d: unknown kind %q", id, kind))
-		}
+		d.add(r)
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatalf("reading ledger: %v", err)
 	}
 	rows.Close()
-	return d
+}
+
+// add files one ledger row: the running sum and balance_after chain of its
+// account, and the row by kind (usage by model, adjustments by note), with
+// duplicates and unexpected rows noted.
+func (d *crashDB) add(r crashLedgerRow) {
+	d.ledgerRows++
+	d.sums[r.acct] += r.amount
+	if r.after != d.sums[r.acct] {
+		d.chainErrs = append(d.chainErrs, fmt.Sprintf("row %d (%s, %s, amount %d): balance_after %d, running sum %d",
+			r.id, r.acct, r.kind, r.amount, r.after, d.sums[r.acct]))
+	}
+	switch r.kind {
+	case "usage":
+		if _, dup := d.usage[r.model]; dup {
+			d.duplicates[r.model]++
+		}
+		d.usage[r.model] = crashRow{account: r.acct, amount: r.amount, status: r.status, estimated: r.estimated != 0}
+		if r.amount != -crashCostNano || r.status != 200 || r.estimated != 0 {
+			d.badRows = append(d.badRows, fmt.Sprintf("row %d (%s, %s): amount %d, status %d, estimated %d, note %q",
+				r.id, r.acct, r.model, r.amount, r.status, r.estimated, r.note))
+		}
+	case "adjustment":
+		if r.note != crashInitialNote {
+			if _, dup := d.adjustments[r.note]; dup {
+				d.duplicates["adjustment "+r.note]++
+			}
+		}
+		d.adjustments[r.note] = r.acct
+	default:
+		d.badRows = append(d.badRows, fmt.Sprintf("row %d: unknown kind %q", r.id, r.kind))
+	}
 }
 
 // checkInvariants reports broken money invariants.

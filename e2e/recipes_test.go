@@ -173,7 +173,7 @@ func TestRecipes(t *testing.T) {
 			if gwtest.HasHeaderValue(reqs, secret) {
 				t.Fatal("the gateway key reached a provider")
 			}
-			rows := btUsageRows(t, g)
+			rows := gwtest.UsageRows(t, g)
 			if len(rows) != 2*len(rc.models) {
 				t.Fatalf("%d ledger rows", len(rows))
 			}
@@ -186,7 +186,7 @@ func TestRecipes(t *testing.T) {
 				if len(mock2.Requests()) != 2 || mock2.Requests()[0].Header.Get("Authorization") != "Bearer vllm-test" {
 					t.Fatalf("vLLM requests %+v", mock2.Requests())
 				}
-				status, _, b, _ := btPost(g, "/v1/chat/completions", secret, `{"model":"unrouted"}`, nil)
+				status, _, b, _ := gwtest.Post(g, "/v1/chat/completions", secret, `{"model":"unrouted"}`, nil)
 				if status != http.StatusBadRequest || !strings.Contains(string(b), "model_not_priced") {
 					t.Fatalf("unpriced model: %d %s", status, b)
 				}
@@ -235,7 +235,7 @@ func TestFailoverRecipe(t *testing.T) {
 	if failing.Load() != 1 || mock.Count() != 6 {
 		t.Fatalf("failing upstream saw %d, healthy %d", failing.Load(), mock.Count())
 	}
-	if n := len(btUsageRows(t, g)); n != 6 {
+	if n := len(gwtest.UsageRows(t, g)); n != 6 {
 		t.Fatalf("%d ledger rows", n)
 	}
 }

@@ -121,7 +121,7 @@ func TestRoutingAndAliases(t *testing.T) {
 	for i, c := range cases {
 		id := fmt.Sprintf("route-%d", i)
 		otherBefore := c.other.Count()
-		status, _, b, err := btPost(g, "/v1/chat/completions", secret,
+		status, _, b, err := gwtest.Post(g, "/v1/chat/completions", secret,
 			`{"model":"`+c.model+`","messages":[{"role":"user","content":"hi"}]}`,
 			map[string]string{gwtest.HeaderRequestID: id, gwtest.HeaderUsage: "1000,100"})
 		if err != nil || status != http.StatusOK {
@@ -143,7 +143,7 @@ func TestRoutingAndAliases(t *testing.T) {
 		if gwtest.HasHeaderValue([]gwtest.Recorded{rec}, secret) {
 			t.Fatalf("%s: the gateway key reached the provider", c.model)
 		}
-		rows := btUsageRows(t, g)
+		rows := gwtest.UsageRows(t, g)
 		r := rows[id]
 		if r.Model != c.model || -r.Amount != rtCost(c.in, c.out, 1000, 100) || r.Prompt != 1000 || r.Completion != 100 {
 			t.Fatalf("%s: ledger row %+v, want model %s cost %d", c.model, r, c.model, rtCost(c.in, c.out, 1000, 100))
@@ -152,12 +152,12 @@ func TestRoutingAndAliases(t *testing.T) {
 
 	// a priced model no route serves gets the catch-all, not a silent 200
 	before := oa.Count() + ds.Count()
-	status, h, b, _ := btPost(g, "/v1/chat/completions", secret, `{"model":"deepseek-coder","messages":[]}`, nil)
+	status, h, b, _ := gwtest.Post(g, "/v1/chat/completions", secret, `{"model":"deepseek-coder","messages":[]}`, nil)
 	if status != http.StatusOK || oa.Count()+ds.Count() != before+1 {
 		t.Fatalf("deepseek-coder: %d %s", status, b)
 	}
-	status, h, b, _ = btPost(g, "/v1/chat/completions", secret, `{"model":"unpriced","messages":[]}`, nil)
-	btCheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
+	status, h, b, _ = gwtest.Post(g, "/v1/chat/completions", secret, `{"model":"unpriced","messages":[]}`, nil)
+	gwtest.CheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
 }
 
 // TestSDKThroughRoutedGateway: the OpenAI Go SDK lists models, chats,
@@ -229,7 +229,7 @@ func TestSDKThroughRoutedGateway(t *testing.T) {
 		t.Fatalf("embeddings: %+v, %v", emb, err)
 	}
 
-	u := btLedger(t, g, url.Values{"kind": {"usage"}})
+	u := gwtest.Ledger(t, g, url.Values{"kind": {"usage"}})
 	models := map[string]int{}
 	for _, r := range u.Rows {
 		models[r.Model]++
@@ -259,7 +259,7 @@ func TestKeyAllowlist(t *testing.T) {
 
 	ok := func(model string) {
 		t.Helper()
-		status, _, b, _ := btPost(g, "/v1/chat/completions", secret, `{"model":"`+model+`","messages":[]}`, nil)
+		status, _, b, _ := gwtest.Post(g, "/v1/chat/completions", secret, `{"model":"`+model+`","messages":[]}`, nil)
 		if status != http.StatusOK {
 			t.Fatalf("%s: %d %s", model, status, b)
 		}
@@ -267,8 +267,8 @@ func TestKeyAllowlist(t *testing.T) {
 	refused := func(path, body, model string) {
 		t.Helper()
 		before := oa.Count() + ds.Count()
-		status, h, b, _ := btPost(g, path, secret, body, nil)
-		btCheckError(t, status, h, b, http.StatusForbidden, "invalid_request_error", "model_not_allowed")
+		status, h, b, _ := gwtest.Post(g, path, secret, body, nil)
+		gwtest.CheckError(t, status, h, b, http.StatusForbidden, "invalid_request_error", "model_not_allowed")
 		if !strings.Contains(string(b), model) || !strings.Contains(string(b), "gpt-4o-mini") {
 			t.Fatalf("message does not name the model and the allowlist: %s", b)
 		}
@@ -291,7 +291,7 @@ func TestKeyAllowlist(t *testing.T) {
 	}
 	req, _ := http.NewRequest("GET", g.BaseURL+"/v1/models", nil)
 	req.Header.Set("Authorization", "Bearer "+secret)
-	resp, err := btRawHTTP.Do(req)
+	resp, err := gwtest.RawHTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,8 +308,8 @@ func TestKeyAllowlist(t *testing.T) {
 	g.MustAdmin("PATCH", "/ai-gateway/keys/"+keyID, map[string]any{"allowed_models": nil}, http.StatusOK, nil)
 	ok("cheap")
 	// refusals are counted
-	series, _ := btScrape(t, g)
-	if v, _ := btMetric(series, "caddy_ai_gateway_rejected_total", map[string]string{"reason": "model_not_allowed"}); v != 4 {
+	series, _ := gwtest.Scrape(t, g)
+	if v, _ := gwtest.Metric(series, "caddy_ai_gateway_rejected_total", map[string]string{"reason": "model_not_allowed"}); v != 4 {
 		t.Errorf("model_not_allowed rejections metric %v, want 4", v)
 	}
 }
@@ -338,7 +338,7 @@ func TestKeySpendLimit(t *testing.T) {
 			<-start
 			// max_tokens 100 makes the hold close to the cost: the prompt
 			// estimate is below the 1000 tokens the mock reports
-			status, h, b, err := btPost(g, "/v1/chat/completions", secret,
+			status, h, b, err := gwtest.Post(g, "/v1/chat/completions", secret,
 				`{"model":"gpt-4o","max_tokens":100,"messages":[{"role":"user","content":"`+strings.Repeat("x", 3000)+`"}]}`,
 				map[string]string{gwtest.HeaderUsage: "1000,100", gwtest.HeaderWaitMs: "20"})
 			mu.Lock()
@@ -349,7 +349,7 @@ func TestKeySpendLimit(t *testing.T) {
 			case status == http.StatusOK:
 				admitted++
 			case status == http.StatusForbidden:
-				btCheckError(t, status, h, b, http.StatusForbidden, "insufficient_quota", "key_limit_exceeded")
+				gwtest.CheckError(t, status, h, b, http.StatusForbidden, "insufficient_quota", "key_limit_exceeded")
 				refusals = append(refusals, string(b))
 			default:
 				t.Errorf("request %d: %d %s", i, status, b)
@@ -361,7 +361,7 @@ func TestKeySpendLimit(t *testing.T) {
 	if admitted+len(refusals) != n || oa.Count() != admitted || len(refusals) == 0 {
 		t.Fatalf("%d admitted, %d refused, provider saw %d", admitted, len(refusals), oa.Count())
 	}
-	u := btLedger(t, g, url.Values{"key": {keyID}, "kind": {"usage"}})
+	u := gwtest.Ledger(t, g, url.Values{"key": {keyID}, "kind": {"usage"}})
 	var spent int64
 	for _, r := range u.Rows {
 		spent -= r.Amount
@@ -392,12 +392,12 @@ func TestKeySpendLimit(t *testing.T) {
 	}
 	// other keys of the account are not held to it
 	_, other := g.NewKey("acme", "other")
-	if status, _, b, _ := btPost(g, "/v1/chat/completions", other, `{"model":"gpt-4o","messages":[]}`, nil); status != http.StatusOK {
+	if status, _, b, _ := gwtest.Post(g, "/v1/chat/completions", other, `{"model":"gpt-4o","messages":[]}`, nil); status != http.StatusOK {
 		t.Fatalf("another key: %d %s", status, b)
 	}
 	// raising the limit lets the key in again at once
 	g.MustAdmin("PATCH", "/ai-gateway/keys/"+keyID, map[string]any{"spend_limit": map[string]string{"amount": "1", "period": "day"}}, http.StatusOK, nil)
-	if status, _, b, _ := btPost(g, "/v1/chat/completions", secret, `{"model":"gpt-4o","messages":[]}`, nil); status != http.StatusOK {
+	if status, _, b, _ := gwtest.Post(g, "/v1/chat/completions", secret, `{"model":"gpt-4o","messages":[]}`, nil); status != http.StatusOK {
 		t.Fatalf("after raising the limit: %d %s", status, b)
 	}
 }
@@ -409,12 +409,12 @@ func TestKeyExpiryAndDisabledAccount(t *testing.T) {
 	_, short := rtKey(t, g, map[string]any{"account": "acme", "name": "short", "expires_in": "1s"})
 	keyID, secret := g.NewKey("acme", "long")
 	body := `{"model":"gpt-4o-mini","messages":[]}`
-	if status, _, b, _ := btPost(g, "/v1/chat/completions", short, body, nil); status != http.StatusOK {
+	if status, _, b, _ := gwtest.Post(g, "/v1/chat/completions", short, body, nil); status != http.StatusOK {
 		t.Fatalf("before expiry: %d %s", status, b)
 	}
 	time.Sleep(1100 * time.Millisecond)
-	status, h, b, _ := btPost(g, "/v1/chat/completions", short, body, nil)
-	btCheckError(t, status, h, b, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key")
+	status, h, b, _ := gwtest.Post(g, "/v1/chat/completions", short, body, nil)
+	gwtest.CheckError(t, status, h, b, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key")
 	if !strings.Contains(string(b), "expired") || h.Get("WWW-Authenticate") == "" {
 		t.Fatalf("expired key: %s", b)
 	}
@@ -422,17 +422,17 @@ func TestKeyExpiryAndDisabledAccount(t *testing.T) {
 	g.MustAdmin("PATCH", "/ai-gateway/keys/"+keyID, map[string]any{"expires_at": time.Now().Add(-time.Minute)}, http.StatusBadRequest, nil)
 	g.MustAdmin("PATCH", "/ai-gateway/keys/"+keyID, map[string]any{"expires_in": "1s"}, http.StatusOK, nil)
 	time.Sleep(1100 * time.Millisecond)
-	status, h, b, _ = btPost(g, "/v1/chat/completions", secret, body, nil)
-	btCheckError(t, status, h, b, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key")
+	status, h, b, _ = gwtest.Post(g, "/v1/chat/completions", secret, body, nil)
+	gwtest.CheckError(t, status, h, b, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key")
 	g.MustAdmin("PATCH", "/ai-gateway/keys/"+keyID, map[string]any{"expires_at": nil}, http.StatusOK, nil)
-	if status, _, b, _ := btPost(g, "/v1/chat/completions", secret, body, nil); status != http.StatusOK {
+	if status, _, b, _ := gwtest.Post(g, "/v1/chat/completions", secret, body, nil); status != http.StatusOK {
 		t.Fatalf("after clearing the expiry: %d %s", status, b)
 	}
 
 	before := oa.Count()
 	g.MustAdmin("PATCH", "/ai-gateway/accounts/acme", map[string]any{"disabled": true}, http.StatusOK, nil)
-	status, h, b, _ = btPost(g, "/v1/chat/completions", secret, body, nil)
-	btCheckError(t, status, h, b, http.StatusForbidden, "invalid_request_error", "account_disabled")
+	status, h, b, _ = gwtest.Post(g, "/v1/chat/completions", secret, body, nil)
+	gwtest.CheckError(t, status, h, b, http.StatusForbidden, "invalid_request_error", "account_disabled")
 	if oa.Count() != before {
 		t.Fatal("a disabled account reached the provider")
 	}
@@ -490,7 +490,7 @@ func TestAIModelMatcherEdgeCases(t *testing.T) {
 		if strings.HasPrefix(path, "/v1/") {
 			req.Header.Set("Authorization", "Bearer "+secret)
 		}
-		resp, err := btRawHTTP.Do(req)
+		resp, err := gwtest.RawHTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -538,7 +538,7 @@ func TestAIModelMatcherEdgeCases(t *testing.T) {
 		{"application/vnd.api+json", `{"model":"gpt-4o"} x`, http.StatusBadRequest, "invalid_json"},
 	} {
 		status, h, b := send("POST", "/v1/chat/completions", c.ctype, c.body)
-		btCheckError(t, status, h, b, c.status, "invalid_request_error", c.code)
+		gwtest.CheckError(t, status, h, b, c.status, "invalid_request_error", c.code)
 	}
 	// over request_body's max_size: with a Content-Length Caddy refuses it
 	// before any handler; sent chunked, the matcher hits the limit itself
@@ -549,13 +549,13 @@ func TestAIModelMatcherEdgeCases(t *testing.T) {
 	req, _ := http.NewRequest("POST", g.BaseURL+"/v1/chat/completions", io.MultiReader(strings.NewReader(big)))
 	req.Header.Set("Content-Type", j)
 	req.Header.Set("Authorization", "Bearer "+secret)
-	resp, err := btRawHTTP.Do(req)
+	resp, err := gwtest.RawHTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	btCheckError(t, resp.StatusCode, resp.Header, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
+	gwtest.CheckError(t, resp.StatusCode, resp.Header, b, http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large")
 	if mock.Count() != 1 {
 		t.Fatalf("provider saw %d requests, want 1", mock.Count())
 	}
@@ -621,7 +621,7 @@ func TestFailoverReplaysBody(t *testing.T) {
 	_, secret := g.NewKey("acme", "k")
 
 	body := `{"model":"fast","stream":true,"messages":[{"role":"user","content":"hi"}]}`
-	status, _, b, err := btPost(g, "/v1/chat/completions", secret, body, map[string]string{gwtest.HeaderRequestID: "fo-1"})
+	status, _, b, err := gwtest.Post(g, "/v1/chat/completions", secret, body, map[string]string{gwtest.HeaderRequestID: "fo-1"})
 	if err != nil || status != http.StatusOK || !strings.Contains(string(b), "data: [DONE]") {
 		t.Fatalf("failover: %d %s %v", status, b, err)
 	}
@@ -637,7 +637,7 @@ func TestFailoverReplaysBody(t *testing.T) {
 		t.Fatalf("bodies: failing upstream %q, healthy upstream %q", first, rec.Body)
 	}
 	// passive health: the failing upstream is skipped from now on
-	if status, _, b, _ := btPost(g, "/v1/chat/completions", secret, `{"model":"fast","messages":[]}`, nil); status != http.StatusOK {
+	if status, _, b, _ := gwtest.Post(g, "/v1/chat/completions", secret, `{"model":"fast","messages":[]}`, nil); status != http.StatusOK {
 		t.Fatalf("second request: %d %s", status, b)
 	}
 	mu.Lock()
@@ -646,7 +646,7 @@ func TestFailoverReplaysBody(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("the unhealthy upstream got %d requests", n)
 	}
-	rows := btUsageRows(t, g)
+	rows := gwtest.UsageRows(t, g)
 	r := rows["fo-1"]
 	if len(rows) != 2 || r.Model != "fast" || r.Estimated || r.Prompt != 12 || r.Completion != 5 {
 		t.Fatalf("ledger %+v", rows)

@@ -9,15 +9,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -346,39 +343,12 @@ func TestRotateWithGrace(t *testing.T) {
 	lcAssertNoSecretInKeyViews(t, g, []string{oldID, r.New.ID}, oldSecret, r.New.Secret)
 }
 
-// lcSecretForms lists the representations of a key that must never be at
-// rest or in a log: the plaintext, its random part, and their base64 and
-// hex encodings.
-func lcSecretForms(secret string) []string {
-	var out []string
-	for _, s := range []string{secret, secret[len(keystore.KeyPrefix):]} {
-		b := []byte(s)
-		out = append(out, s,
-			base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b),
-			base64.URLEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b),
-			hex.EncodeToString(b), strings.ToUpper(hex.EncodeToString(b)))
-	}
-	return out
-}
-
-func lcReadIfExists(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatalf("reading %s: %v", path, err)
-	}
-	return b
-}
-
 // lcAssertNoSecrets fails if any file contains any form of any secret.
 func lcAssertNoSecrets(t *testing.T, files map[string][]byte, secrets []string) {
 	t.Helper()
 	for name, content := range files {
 		for _, s := range secrets {
-			for _, form := range lcSecretForms(s) {
+			for _, form := range gwtest.SecretForms(s) {
 				if bytes.Contains(content, []byte(form)) {
 					t.Fatalf("%s contains key material %q (of key %s)", name, form, keystore.MaskKey(s))
 				}
@@ -442,9 +412,9 @@ func TestPlaintextNeverStoredOrLogged(t *testing.T) {
 	// while running: database, WAL and shared memory files
 	dbFiles := func() map[string][]byte {
 		return map[string][]byte{
-			"db":     lcReadIfExists(t, g.DBPath),
-			"db-wal": lcReadIfExists(t, g.DBPath+"-wal"),
-			"db-shm": lcReadIfExists(t, g.DBPath+"-shm"),
+			"db":     gwtest.ReadIfExists(t, g.DBPath),
+			"db-wal": gwtest.ReadIfExists(t, g.DBPath+"-wal"),
+			"db-shm": gwtest.ReadIfExists(t, g.DBPath+"-shm"),
 		}
 	}
 	running := dbFiles()
@@ -488,9 +458,9 @@ func TestPlaintextNeverStoredOrLogged(t *testing.T) {
 	}
 
 	logs := map[string][]byte{
-		"caddy.log":  lcReadIfExists(t, caddyLog),
-		"access.log": lcReadIfExists(t, accessLog),
-		"debug.log":  lcReadIfExists(t, debugLog),
+		"caddy.log":  gwtest.ReadIfExists(t, caddyLog),
+		"access.log": gwtest.ReadIfExists(t, accessLog),
+		"debug.log":  gwtest.ReadIfExists(t, debugLog),
 	}
 	for name, b := range logs {
 		if len(b) == 0 {
@@ -607,7 +577,7 @@ func lcLoadCaddyfile(t *testing.T, g *gwtest.Gateway, caddyfile string) {
 	req.Close = true
 	resp, err := lcHTTP.Do(req)
 	if err != nil {
-		log := strings.Split(string(lcReadIfExists(t, filepath.Join(g.Dir, "caddy.log"))), "\n")
+		log := strings.Split(string(gwtest.ReadIfExists(t, filepath.Join(g.Dir, "caddy.log"))), "\n")
 		t.Fatalf("POST /load: %v\nlast log lines:\n%s", err, strings.Join(log[max(0, len(log)-15):], "\n"))
 	}
 	defer resp.Body.Close()
@@ -621,7 +591,7 @@ func lcLoadCaddyfile(t *testing.T, g *gwtest.Gateway, caddyfile string) {
 func lcCountLog(t *testing.T, g *gwtest.Gateway, parts ...string) int {
 	t.Helper()
 	n := 0
-	for _, line := range strings.Split(string(lcReadIfExists(t, filepath.Join(g.Dir, "caddy.log"))), "\n") {
+	for _, line := range strings.Split(string(gwtest.ReadIfExists(t, filepath.Join(g.Dir, "caddy.log"))), "\n") {
 		ok := true
 		for _, p := range parts {
 			ok = ok && strings.Contains(line, p)

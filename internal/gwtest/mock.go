@@ -390,24 +390,14 @@ func (aw *answerWriter) usage() *Usage {
 	return &u
 }
 
+// ServeHTTP records the request, applies the X-Mock-* headers (a bad one is
+// a 400) and answers as the route of the path's end does.
 func (m *MockProvider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 32<<20))
 	reqID := r.Header.Get(HeaderRequestID)
-	m.mu.Lock()
-	m.count++
-	record := m.record
-	if record {
-		m.reqs = append(m.reqs, Recorded{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body, RequestID: reqID})
-	}
-	m.mu.Unlock()
-
 	a := &Answer{RequestID: reqID, Path: r.URL.Path}
-	if record {
-		defer func() {
-			m.mu.Lock()
-			m.answers = append(m.answers, *a)
-			m.mu.Unlock()
-		}()
+	if m.recordRequest(r, body, reqID) {
+		defer m.recordAnswer(a)
 	}
 	if reqID != "" {
 		w.Header().Set("X-Request-Id", reqID)
@@ -421,22 +411,50 @@ func (m *MockProvider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	aw.sleep(o.wait)
 	if o.status != 0 {
-		typ := "invalid_request_error"
-		if o.status >= 500 {
-			typ = "server_error"
-		}
-		body := errBodyType(fmt.Sprintf("mock provider answers %d", o.status), typ, "mock_status")
-		if r.Header.Get(HeaderErrorUsage) == "1" {
-			body["usage"] = chatUsageJSON(o.usage)
-			a.Usage = &o.usage
-		}
-		aw.json(o.status, body)
+		aw.errorStatus(r.Header.Get(HeaderErrorUsage) == "1")
 		return
 	}
+	m.route(aw, r, body)
+}
 
-	// Routes match on the path's end, so the mock stands in for providers
-	// that mount the API elsewhere (Azure's /openai/deployments/{name}/…,
-	// Gemini's /v1beta/openai/…).
+// recordRequest counts the request and, when recording, keeps it; it
+// reports whether the mock is recording.
+func (m *MockProvider) recordRequest(r *http.Request, body []byte, reqID string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.count++
+	if m.record {
+		m.reqs = append(m.reqs, Recorded{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body, RequestID: reqID})
+	}
+	return m.record
+}
+
+// recordAnswer keeps the answer as it is when the handler returns.
+func (m *MockProvider) recordAnswer(a *Answer) {
+	m.mu.Lock()
+	m.answers = append(m.answers, *a)
+	m.mu.Unlock()
+}
+
+// errorStatus answers the status of X-Mock-Status with an OpenAI error,
+// with usage under X-Mock-Error-Usage.
+func (aw *answerWriter) errorStatus(withUsage bool) {
+	typ := "invalid_request_error"
+	if aw.o.status >= 500 {
+		typ = "server_error"
+	}
+	body := errBodyType(fmt.Sprintf("mock provider answers %d", aw.o.status), typ, "mock_status")
+	if withUsage {
+		body["usage"] = chatUsageJSON(aw.o.usage)
+		aw.a.Usage = &aw.o.usage
+	}
+	aw.json(aw.o.status, body)
+}
+
+// route answers by the path's end, so the mock stands in for providers that
+// mount the API elsewhere (Azure's /openai/deployments/{name}/…, Gemini's
+// /v1beta/openai/…).
+func (m *MockProvider) route(aw *answerWriter, r *http.Request, body []byte) {
 	p := strings.TrimSuffix(r.URL.Path, "/")
 	switch {
 	case r.Method == http.MethodGet && strings.HasSuffix(p, "/models"):
@@ -497,22 +515,7 @@ func (m *MockProvider) chat(aw *answerWriter, body []byte, legacy bool) {
 		id, object = "cmpl-mock", "text_completion"
 	}
 	if !req.Stream {
-		var choice map[string]any
-		if legacy {
-			choice = map[string]any{"index": 0, "text": jsonText, "logprobs": nil, "finish_reason": "stop"}
-		} else {
-			choice = map[string]any{"index": 0, "finish_reason": "stop",
-				"message": map[string]any{"role": "assistant", "content": jsonText}}
-		}
-		resp := map[string]any{
-			"id": id, "object": object, "created": 1700000000, "model": req.Model,
-			"choices": []any{choice},
-		}
-		if u := aw.usage(); u != nil {
-			resp["usage"] = chatUsageJSON(*u)
-		}
-		aw.a.Text = jsonText
-		aw.json(http.StatusOK, resp)
+		chatJSON(aw, req, id, object, legacy)
 		return
 	}
 	if legacy {
@@ -520,52 +523,93 @@ func (m *MockProvider) chat(aw *answerWriter, body []byte, legacy bool) {
 	} else {
 		object = "chat.completion.chunk"
 	}
-	aw.startStream()
 	includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage && !aw.o.noUsage
-	continuous := includeUsage && req.StreamOptions.ContinuousUsageStats
-	pieces := 0 // content pieces sent so far
-	chunk := func(delta map[string]any, text string, finish any) map[string]any {
-		choice := map[string]any{"index": 0, "finish_reason": finish}
-		if legacy {
-			choice["text"] = text
-			choice["logprobs"] = nil
-		} else {
-			choice["delta"] = delta
-		}
-		c := map[string]any{
-			"id": id, "object": object, "created": 1700000000, "model": req.Model,
-			"choices": []any{choice},
-		}
-		if text != "" {
-			pieces++
-		}
-		switch {
-		case continuous:
-			c["usage"] = chatUsageJSON(Usage{Prompt: aw.o.usage.Prompt, Completion: min(pieces, aw.o.usage.Completion)})
-		case includeUsage:
-			c["usage"] = nil
-		}
-		return c
+	cs := &chatStream{aw: aw, req: req, id: id, object: object, legacy: legacy,
+		includeUsage: includeUsage, continuous: includeUsage && req.StreamOptions.ContinuousUsageStats}
+	cs.send()
+}
+
+// chatJSON answers a chat or completions request that is not a stream.
+func chatJSON(aw *answerWriter, req chatRequest, id, object string, legacy bool) {
+	var choice map[string]any
+	if legacy {
+		choice = map[string]any{"index": 0, "text": jsonText, "logprobs": nil, "finish_reason": "stop"}
+	} else {
+		choice = map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": jsonText}}
 	}
-	if !legacy {
-		aw.event("", chunk(map[string]any{"role": "assistant", "content": ""}, "", nil))
+	resp := map[string]any{
+		"id": id, "object": object, "created": 1700000000, "model": req.Model,
+		"choices": []any{choice},
+	}
+	if u := aw.usage(); u != nil {
+		resp["usage"] = chatUsageJSON(*u)
+	}
+	aw.a.Text = jsonText
+	aw.json(http.StatusOK, resp)
+}
+
+// chatStream is one chat or completions stream being answered.
+type chatStream struct {
+	aw                       *answerWriter
+	req                      chatRequest
+	id, object               string
+	legacy                   bool
+	includeUsage, continuous bool
+	pieces                   int // content pieces sent so far
+}
+
+// send writes the stream: a role chunk (chat only), the content pieces
+// (cut where X-Mock-Cut says), the finish chunk, the usage chunk if the
+// request asked for it, and [DONE].
+func (cs *chatStream) send() {
+	aw := cs.aw
+	aw.startStream()
+	if !cs.legacy {
+		aw.event("", cs.chunk(map[string]any{"role": "assistant", "content": ""}, "", nil))
 	}
 	for i, piece := range StreamPieces {
 		aw.cutAfter(i)
-		aw.event("", chunk(map[string]any{"content": piece}, piece, nil))
+		aw.event("", cs.chunk(map[string]any{"content": piece}, piece, nil))
 		aw.a.Text += piece
 	}
 	aw.cutAfter(len(StreamPieces))
-	aw.event("", chunk(map[string]any{}, "", "stop"))
-	if req.StreamOptions != nil && req.StreamOptions.IncludeUsage {
+	aw.event("", cs.chunk(map[string]any{}, "", "stop"))
+	if cs.req.StreamOptions != nil && cs.req.StreamOptions.IncludeUsage {
 		if u := aw.usage(); u != nil {
 			aw.event("", map[string]any{
-				"id": id, "object": object, "created": 1700000000, "model": req.Model,
+				"id": cs.id, "object": cs.object, "created": 1700000000, "model": cs.req.Model,
 				"choices": []any{}, "usage": chatUsageJSON(*u),
 			})
 		}
 	}
 	aw.sendEvent("", "[DONE]", true)
+}
+
+// chunk is one chunk of the stream, with usage null (or, asked for
+// continuous_usage_stats, the usage so far) when the request asked for it.
+func (cs *chatStream) chunk(delta map[string]any, text string, finish any) map[string]any {
+	choice := map[string]any{"index": 0, "finish_reason": finish}
+	if cs.legacy {
+		choice["text"] = text
+		choice["logprobs"] = nil
+	} else {
+		choice["delta"] = delta
+	}
+	c := map[string]any{
+		"id": cs.id, "object": cs.object, "created": 1700000000, "model": cs.req.Model,
+		"choices": []any{choice},
+	}
+	if text != "" {
+		cs.pieces++
+	}
+	switch {
+	case cs.continuous:
+		c["usage"] = chatUsageJSON(Usage{Prompt: cs.aw.o.usage.Prompt, Completion: min(cs.pieces, cs.aw.o.usage.Completion)})
+	case cs.includeUsage:
+		c["usage"] = nil
+	}
+	return c
 }
 
 // responses answers /v1/responses.

@@ -86,19 +86,39 @@ type ErrorEnvelope struct {
 	} `json:"error"`
 }
 
-// CheckOpenAIError asserts status, headers and the exact error shape.
-func CheckOpenAIError(t *testing.T, resp *http.Response, body []byte, status int, typ, code, msgPart string) ErrorEnvelope {
+// CheckOpenAIError asserts status, headers (a 401 must carry
+// WWW-Authenticate: Bearer) and the exact error shape, with typ, code and a
+// message that contains msgPart.
+func CheckOpenAIError(t testing.TB, resp *http.Response, body []byte, status int, typ, code, msgPart string) ErrorEnvelope {
 	t.Helper()
-	if resp.StatusCode != status {
-		t.Fatalf("status %d, want %d: %s", resp.StatusCode, status, body)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("Content-Type %q, want application/json", ct)
-	}
+	checkJSONStatus(t, resp.StatusCode, resp.Header, body, status)
 	if status == http.StatusUnauthorized && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
 		t.Fatalf("401 without WWW-Authenticate: Bearer (got %q)", resp.Header.Get("WWW-Authenticate"))
 	}
-	// exact key set: error{message,type,param,code}
+	e := CheckErrorShape(t, body)
+	checkTypeCode(t, e, body, typ, code)
+	if !strings.Contains(e.Error.Message, msgPart) {
+		t.Fatalf("message %q does not contain %q", e.Error.Message, msgPart)
+	}
+	return e
+}
+
+// CheckError asserts an error of the gateway in the OpenAI shape from what
+// Post returns: status wantStatus, Content-Type application/json, the exact
+// shape, typ and code.
+func CheckError(t testing.TB, status int, h http.Header, body []byte, wantStatus int, typ, code string) ErrorEnvelope {
+	t.Helper()
+	checkJSONStatus(t, status, h, body, wantStatus)
+	e := CheckErrorShape(t, body)
+	checkTypeCode(t, e, body, typ, code)
+	return e
+}
+
+// CheckErrorShape asserts that body is exactly the OpenAI error shape,
+// {"error":{"message","type","param","code"}} with param null and a
+// message, and returns it decoded.
+func CheckErrorShape(t testing.TB, body []byte) ErrorEnvelope {
+	t.Helper()
 	var raw map[string]map[string]any
 	if err := json.Unmarshal(body, &raw); err != nil {
 		t.Fatalf("body is not JSON: %s", body)
@@ -111,11 +131,27 @@ func CheckOpenAIError(t *testing.T, resp *http.Response, body []byte, status int
 	}
 	var e ErrorEnvelope
 	_ = json.Unmarshal(body, &e)
-	if e.Error.Type != typ || e.Error.Code != code {
-		t.Fatalf("type/code %q/%q, want %q/%q", e.Error.Type, e.Error.Code, typ, code)
-	}
-	if !strings.Contains(e.Error.Message, msgPart) {
-		t.Fatalf("message %q does not contain %q", e.Error.Message, msgPart)
+	if e.Error.Message == "" {
+		t.Fatalf("empty message: %s", body)
 	}
 	return e
+}
+
+// checkJSONStatus asserts the status and Content-Type: application/json.
+func checkJSONStatus(t testing.TB, status int, h http.Header, body []byte, want int) {
+	t.Helper()
+	if status != want {
+		t.Fatalf("status %d, want %d: %s", status, want, body)
+	}
+	if ct := h.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type %q, want application/json", ct)
+	}
+}
+
+// checkTypeCode asserts the error's type and code.
+func checkTypeCode(t testing.TB, e ErrorEnvelope, body []byte, typ, code string) {
+	t.Helper()
+	if e.Error.Type != typ || e.Error.Code != code {
+		t.Fatalf("type/code %q/%q, want %q/%q: %s", e.Error.Type, e.Error.Code, typ, code, body)
+	}
 }
