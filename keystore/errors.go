@@ -14,6 +14,9 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("key store is closed")
+	// ErrLocked: Open found the database already open, by another process
+	// or by another Store of this one. Only one process may write it.
+	ErrLocked = errors.New("in use by another process")
 
 	// ErrUnknownKey: no live key has this value (never issued or deleted).
 	ErrUnknownKey = errors.New("unknown api key")

@@ -33,7 +33,8 @@ import (
 
 // Options configure Open. The zero value is usable apart from Path.
 type Options struct {
-	// Path of the SQLite database file. Created with its directory if missing.
+	// Path of the SQLite database file. Created with its directory if missing;
+	// Open also creates <Path>.lock beside it (see Open).
 	Path string
 	// KeyCacheSize bounds the number of keys held in memory. Default 100000.
 	KeyCacheSize int
@@ -104,6 +105,9 @@ type Store struct {
 	writerDone chan struct{}
 	writerErr  error
 
+	// lock holds the exclusive process lock (lock.go) until Close.
+	lock *os.File
+
 	closeOnce sync.Once
 	closed    chan struct{}
 	flushDone chan struct{}
@@ -128,6 +132,13 @@ type accountState struct {
 
 // Open opens (creating if needed) the database at opts.Path, migrates its
 // schema to the current version and loads accounts into memory.
+//
+// Only one Store may have a database open at a time: Open takes an
+// exclusive lock on the file <Path>.lock (created beside the database and
+// left there) and fails at once, with an error wrapping ErrLocked, while
+// another process or another Store of this process holds it. Close releases
+// it. The database, -wal and -shm files are made readable by the owner only
+// (mode 0600) before SQLite opens them.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Path == "" {
 		return nil, fmt.Errorf("%w: empty database path", ErrInvalid)
@@ -153,6 +164,27 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 	}
 
+	lock, err := lockDatabase(opts.Path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := open(ctx, opts)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.lock = lock
+	go s.flushLoop(opts.LastUsedFlushInterval)
+	go s.writeLoop()
+	return s, nil
+}
+
+// open is Open once the process lock is held.
+func open(ctx context.Context, opts Options) (*Store, error) {
+	// The file may hold keys' hashes and balances: keep it private.
+	if err := privateFiles(opts.Path); err != nil {
+		return nil, err
+	}
 	w, err := sql.Open("sqlite", dsn(opts.Path, true))
 	if err != nil {
 		return nil, fmt.Errorf("opening database %s: %w", opts.Path, err)
@@ -166,9 +198,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("migrating database %s: %w", opts.Path, err)
 	}
-	// The file may hold keys' hashes and balances: keep it private.
-	_ = os.Chmod(opts.Path, 0o600)
-
 	r, err := sql.Open("sqlite", dsn(opts.Path, false))
 	if err != nil {
 		w.Close()
@@ -205,8 +234,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.r.Close()
 		return nil, err
 	}
-	go s.flushLoop(opts.LastUsedFlushInterval)
-	go s.writeLoop()
 	return s, nil
 }
 
@@ -245,6 +272,8 @@ func (s *Store) Close() error {
 		}
 		err := s.flushLastUsed(context.Background())
 		err = errors.Join(s.writerErr, err, s.r.Close(), s.w.Close())
+		// Last: the next Open may start as soon as the lock is free.
+		err = errors.Join(err, s.lock.Close())
 		s.closeErr = err
 	})
 	return s.closeErr
