@@ -32,6 +32,10 @@ var (
 	// ErrKeyLimitExceeded: the key has spent its spend limit for the
 	// current period (see LimitError).
 	ErrKeyLimitExceeded = errors.New("key spend limit exceeded")
+	// ErrBacklog: too many balance changes wait for a commit, or the
+	// oldest has waited too long: the database is failing to commit, and
+	// no request is admitted until it recovers (see Store.WriteBacklog).
+	ErrBacklog = errors.New("ledger writes are backlogged")
 	// ErrSettled: the hold was already settled or released.
 	ErrSettled = errors.New("hold already settled or released")
 )

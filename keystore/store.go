@@ -45,11 +45,27 @@ type Options struct {
 	Now func() time.Time
 	// OnWriteError, if set, is called from the ledger writer goroutine each
 	// time a batch of ledger rows fails to commit (the batch is retried
-	// with backoff, nothing is lost) and once more if Close gives up. It
-	// must return quickly and must not call the Store methods that wait for
-	// the writer (Flush, Ledger, UsageTotals, AdjustBalance, Close): they
-	// would deadlock.
-	OnWriteError func(error)
+	// with backoff, nothing is lost) and once more if Close gives up, with
+	// the error and the number of balance changes waiting for a commit
+	// (PendingWrites) at that moment. It must return quickly and must not
+	// call the Store methods that wait for the writer (Flush, WaitCommitted,
+	// Backup, Ledger, UsageTotals, AdjustBalance, Close): they would
+	// deadlock. Log the error and alert on it: while it fires, charges
+	// accumulate in memory only.
+	OnWriteError func(err error, pending int)
+	// MaxPendingWrites and MaxPendingAge bound the backlog of balance
+	// changes waiting for a commit: past either, WriteBacklog and Reserve
+	// fail with ErrBacklog (see WriteBacklog), so that a failing database
+	// stops admission instead of piling up uncommitted charges. Defaults
+	// 100000 rows and 30s; negative: no bound.
+	MaxPendingWrites int
+	MaxPendingAge    time.Duration
+	// CommitHook is a test and fault-injection hook: if set, it is called
+	// before each batch of usage rows is committed, and when it returns an
+	// error the batch fails with that error as if the disk had failed (the
+	// transaction is rolled back and retried later). Leave it nil in
+	// production.
+	CommitHook func() error
 	// DrainTimeout bounds how long Close keeps retrying ledger rows that
 	// fail to commit before it gives up on them (and reports how many were
 	// lost). Rows that commit normally are always written, however long
@@ -92,8 +108,14 @@ type Store struct {
 	lastUsed *lastUsedTracker
 
 	// queue feeds the ledger writer goroutine (writer.go).
-	queue        *writeQueue
-	onWriteError func(error)
+	queue         *writeQueue
+	onWriteError  func(error, int)
+	maxPending    int           // see Options.MaxPendingWrites
+	maxPendingAge time.Duration // see Options.MaxPendingAge
+	commitHook    func() error  // see Options.CommitHook
+	// lastWriteErr is the error of the last failed batch, nil once a batch
+	// commits again (for WriteBacklog's message).
+	lastWriteErr atomic.Pointer[error]
 	drainTimeout time.Duration
 	commitEvery  time.Duration     // see Options.CommitInterval
 	inserts      map[int]*sql.Stmt // prepared multi-row ledger inserts, by rows
@@ -158,6 +180,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
+	if opts.MaxPendingWrites == 0 {
+		opts.MaxPendingWrites = 100_000
+	}
+	if opts.MaxPendingAge == 0 {
+		opts.MaxPendingAge = 30 * time.Second
+	}
 	if dir := filepath.Dir(opts.Path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("creating database directory: %w", err)
@@ -218,11 +246,14 @@ func open(ctx context.Context, opts Options) (*Store, error) {
 		closed:    make(chan struct{}),
 		flushDone: make(chan struct{}),
 
-		queue:        newWriteQueue(),
-		onWriteError: opts.OnWriteError,
-		drainTimeout: opts.DrainTimeout,
-		commitEvery:  opts.CommitInterval,
-		writerDone:   make(chan struct{}),
+		queue:         newWriteQueue(),
+		onWriteError:  opts.OnWriteError,
+		maxPending:    opts.MaxPendingWrites,
+		maxPendingAge: opts.MaxPendingAge,
+		commitHook:    opts.CommitHook,
+		drainTimeout:  opts.DrainTimeout,
+		commitEvery:   opts.CommitInterval,
+		writerDone:    make(chan struct{}),
 	}
 	if err := s.loadAccounts(ctx); err != nil {
 		s.w.Close()
