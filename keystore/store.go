@@ -100,6 +100,14 @@ type Store struct {
 	holdAmount int64
 
 	keys *keyCache
+	// keyLookups counts the keys Authenticate looked up in the database.
+	keyLookups atomic.Int64
+	// newPlaintext makes new keys' plaintexts (newPlaintextKey; tests
+	// replace it to know a key before it exists).
+	newPlaintext func() (string, error)
+	// unknownLookedUp, if set (tests), runs between the database saying a
+	// key is unknown and Authenticate caching that answer.
+	unknownLookedUp func()
 
 	// spend holds the spend counters of key lineages with a limit, by
 	// lineage; guarded by acctMu.
@@ -235,16 +243,17 @@ func open(ctx context.Context, opts Options) (*Store, error) {
 	r.SetMaxIdleConns(8)
 
 	s := &Store{
-		path:      opts.Path,
-		w:         w,
-		r:         r,
-		now:       opts.Now,
-		accounts:  make(map[string]*accountState),
-		spend:     make(map[string]*spendState),
-		keys:      newKeyCache(opts.KeyCacheSize),
-		lastUsed:  newLastUsedTracker(),
-		closed:    make(chan struct{}),
-		flushDone: make(chan struct{}),
+		path:         opts.Path,
+		w:            w,
+		r:            r,
+		now:          opts.Now,
+		accounts:     make(map[string]*accountState),
+		spend:        make(map[string]*spendState),
+		keys:         newKeyCache(opts.KeyCacheSize),
+		newPlaintext: newPlaintextKey,
+		lastUsed:     newLastUsedTracker(),
+		closed:       make(chan struct{}),
+		flushDone:    make(chan struct{}),
 
 		queue:         newWriteQueue(),
 		onWriteError:  opts.OnWriteError,
