@@ -74,9 +74,9 @@ type Options struct {
 	// CommitInterval paces the ledger writer: after committing usage rows it
 	// waits this long before the next batch, so that under load one
 	// transaction (and one fsync) carries many rows instead of one each.
-	// Settle never waits for it; Flush, AdjustBalance, Close and a full
-	// batch cut the wait short. It is also the most billing a kill -9 can
-	// lose. Default 10ms; negative: no pacing.
+	// Settle never waits for it; Flush, WaitCommitted, AdjustBalance,
+	// Close and a full batch cut the wait short. It is also the most
+	// billing a kill -9 can lose. Default 10ms; negative: no pacing.
 	CommitInterval time.Duration
 }
 

@@ -269,7 +269,38 @@ func (s *Store) Flush(ctx context.Context) error {
 	q.mu.Lock()
 	target := q.pushed
 	q.mu.Unlock()
-	q.hurry()
+	if err := s.waitDone(ctx, target); err != nil {
+		return fmt.Errorf("flushing ledger: %w", err)
+	}
+	return nil
+}
+
+// WaitCommitted waits until the usage row of e, an entry returned by
+// Hold.Settle, is committed (with the rows settled before it), or ctx ends.
+// It is how a caller that must not answer before the charge is durable waits
+// for it: the row still goes through the writer's group commit, with the
+// rows settled around it, but the writer cuts its CommitInterval pause short
+// while someone waits. An entry that has no pending row (from Ledger or
+// AdjustBalance, which are committed already) returns nil at once. After
+// Close it returns nil if the row was committed and an error wrapping
+// ErrClosed if Close had to give up on it. While the database fails to
+// commit it waits (see WriteBacklog) until ctx ends. It must not be called
+// from Options.OnWriteError.
+func (s *Store) WaitCommitted(ctx context.Context, e LedgerEntry) error {
+	if e.seq == 0 {
+		return nil
+	}
+	if err := s.waitDone(ctx, e.seq); err != nil {
+		return fmt.Errorf("waiting for the ledger row of %s: %w", e.AccountID, err)
+	}
+	return nil
+}
+
+// waitDone waits until every op up to target is finished, hurrying the
+// writer.
+func (s *Store) waitDone(ctx context.Context, target uint64) error {
+	q := s.queue
+	hurried := false
 	for {
 		q.mu.Lock()
 		done, progress := q.done, q.progress
@@ -277,10 +308,14 @@ func (s *Store) Flush(ctx context.Context) error {
 		if done >= target {
 			return nil
 		}
+		if !hurried {
+			q.hurry()
+			hurried = true
+		}
 		select {
 		case <-progress:
 		case <-ctx.Done():
-			return fmt.Errorf("flushing ledger: %w", ctx.Err())
+			return ctx.Err()
 		case <-s.writerDone:
 			q.mu.Lock()
 			done = q.done
@@ -288,7 +323,7 @@ func (s *Store) Flush(ctx context.Context) error {
 			if done >= target {
 				return nil
 			}
-			return fmt.Errorf("flushing ledger: rows were lost on close: %w", ErrClosed)
+			return fmt.Errorf("rows were lost on close: %w", ErrClosed)
 		}
 	}
 }
