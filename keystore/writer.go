@@ -346,6 +346,8 @@ func (s *Store) writeLoop() {
 			case <-t.C:
 			case <-q.urgent:
 				t.Stop()
+			case <-s.closed: // closing: drain without pausing
+				t.Stop()
 			}
 		}
 		ops, closed := q.takeAll()
