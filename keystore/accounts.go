@@ -53,6 +53,10 @@ type LedgerEntry struct {
 	// Estimated is set when the cost was estimated because the upstream
 	// did not report usage.
 	Estimated bool `json:"estimated,omitempty"`
+
+	// seq is the writer queue position of an entry returned by Settle,
+	// for WaitCommitted; 0 for entries already committed.
+	seq uint64
 }
 
 // Ledger entry kinds.

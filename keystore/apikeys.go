@@ -121,6 +121,8 @@ func (s *Store) CreateKeyWithPolicy(ctx context.Context, accountID, name string,
 	if err := tx.Commit(); err != nil {
 		return Key{}, "", fmt.Errorf("creating key: %w", err)
 	}
+	// The new key may have been looked up, and found unknown, before.
+	s.keys.invalidate(HashKey(plaintext))
 	if pol.SpendLimit != nil {
 		// A new lineage has spent nothing: no load from the ledger.
 		st := &spendState{limit: *pol.SpendLimit, loaded: true}
@@ -136,7 +138,7 @@ func (s *Store) CreateKeyWithPolicy(ctx context.Context, accountID, name string,
 // the given policy.
 func (s *Store) insertKey(ctx context.Context, tx *sql.Tx, accountID, name, lineage string, pol KeyPolicy) (Key, string, error) {
 	expiresAt := pol.ExpiresAt
-	plaintext, err := newPlaintextKey()
+	plaintext, err := s.newPlaintext()
 	if err != nil {
 		return Key{}, "", err
 	}
@@ -339,6 +341,7 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
 	}
 	s.keys.invalidate(h)
+	s.keys.invalidate(HashKey(plaintext)) // see CreateKeyWithPolicy
 	old.ReplacedBy = newKey.ID
 	if grace <= 0 {
 		old.Status = "deleted"
@@ -349,7 +352,10 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 // Authenticate resolves a plaintext key to the identity it grants. It fails
 // with ErrUnknownKey (never issued, or deleted), ErrExpiredKey, or another
 // error when the database cannot answer (the caller must then refuse the
-// request). A cached key costs no SQL.
+// request). A cached key costs no SQL, and neither does an unknown key seen
+// in the last few seconds (negative cache, bounded; see unknownCacheMax):
+// a key created by this Store is known from the moment its creation
+// returns, and a deleted one is refused from the next call on.
 func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, error) {
 	if !LooksLikeKey(plaintext) {
 		return Identity{}, ErrUnknownKey
@@ -357,17 +363,27 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 	if s.isClosed() {
 		return Identity{}, ErrClosed
 	}
+	now := unixMS(s.now())
 	h := HashKey(plaintext)
-	e, epoch := s.keys.get(h)
+	e, unknownUntil, epoch := s.keys.get(h)
 	if e == nil {
+		if now < unknownUntil {
+			return Identity{}, ErrUnknownKey
+		}
 		var err error
 		e, err = s.loadKeyEntry(ctx, h)
+		if errors.Is(err, ErrUnknownKey) {
+			if s.unknownLookedUp != nil {
+				s.unknownLookedUp()
+			}
+			s.keys.putUnknown(h, now+unknownCacheTTL.Milliseconds(), epoch)
+			return Identity{}, err
+		}
 		if err != nil {
 			return Identity{}, err
 		}
 		s.keys.put(h, e, epoch)
 	}
-	now := unixMS(s.now())
 	if e.expiresAt != 0 && now >= e.expiresAt {
 		return Identity{}, ErrExpiredKey
 	}
@@ -381,6 +397,7 @@ func (s *Store) loadKeyEntry(ctx context.Context, h [32]byte) (*keyEntry, error)
 		expires sql.NullInt64
 		models  sql.NullString
 	)
+	s.keyLookups.Add(1)
 	err := s.r.QueryRowContext(ctx,
 		`SELECT id, account_id, name, expires_at, lineage, allowed_models FROM api_keys WHERE hash = ? AND deleted_at IS NULL`, h[:]).
 		Scan(&e.id, &e.accountID, &e.name, &expires, &e.lineage, &models)

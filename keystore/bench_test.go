@@ -2,10 +2,12 @@ package keystore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -120,5 +122,81 @@ func BenchmarkAuthenticate(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// benchAuthStore opens a store with 100 keys and returns it with their
+// plaintexts and 100 well-formed plaintexts no key has, each looked up once
+// (so both kinds are cached, the known keys positively, the others
+// negatively).
+func benchAuthStore(b *testing.B) (s *Store, known, unknown []string) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "ks.db")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	if _, err := s.CreateAccount(ctx, "bench", "Bench"); err != nil {
+		b.Fatal(err)
+	}
+	for range 100 {
+		_, pt, err := s.CreateKey(ctx, "bench", "k", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		known = append(known, pt)
+		pt, err = newPlaintextKey()
+		if err != nil {
+			b.Fatal(err)
+		}
+		unknown = append(unknown, pt)
+	}
+	for i := range known {
+		if _, err := s.Authenticate(ctx, known[i]); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Authenticate(ctx, unknown[i]); !errors.Is(err, ErrUnknownKey) {
+			b.Fatal(err)
+		}
+	}
+	return s, known, unknown
+}
+
+// BenchmarkAuthenticateKnown and BenchmarkAuthenticateUnknown compare a
+// request with a valid key with one in a flood of unknown (revoked,
+// mistyped) keys; thanks to the negative cache the latter is no dearer:
+//
+//	go test -run='^$' -bench='AuthenticateKnown|AuthenticateUnknown' -cpu=1,8 ./keystore/
+func BenchmarkAuthenticateKnown(b *testing.B) {
+	s, known, _ := benchAuthStore(b)
+	benchAuthenticate(b, s, known, nil)
+}
+
+func BenchmarkAuthenticateUnknown(b *testing.B) {
+	s, _, unknown := benchAuthStore(b)
+	benchAuthenticate(b, s, unknown, ErrUnknownKey)
+}
+
+func benchAuthenticate(b *testing.B, s *Store, keys []string, want error) {
+	ctx := context.Background()
+	var next atomic.Int64
+	before := s.keyLookups.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(next.Add(1)) * 7
+		for pb.Next() {
+			if _, err := s.Authenticate(ctx, keys[i%len(keys)]); !errors.Is(err, want) {
+				b.Error(err)
+				return
+			}
+			i++
+		}
+	})
+	b.StopTimer()
+	// Each key may be looked up again once its cached answer expires,
+	// not per request.
+	if n := s.keyLookups.Load() - before; n > int64(len(keys)) {
+		b.Fatalf("%d database lookups in %d requests with %d keys", n, b.N, len(keys))
 	}
 }

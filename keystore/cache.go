@@ -3,6 +3,7 @@ package keystore
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // keyEntry is what the hot path needs to know about a live key. Entries are
@@ -21,27 +22,67 @@ type keyEntry struct {
 	lastTouched atomic.Int64
 }
 
-// keyCache maps key hashes to entries, bounded in size. The epoch makes
-// invalidation race-free: a lookup that read the database before a delete
-// committed must not put its stale result back after the delete removed it,
-// so inserts carry the epoch they started in and are dropped if any
-// invalidation happened since.
+// Bounds of the negative cache: at most unknownCacheMax hashes of unknown
+// keys, each remembered for unknownCacheTTL. The TTL only matters for keys
+// that appear in the database without this Store creating them (none while
+// the process lock keeps other writers out); keys created here are dropped
+// from it at once.
+const (
+	unknownCacheMax = 10_000
+	unknownCacheTTL = 5 * time.Second
+)
+
+// keyCache maps key hashes to entries, bounded in size, and remembers the
+// hashes of well-formed keys the database did not know (the negative cache),
+// so that a client retrying a revoked or mistyped key costs no SQL either.
+//
+// The epoch makes invalidation race-free: a lookup that read the database
+// before a delete (or a creation) committed must not put its stale result
+// back after the change removed it, so inserts, positive and negative, carry
+// the epoch they started in and are dropped if any invalidation happened
+// since.
 type keyCache struct {
 	mu      sync.RWMutex
 	entries map[[32]byte]*keyEntry
 	max     int
 	epoch   uint64
+
+	unknown    map[[32]byte]int64 // hash -> unix ms until which it is unknown
+	unknownMax int
 }
 
 func newKeyCache(max int) *keyCache {
-	return &keyCache{entries: make(map[[32]byte]*keyEntry), max: max}
+	return &keyCache{entries: make(map[[32]byte]*keyEntry), max: max,
+		unknown: make(map[[32]byte]int64), unknownMax: unknownCacheMax}
 }
 
-func (c *keyCache) get(h [32]byte) (*keyEntry, uint64) {
+// get returns the entry for h, or nil and, if h is negatively cached, the
+// unix ms until which it stays unknown; and the epoch to put with.
+func (c *keyCache) get(h [32]byte) (e *keyEntry, unknownUntil int64, epoch uint64) {
 	c.mu.RLock()
-	e, ep := c.entries[h], c.epoch
+	e, epoch = c.entries[h], c.epoch
+	if e == nil {
+		unknownUntil = c.unknown[h]
+	}
 	c.mu.RUnlock()
-	return e, ep
+	return e, unknownUntil, epoch
+}
+
+// putUnknown remembers that no live key has hash h, until the unix ms
+// until, unless an invalidation happened after epoch was read.
+func (c *keyCache) putUnknown(h [32]byte, until int64, epoch uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.epoch != epoch {
+		return
+	}
+	if _, ok := c.unknown[h]; !ok && len(c.unknown) >= c.unknownMax {
+		for k := range c.unknown { // evict an arbitrary entry, as put does
+			delete(c.unknown, k)
+			break
+		}
+	}
+	c.unknown[h] = until
 }
 
 // put caches e unless an invalidation happened after epoch was read.
@@ -63,12 +104,20 @@ func (c *keyCache) put(h [32]byte, e *keyEntry, epoch uint64) {
 	c.entries[h] = e
 }
 
-// invalidate drops the entry for h and fences off in-flight lookups.
+// invalidate drops the entry for h, positive or negative, and fences off
+// in-flight lookups. Call it after the change to h's key committed.
 func (c *keyCache) invalidate(h [32]byte) {
 	c.mu.Lock()
 	c.epoch++
 	delete(c.entries, h)
+	delete(c.unknown, h)
 	c.mu.Unlock()
+}
+
+func (c *keyCache) unknownLen() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.unknown)
 }
 
 func (c *keyCache) len() int {

@@ -14,6 +14,9 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("key store is closed")
+	// ErrLocked: Open found the database already open, by another process
+	// or by another Store of this one. Only one process may write it.
+	ErrLocked = errors.New("in use by another process")
 
 	// ErrUnknownKey: no live key has this value (never issued or deleted).
 	ErrUnknownKey = errors.New("unknown api key")
@@ -29,6 +32,10 @@ var (
 	// ErrKeyLimitExceeded: the key has spent its spend limit for the
 	// current period (see LimitError).
 	ErrKeyLimitExceeded = errors.New("key spend limit exceeded")
+	// ErrBacklog: too many balance changes wait for a commit, or the
+	// oldest has waited too long: the database is failing to commit, and
+	// no request is admitted until it recovers (see Store.WriteBacklog).
+	ErrBacklog = errors.New("ledger writes are backlogged")
 	// ErrSettled: the hold was already settled or released.
 	ErrSettled = errors.New("hold already settled or released")
 )

@@ -41,7 +41,8 @@ func (h *Hold) AccountID() string {
 // of its holds in flight, must be greater than zero before this hold is
 // added; the hold is then added in full, even if it exceeds what is
 // available. Reserve fails with ErrNotFound (unknown account),
-// ErrAccountDisabled, ErrClosed, ErrInvalid (amount out of range) or
+// ErrAccountDisabled, ErrClosed, ErrBacklog (the database is failing to
+// commit, see WriteBacklog), ErrInvalid (amount out of range) or
 // ErrInsufficientBalance (available <= 0; the message gives the available
 // amount).
 //
@@ -80,6 +81,9 @@ func (s *Store) ReserveFor(id Identity, amount int64) (*Hold, error) {
 	}
 	if s.isClosed() {
 		return nil, ErrClosed
+	}
+	if err := s.WriteBacklog(); err != nil {
+		return nil, err
 	}
 	s.acctMu.Lock()
 	defer s.acctMu.Unlock()

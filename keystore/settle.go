@@ -105,7 +105,8 @@ func (c *Charge) usageRow() (ledgerRow, error) {
 // does not wait for that commit (use Flush to wait). The cost is charged in
 // full even when it exceeds the hold.
 //
-// The returned entry has no ID (0: the row is not committed yet). Its
+// The returned entry has no ID (0: the row is not committed yet); pass it to
+// Store.WaitCommitted to wait for the commit of this row alone. Its
 // BalanceAfter is the balance in memory right after this charge; the
 // committed row's balance_after is computed by the writer in commit order and
 // differs only when an AdjustBalance of the same account was committing at
@@ -151,8 +152,11 @@ func (h *Hold) Settle(u Charge) (LedgerEntry, error) {
 	s.acctMu.Unlock()
 	// Still under q.mu: the queue order is the order in which charges hit
 	// memory, so the writer's balance_after chain follows it.
-	q.pushLocked(&writeOp{acct: a, row: row})
-	return row.entry(0, after), nil
+	op := &writeOp{acct: a, row: row}
+	q.pushLocked(op)
+	e := row.entry(0, after)
+	e.seq = op.seq
+	return e, nil
 }
 
 // clipBytes makes s valid UTF-8 and cuts it to at most n bytes on a rune

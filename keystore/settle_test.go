@@ -322,13 +322,15 @@ func failWrites(t *testing.T, s *Store) func(on bool) {
 
 // errorLog collects Options.OnWriteError reports.
 type errorLog struct {
-	mu   sync.Mutex
-	errs []error
+	mu      sync.Mutex
+	errs    []error
+	pending []int
 }
 
-func (l *errorLog) add(err error) {
+func (l *errorLog) add(err error, pending int) {
 	l.mu.Lock()
 	l.errs = append(l.errs, err)
+	l.pending = append(l.pending, pending)
 	l.mu.Unlock()
 }
 

@@ -33,7 +33,8 @@ import (
 
 // Options configure Open. The zero value is usable apart from Path.
 type Options struct {
-	// Path of the SQLite database file. Created with its directory if missing.
+	// Path of the SQLite database file. Created with its directory if missing;
+	// Open also creates <Path>.lock beside it (see Open).
 	Path string
 	// KeyCacheSize bounds the number of keys held in memory. Default 100000.
 	KeyCacheSize int
@@ -44,11 +45,27 @@ type Options struct {
 	Now func() time.Time
 	// OnWriteError, if set, is called from the ledger writer goroutine each
 	// time a batch of ledger rows fails to commit (the batch is retried
-	// with backoff, nothing is lost) and once more if Close gives up. It
-	// must return quickly and must not call the Store methods that wait for
-	// the writer (Flush, Ledger, UsageTotals, AdjustBalance, Close): they
-	// would deadlock.
-	OnWriteError func(error)
+	// with backoff, nothing is lost) and once more if Close gives up, with
+	// the error and the number of balance changes waiting for a commit
+	// (PendingWrites) at that moment. It must return quickly and must not
+	// call the Store methods that wait for the writer (Flush, WaitCommitted,
+	// Backup, Ledger, UsageTotals, AdjustBalance, Close): they would
+	// deadlock. Log the error and alert on it: while it fires, charges
+	// accumulate in memory only.
+	OnWriteError func(err error, pending int)
+	// MaxPendingWrites and MaxPendingAge bound the backlog of balance
+	// changes waiting for a commit: past either, WriteBacklog and Reserve
+	// fail with ErrBacklog (see WriteBacklog), so that a failing database
+	// stops admission instead of piling up uncommitted charges. Defaults
+	// 100000 rows and 30s; negative: no bound.
+	MaxPendingWrites int
+	MaxPendingAge    time.Duration
+	// CommitHook is a test and fault-injection hook: if set, it is called
+	// before each batch of usage rows is committed, and when it returns an
+	// error the batch fails with that error as if the disk had failed (the
+	// transaction is rolled back and retried later). Leave it nil in
+	// production.
+	CommitHook func() error
 	// DrainTimeout bounds how long Close keeps retrying ledger rows that
 	// fail to commit before it gives up on them (and reports how many were
 	// lost). Rows that commit normally are always written, however long
@@ -57,9 +74,9 @@ type Options struct {
 	// CommitInterval paces the ledger writer: after committing usage rows it
 	// waits this long before the next batch, so that under load one
 	// transaction (and one fsync) carries many rows instead of one each.
-	// Settle never waits for it; Flush, AdjustBalance, Close and a full
-	// batch cut the wait short. It is also the most billing a kill -9 can
-	// lose. Default 10ms; negative: no pacing.
+	// Settle never waits for it; Flush, WaitCommitted, AdjustBalance,
+	// Close and a full batch cut the wait short. It is also the most
+	// billing a kill -9 can lose. Default 10ms; negative: no pacing.
 	CommitInterval time.Duration
 }
 
@@ -83,6 +100,14 @@ type Store struct {
 	holdAmount int64
 
 	keys *keyCache
+	// keyLookups counts the keys Authenticate looked up in the database.
+	keyLookups atomic.Int64
+	// newPlaintext makes new keys' plaintexts (newPlaintextKey; tests
+	// replace it to know a key before it exists).
+	newPlaintext func() (string, error)
+	// unknownLookedUp, if set (tests), runs between the database saying a
+	// key is unknown and Authenticate caching that answer.
+	unknownLookedUp func()
 
 	// spend holds the spend counters of key lineages with a limit, by
 	// lineage; guarded by acctMu.
@@ -91,8 +116,14 @@ type Store struct {
 	lastUsed *lastUsedTracker
 
 	// queue feeds the ledger writer goroutine (writer.go).
-	queue        *writeQueue
-	onWriteError func(error)
+	queue         *writeQueue
+	onWriteError  func(error, int)
+	maxPending    int           // see Options.MaxPendingWrites
+	maxPendingAge time.Duration // see Options.MaxPendingAge
+	commitHook    func() error  // see Options.CommitHook
+	// lastWriteErr is the error of the last failed batch, nil once a batch
+	// commits again (for WriteBacklog's message).
+	lastWriteErr atomic.Pointer[error]
 	drainTimeout time.Duration
 	commitEvery  time.Duration     // see Options.CommitInterval
 	inserts      map[int]*sql.Stmt // prepared multi-row ledger inserts, by rows
@@ -103,6 +134,9 @@ type Store struct {
 	// after Close; writerErr is set before that if it had to give up.
 	writerDone chan struct{}
 	writerErr  error
+
+	// lock holds the exclusive process lock (lock.go) until Close.
+	lock *os.File
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -128,6 +162,13 @@ type accountState struct {
 
 // Open opens (creating if needed) the database at opts.Path, migrates its
 // schema to the current version and loads accounts into memory.
+//
+// Only one Store may have a database open at a time: Open takes an
+// exclusive lock on the file <Path>.lock (created beside the database and
+// left there) and fails at once, with an error wrapping ErrLocked, while
+// another process or another Store of this process holds it. Close releases
+// it. The database, -wal and -shm files are made readable by the owner only
+// (mode 0600) before SQLite opens them.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Path == "" {
 		return nil, fmt.Errorf("%w: empty database path", ErrInvalid)
@@ -147,12 +188,39 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 30 * time.Second
 	}
+	if opts.MaxPendingWrites == 0 {
+		opts.MaxPendingWrites = 100_000
+	}
+	if opts.MaxPendingAge == 0 {
+		opts.MaxPendingAge = 30 * time.Second
+	}
 	if dir := filepath.Dir(opts.Path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("creating database directory: %w", err)
 		}
 	}
 
+	lock, err := lockDatabase(opts.Path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := open(ctx, opts)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.lock = lock
+	go s.flushLoop(opts.LastUsedFlushInterval)
+	go s.writeLoop()
+	return s, nil
+}
+
+// open is Open once the process lock is held.
+func open(ctx context.Context, opts Options) (*Store, error) {
+	// The file may hold keys' hashes and balances: keep it private.
+	if err := privateFiles(opts.Path); err != nil {
+		return nil, err
+	}
 	w, err := sql.Open("sqlite", dsn(opts.Path, true))
 	if err != nil {
 		return nil, fmt.Errorf("opening database %s: %w", opts.Path, err)
@@ -166,9 +234,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("migrating database %s: %w", opts.Path, err)
 	}
-	// The file may hold keys' hashes and balances: keep it private.
-	_ = os.Chmod(opts.Path, 0o600)
-
 	r, err := sql.Open("sqlite", dsn(opts.Path, false))
 	if err != nil {
 		w.Close()
@@ -178,22 +243,26 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	r.SetMaxIdleConns(8)
 
 	s := &Store{
-		path:      opts.Path,
-		w:         w,
-		r:         r,
-		now:       opts.Now,
-		accounts:  make(map[string]*accountState),
-		spend:     make(map[string]*spendState),
-		keys:      newKeyCache(opts.KeyCacheSize),
-		lastUsed:  newLastUsedTracker(),
-		closed:    make(chan struct{}),
-		flushDone: make(chan struct{}),
+		path:         opts.Path,
+		w:            w,
+		r:            r,
+		now:          opts.Now,
+		accounts:     make(map[string]*accountState),
+		spend:        make(map[string]*spendState),
+		keys:         newKeyCache(opts.KeyCacheSize),
+		newPlaintext: newPlaintextKey,
+		lastUsed:     newLastUsedTracker(),
+		closed:       make(chan struct{}),
+		flushDone:    make(chan struct{}),
 
-		queue:        newWriteQueue(),
-		onWriteError: opts.OnWriteError,
-		drainTimeout: opts.DrainTimeout,
-		commitEvery:  opts.CommitInterval,
-		writerDone:   make(chan struct{}),
+		queue:         newWriteQueue(),
+		onWriteError:  opts.OnWriteError,
+		maxPending:    opts.MaxPendingWrites,
+		maxPendingAge: opts.MaxPendingAge,
+		commitHook:    opts.CommitHook,
+		drainTimeout:  opts.DrainTimeout,
+		commitEvery:   opts.CommitInterval,
+		writerDone:    make(chan struct{}),
 	}
 	if err := s.loadAccounts(ctx); err != nil {
 		s.w.Close()
@@ -205,8 +274,6 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		s.r.Close()
 		return nil, err
 	}
-	go s.flushLoop(opts.LastUsedFlushInterval)
-	go s.writeLoop()
 	return s, nil
 }
 
@@ -245,6 +312,8 @@ func (s *Store) Close() error {
 		}
 		err := s.flushLastUsed(context.Background())
 		err = errors.Join(s.writerErr, err, s.r.Close(), s.w.Close())
+		// Last: the next Open may start as soon as the lock is free.
+		err = errors.Join(err, s.lock.Close())
 		s.closeErr = err
 	})
 	return s.closeErr

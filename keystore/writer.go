@@ -28,9 +28,11 @@ import (
 // account's rows chain: balance_after(n) = balance_after(previous) + amount(n).
 // A batch that fails to commit changes neither the database nor durable; it is
 // reported through Options.OnWriteError and retried with backoff (its
-// balance_after values recomputed), while Settle keeps queueing: the queue is
-// unbounded, so the request path never waits for the disk. PendingWrites
-// exposes its length for monitoring.
+// balance_after values recomputed), while Settle keeps queueing: Settle never
+// waits for the disk and never drops a charge. Admission is what stops:
+// PendingWrites and OldestPendingAge expose the backlog, and once it passes
+// Options.MaxPendingWrites or MaxPendingAge, WriteBacklog and Reserve fail
+// with ErrBacklog until commits succeed again and the backlog drains.
 
 // maxBatchRows bounds the usage rows committed in one transaction.
 const maxBatchRows = 1000
@@ -45,6 +47,7 @@ const (
 // adjustment.
 type writeOp struct {
 	seq  uint64
+	at   int64 // when it was queued: writeQueue.clock
 	acct *accountState
 	row  ledgerRow
 	adj  *adjustment
@@ -91,11 +94,25 @@ type writeQueue struct {
 	// urgent (capacity 1) cuts the writer's pacing wait short: someone
 	// waits for a commit (Flush, AdjustBalance, Close) or a batch is full.
 	urgent chan struct{}
+	// taken is what the writer took by the last takeAll; it works through
+	// it in order, so the oldest unfinished op (seq done+1) is in taken or
+	// at the head of ops.
+	taken []*writeOp
+
+	// Mirrors, for readers that must not take mu (Reserve): pending is
+	// pushed-done, oldest the at of op done+1 plus one (0: none pending).
+	pending atomic.Int64
+	oldest  atomic.Int64
+	base    time.Time // origin of clock (monotonic)
 }
 
 func newWriteQueue() *writeQueue {
-	return &writeQueue{progress: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1)}
+	return &writeQueue{progress: make(chan struct{}), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1),
+		base: time.Now()}
 }
+
+// clock is a monotonic time in nanoseconds, for the age of pending ops.
+func (q *writeQueue) clock() int64 { return int64(time.Since(q.base)) }
 
 // push queues op, or fails with ErrClosed once the store is closing.
 func (q *writeQueue) push(op *writeOp) error {
@@ -110,8 +127,13 @@ func (q *writeQueue) push(op *writeOp) error {
 
 // pushLocked queues op; the caller holds q.mu and has checked q.closed.
 func (q *writeQueue) pushLocked(op *writeOp) {
+	op.at = q.clock()
+	if q.pushed == q.done {
+		q.oldest.Store(op.at + 1)
+	}
 	q.pushed++
 	op.seq = q.pushed
+	q.pending.Store(int64(q.pushed - q.done))
 	q.ops = append(q.ops, op)
 	q.signal()
 	if op.special() || len(q.ops) >= maxBatchRows {
@@ -141,6 +163,7 @@ func (q *writeQueue) takeAll() ([]*writeOp, bool) {
 	defer q.mu.Unlock()
 	ops := q.ops
 	q.ops = nil
+	q.taken = ops
 	return ops, q.closed
 }
 
@@ -161,19 +184,80 @@ func (q *writeQueue) markDone(seq uint64) {
 		return
 	}
 	q.done = seq
+	q.pending.Store(int64(q.pushed - q.done))
+	q.oldest.Store(q.opAtLocked(seq+1) + 1)
 	close(q.progress)
 	q.progress = make(chan struct{})
 	q.mu.Unlock()
+}
+
+// opAtLocked returns the at of the queued op with this seq, or -1 if there
+// is none (not pushed yet); the caller holds q.mu and seq > q.done.
+func (q *writeQueue) opAtLocked(seq uint64) int64 {
+	if seq > q.pushed {
+		q.taken = nil // all done: let the ops go
+		return -1
+	}
+	if n := len(q.taken); n > 0 && seq >= q.taken[0].seq && seq-q.taken[0].seq < uint64(n) {
+		return q.taken[seq-q.taken[0].seq].at
+	}
+	if len(q.ops) > 0 && q.ops[0].seq == seq {
+		return q.ops[0].at
+	}
+	return -1 // unreachable: seqs are contiguous
+}
+
+// backlog returns how many ops are not finished and how long the oldest of
+// them has waited, without taking q.mu.
+func (q *writeQueue) backlog() (int, time.Duration) {
+	n := q.pending.Load()
+	if n <= 0 {
+		return 0, 0
+	}
+	at := q.oldest.Load() - 1
+	if at < 0 {
+		return int(n), 0
+	}
+	return int(n), time.Duration(max(q.clock()-at, 0))
 }
 
 // PendingWrites returns how many queued balance changes (mostly settled
 // usage rows) are not committed yet. It grows only while the database is
 // slower than the request rate or failing; export it as a metric.
 func (s *Store) PendingWrites() int {
-	q := s.queue
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return int(q.pushed - q.done)
+	n, _ := s.queue.backlog()
+	return n
+}
+
+// OldestPendingAge returns how long the oldest balance change counted by
+// PendingWrites has been waiting for its commit; 0 when none is pending.
+// Under normal load it stays below CommitInterval plus one commit; export it
+// as a metric.
+func (s *Store) OldestPendingAge() time.Duration {
+	_, age := s.queue.backlog()
+	return age
+}
+
+// WriteBacklog returns nil while the ledger writer keeps up, and an error
+// wrapping ErrBacklog while more than Options.MaxPendingWrites changes are
+// pending or the oldest has waited longer than Options.MaxPendingAge, which
+// happens when the database fails to commit (disk full, I/O errors). Charges
+// settled meanwhile are kept in memory and committed once the database
+// recovers; WriteBacklog returns nil again by itself when the backlog is back
+// under both bounds. Call it before admitting a request and refuse the
+// request while it fails (Reserve does so too). It does no I/O and takes no
+// lock.
+func (s *Store) WriteBacklog() error {
+	n, age := s.queue.backlog()
+	if (s.maxPending <= 0 || n <= s.maxPending) && (s.maxPendingAge <= 0 || age <= s.maxPendingAge) {
+		return nil
+	}
+	last := ""
+	if e := s.lastWriteErr.Load(); e != nil {
+		last = " (last error: " + (*e).Error() + ")"
+	}
+	return fmt.Errorf("%w: %d balance changes waiting, the oldest for %s: the database is failing to commit%s",
+		ErrBacklog, n, age.Round(time.Millisecond), last)
 }
 
 // Flush waits until every charge settled and every adjustment queued before
@@ -185,7 +269,38 @@ func (s *Store) Flush(ctx context.Context) error {
 	q.mu.Lock()
 	target := q.pushed
 	q.mu.Unlock()
-	q.hurry()
+	if err := s.waitDone(ctx, target); err != nil {
+		return fmt.Errorf("flushing ledger: %w", err)
+	}
+	return nil
+}
+
+// WaitCommitted waits until the usage row of e, an entry returned by
+// Hold.Settle, is committed (with the rows settled before it), or ctx ends.
+// It is how a caller that must not answer before the charge is durable waits
+// for it: the row still goes through the writer's group commit, with the
+// rows settled around it, but the writer cuts its CommitInterval pause short
+// while someone waits. An entry that has no pending row (from Ledger or
+// AdjustBalance, which are committed already) returns nil at once. After
+// Close it returns nil if the row was committed and an error wrapping
+// ErrClosed if Close had to give up on it. While the database fails to
+// commit it waits (see WriteBacklog) until ctx ends. It must not be called
+// from Options.OnWriteError.
+func (s *Store) WaitCommitted(ctx context.Context, e LedgerEntry) error {
+	if e.seq == 0 {
+		return nil
+	}
+	if err := s.waitDone(ctx, e.seq); err != nil {
+		return fmt.Errorf("waiting for the ledger row of %s: %w", e.AccountID, err)
+	}
+	return nil
+}
+
+// waitDone waits until every op up to target is finished, hurrying the
+// writer.
+func (s *Store) waitDone(ctx context.Context, target uint64) error {
+	q := s.queue
+	hurried := false
 	for {
 		q.mu.Lock()
 		done, progress := q.done, q.progress
@@ -193,10 +308,14 @@ func (s *Store) Flush(ctx context.Context) error {
 		if done >= target {
 			return nil
 		}
+		if !hurried {
+			q.hurry()
+			hurried = true
+		}
 		select {
 		case <-progress:
 		case <-ctx.Done():
-			return fmt.Errorf("flushing ledger: %w", ctx.Err())
+			return ctx.Err()
 		case <-s.writerDone:
 			q.mu.Lock()
 			done = q.done
@@ -204,7 +323,7 @@ func (s *Store) Flush(ctx context.Context) error {
 			if done >= target {
 				return nil
 			}
-			return fmt.Errorf("flushing ledger: rows were lost on close: %w", ErrClosed)
+			return fmt.Errorf("rows were lost on close: %w", ErrClosed)
 		}
 	}
 }
@@ -226,6 +345,8 @@ func (s *Store) writeLoop() {
 			select {
 			case <-t.C:
 			case <-q.urgent:
+				t.Stop()
+			case <-s.closed: // closing: drain without pausing
 				t.Stop()
 			}
 		}
@@ -274,8 +395,10 @@ func (s *Store) commitWithRetry(batch []*writeOp, drainDeadline *time.Time) erro
 	for attempt := 1; ; attempt++ {
 		err := s.commitUsage(batch)
 		if err == nil {
+			s.lastWriteErr.Store(nil)
 			return nil
 		}
+		s.lastWriteErr.Store(&err)
 		closing := s.isClosed()
 		if closing {
 			if drainDeadline.IsZero() {
@@ -328,7 +451,7 @@ func (s *Store) abandon(ops []*writeOp, cause error) {
 
 func (s *Store) reportWriteError(err error) {
 	if s.onWriteError != nil {
-		s.onWriteError(err)
+		s.onWriteError(err, s.PendingWrites())
 	}
 }
 
@@ -451,6 +574,11 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 	for _, a := range touched {
 		if err := addToStoredBalance(ctx, tx, a.id, after[a]-a.durable); err != nil {
 			return err
+		}
+	}
+	if s.commitHook != nil {
+		if err := s.commitHook(); err != nil {
+			return err // rolled back by the deferred Rollback
 		}
 	}
 	if err := tx.Commit(); err != nil {
