@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/metask/caddy-ai-gateway/keystore"
@@ -55,8 +56,9 @@ type App struct {
 
 	// taken: this config holds a reference on the pooled store (for
 	// Cleanup). live is set up by Provision.
-	taken bool
-	live  *liveStore
+	taken   bool
+	live    *liveStore
+	metrics *storeMetrics
 }
 
 // liveStore is the store of one config as its handlers see it: set once the
@@ -108,6 +110,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("resolving database path %q: %w", path, err)
 	}
 	a.dbPath = abs
+	if a.metrics, err = loadStoreMetrics(ctx); err != nil {
+		return err
+	}
 	if _, open := storePool.References(abs); open {
 		// A reload: share the running config's store (no I/O), so that
 		// requests never see this config without it.
@@ -136,7 +141,7 @@ func (a *App) take() error {
 		s, err := keystore.Open(openCtx, keystore.Options{
 			Path:         path,
 			KeyCacheSize: cacheSize,
-			OnWriteError: writeErrorLogger(path),
+			OnWriteError: writeErrorReporter(path, a.metrics),
 		})
 		if err != nil {
 			return nil, err
@@ -170,13 +175,22 @@ func (a *App) warnIfSwitched() {
 	})
 }
 
-// writeErrorLogger reports ledger rows the store failed to commit. It logs
-// through Caddy's default logger rather than one config's, because the
+// writeErrorReporter logs and counts every batch of ledger rows the store
+// fails to commit (the store retries it until it commits; past the backlog
+// bound billed requests get 503 until it drains). It logs through Caddy's
+// default logger as it is at the time, rather than one config's, because the
 // store outlives the config that opened it.
-func writeErrorLogger(path string) func(error) {
-	log := caddy.Log().Named("ai_gateway.store")
-	return func(err error) {
-		log.Error("ledger write failed", zap.String("database", path), zap.Error(err))
+func writeErrorReporter(path string, m *storeMetrics) func(error, int) {
+	var errs prometheus.Counter
+	if m != nil {
+		errs = m.writeErrors.WithLabelValues(path)
+	}
+	return func(err error, pending int) {
+		if errs != nil {
+			errs.Inc()
+		}
+		caddy.Log().Named("ai_gateway.store").Error("ledger write failed; retrying",
+			zap.String("database", path), zap.Int("rows_waiting", pending), zap.Error(err))
 	}
 }
 
@@ -192,6 +206,8 @@ func (a *App) Cleanup() error {
 	if a.live != nil {
 		a.live.markReady()
 	}
+	releaseStoreMetrics(a.metrics)
+	a.metrics = nil
 	if !a.taken {
 		return nil
 	}
