@@ -76,10 +76,11 @@ var errStoreUnavailable = &apiError{http.StatusServiceUnavailable, "server_error
 // that an account does not exist: it must answer and still be the store of
 // the running config.
 func (d *Dashboard) storeProblem(ctx context.Context) *apiError {
-	if d.store == nil || d.store.Ping(ctx) != nil {
+	st := d.st()
+	if st == nil || st.Ping(ctx) != nil {
 		return errStoreUnavailable
 	}
-	if cur, err := management.RunningStore(); err == nil && cur != d.store {
+	if cur, err := management.RunningStore(); err == nil && cur != st {
 		return errStoreUnavailable
 	}
 	return nil
@@ -233,7 +234,7 @@ func (d *Dashboard) accountOf(r *http.Request, s session) (string, *apiError) {
 		if param != "" && param != s.own {
 			return "", errAccountParam
 		}
-		if _, err := d.store.Account(r.Context(), s.own); err != nil {
+		if _, err := d.st().Account(r.Context(), s.own); err != nil {
 			if errors.Is(err, keystore.ErrNotFound) {
 				if e := d.storeProblem(r.Context()); e != nil {
 					return "", e
@@ -251,7 +252,7 @@ func (d *Dashboard) accountOf(r *http.Request, s session) (string, *apiError) {
 	if acct == "" {
 		return "", errNoAccountChosen
 	}
-	if _, err := d.store.Account(r.Context(), acct); err != nil {
+	if _, err := d.st().Account(r.Context(), acct); err != nil {
 		if errors.Is(err, keystore.ErrNotFound) {
 			if e := d.storeProblem(r.Context()); e != nil {
 				return "", e
@@ -266,7 +267,7 @@ func (d *Dashboard) accountOf(r *http.Request, s session) (string, *apiError) {
 }
 
 func (d *Dashboard) view(a keystore.Account) management.AccountView {
-	return management.NewAccountView(d.store, a, d.currency)
+	return management.NewAccountView(d.st(), a, d.currency)
 }
 
 func (d *Dashboard) getSession(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -274,7 +275,7 @@ func (d *Dashboard) getSession(w http.ResponseWriter, r *http.Request, c *call) 
 	acct, e := d.accountOf(r, c.s)
 	switch {
 	case e == nil:
-		a, err := d.store.Account(r.Context(), acct)
+		a, err := d.st().Account(r.Context(), acct)
 		if err != nil {
 			return writeError(w, storeError(err))
 		}
@@ -286,13 +287,13 @@ func (d *Dashboard) getSession(w http.ResponseWriter, r *http.Request, c *call) 
 		return writeError(w, e)
 	}
 	if c.s.admin {
-		out.Accounts = management.AccountViews(r.Context(), d.store, d.currency)
+		out.Accounts = management.AccountViews(r.Context(), d.st(), d.currency)
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
 
 func (d *Dashboard) listAccounts(w http.ResponseWriter, r *http.Request, _ *call) error {
-	return writeJSON(w, http.StatusOK, management.AccountViews(r.Context(), d.store, d.currency))
+	return writeJSON(w, http.StatusOK, management.AccountViews(r.Context(), d.st(), d.currency))
 }
 
 func (d *Dashboard) createAccount(w http.ResponseWriter, r *http.Request, c *call) error {
@@ -304,7 +305,7 @@ func (d *Dashboard) createAccount(w http.ResponseWriter, r *http.Request, c *cal
 	if strings.TrimSpace(name) == "" {
 		name = req.ID
 	}
-	a, err := d.store.CreateAccount(r.Context(), req.ID, name)
+	a, err := d.st().CreateAccount(r.Context(), req.ID, name)
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
@@ -328,7 +329,7 @@ func (d *Dashboard) adjustBalance(w http.ResponseWriter, r *http.Request, c *cal
 	if note == "" {
 		note = "dashboard: adjusted by " + c.s.user
 	}
-	a, entry, err := d.store.AdjustBalance(r.Context(), c.account, amount, note)
+	a, entry, err := d.st().AdjustBalance(r.Context(), c.account, amount, note)
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
@@ -338,7 +339,7 @@ func (d *Dashboard) adjustBalance(w http.ResponseWriter, r *http.Request, c *cal
 }
 
 func (d *Dashboard) listKeys(w http.ResponseWriter, r *http.Request, c *call) error {
-	keys, err := d.store.Keys(r.Context(), c.account)
+	keys, err := d.st().Keys(r.Context(), c.account)
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
@@ -377,7 +378,7 @@ func (d *Dashboard) createKey(w http.ResponseWriter, r *http.Request, c *call) e
 		t := time.Now().Add(dur)
 		expires = &t
 	}
-	k, plaintext, err := d.store.CreateKey(r.Context(), c.account, req.Name, expires)
+	k, plaintext, err := d.st().CreateKey(r.Context(), c.account, req.Name, expires)
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
@@ -390,7 +391,7 @@ func (d *Dashboard) createKey(w http.ResponseWriter, r *http.Request, c *call) e
 // account; any other key is reported as not found, so that the answer
 // does not reveal whether a key id exists in another account.
 func (d *Dashboard) ownKey(ctx context.Context, c *call) (keystore.Key, *apiError) {
-	k, err := d.store.Key(ctx, c.keyID)
+	k, err := d.st().Key(ctx, c.keyID)
 	if err != nil {
 		if errors.Is(err, keystore.ErrNotFound) {
 			return keystore.Key{}, errKeyNotFound
@@ -413,7 +414,7 @@ func (d *Dashboard) renameKey(w http.ResponseWriter, r *http.Request, c *call) e
 	if _, e := d.ownKey(r.Context(), c); e != nil {
 		return writeError(w, e)
 	}
-	k, err := d.store.RenameKey(r.Context(), c.keyID, req.Name)
+	k, err := d.st().RenameKey(r.Context(), c.keyID, req.Name)
 	if err != nil {
 		if errors.Is(err, keystore.ErrNotFound) {
 			return writeError(w, errKeyNotFound)
@@ -427,7 +428,7 @@ func (d *Dashboard) deleteKey(w http.ResponseWriter, r *http.Request, c *call) e
 	if _, e := d.ownKey(r.Context(), c); e != nil {
 		return writeError(w, e)
 	}
-	if err := d.store.DeleteKey(r.Context(), c.keyID); err != nil {
+	if err := d.st().DeleteKey(r.Context(), c.keyID); err != nil {
 		if errors.Is(err, keystore.ErrNotFound) {
 			return writeError(w, errKeyNotFound)
 		}
@@ -450,7 +451,7 @@ func (d *Dashboard) rotateKey(w http.ResponseWriter, r *http.Request, c *call) e
 	if _, e := d.ownKey(r.Context(), c); e != nil {
 		return writeError(w, e)
 	}
-	nk, plaintext, old, err := d.store.RotateKey(r.Context(), c.keyID, grace)
+	nk, plaintext, old, err := d.st().RotateKey(r.Context(), c.keyID, grace)
 	if err != nil {
 		if errors.Is(err, keystore.ErrNotFound) {
 			return writeError(w, errKeyNotFound)
@@ -482,7 +483,7 @@ func (d *Dashboard) usage(w http.ResponseWriter, r *http.Request, c *call) error
 		days = n
 	}
 	ctx := r.Context()
-	a, err := d.store.Account(ctx, c.account)
+	a, err := d.st().Account(ctx, c.account)
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
@@ -491,27 +492,27 @@ func (d *Dashboard) usage(w http.ResponseWriter, r *http.Request, c *call) error
 	since := today.AddDate(0, 0, -(days - 1))
 	f := keystore.LedgerFilter{AccountID: c.account, Since: since}
 
-	byDay, err := d.store.UsageTotals(ctx, f, "day")
+	byDay, err := d.st().UsageTotals(ctx, f, "day")
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
-	byModel, err := d.store.UsageTotals(ctx, f, "model")
+	byModel, err := d.st().UsageTotals(ctx, f, "model")
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
-	byKey, err := d.store.UsageTotals(ctx, f, "key")
+	byKey, err := d.st().UsageTotals(ctx, f, "key")
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
-	total, err := d.store.UsageTotals(ctx, f, "")
+	total, err := d.st().UsageTotals(ctx, f, "")
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
-	rows, err := d.store.Ledger(ctx, keystore.LedgerFilter{AccountID: c.account, Limit: recentRows})
+	rows, err := d.st().Ledger(ctx, keystore.LedgerFilter{AccountID: c.account, Limit: recentRows})
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
-	keys, err := d.store.Keys(ctx, c.account)
+	keys, err := d.st().Keys(ctx, c.account)
 	if err != nil {
 		return writeError(w, storeError(err))
 	}

@@ -61,10 +61,10 @@ func TestDashboardCaddyfileErrors(t *testing.T) {
 // before the store is looked up (so an empty caddy.Context is enough).
 func TestDashboardProvisionErrors(t *testing.T) {
 	for _, c := range []struct{ name, json, want string }{
-		{"empty admin", `{"admins":["alice",""]}`, "ai_dashboard: an admin user id must not be empty"},
-		{"empty user in accounts", `{"accounts":{"":"team-b"}}`, "ai_dashboard: an account mapping has an empty user id"},
-		{"invalid account id", `{"accounts":{"bob":"Team B"}}`, `ai_dashboard: account of user "bob": invalid argument: account id "Team B"`},
-		{"relative gateway_url", `{"gateway_url":"/v1"}`, `ai_dashboard: gateway_url "/v1" must be an absolute http or https URL`},
+		{"empty admin", `{"admins":["alice",""]}`, "an admin user id must not be empty"},
+		{"empty user in accounts", `{"accounts":{"":"team-b"}}`, "an account mapping has an empty user id"},
+		{"invalid account id", `{"accounts":{"bob":"Team B"}}`, `account of user "bob": invalid argument: account id "Team B"`},
+		{"relative gateway_url", `{"gateway_url":"/v1"}`, `gateway_url "/v1" must be an absolute http or https URL`},
 		{"gateway_url without host", `{"gateway_url":"https:///v1"}`, `gateway_url "https:///v1" must be an absolute`},
 		{"gateway_url not http", `{"gateway_url":"ftp://api.example.com/v1"}`, `gateway_url "ftp://api.example.com/v1" must be an absolute`},
 		{"gateway_url unparsable", `{"gateway_url":"http://[::1"}`, `gateway_url "http://[::1" must be an absolute`},

@@ -12,6 +12,7 @@ package dashboard
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -70,7 +71,7 @@ type Dashboard struct {
 	// know where to send them. Optional.
 	GatewayURL string `json:"gateway_url,omitempty"`
 
-	store    *keystore.Store
+	app      storeSource
 	currency string
 	csrf     csrfSecret
 	admins   map[string]bool
@@ -92,7 +93,7 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	d.logger = ctx.Logger()
 	secret, err := loadCSRFSecret()
 	if err != nil {
-		return fmt.Errorf("ai_dashboard: %w", err)
+		return fmt.Errorf("%w", err)
 	}
 	d.csrf = secret
 	if d.UserID == "" {
@@ -101,32 +102,34 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	d.admins = make(map[string]bool, len(d.Admins))
 	for _, a := range d.Admins {
 		if a == "" {
-			return errors.New("ai_dashboard: an admin user id must not be empty")
+			return errors.New("an admin user id must not be empty")
 		}
 		d.admins[a] = true
 	}
 	for user, acct := range d.Accounts {
 		if user == "" {
-			return errors.New("ai_dashboard: an account mapping has an empty user id")
+			return errors.New("an account mapping has an empty user id")
 		}
 		if err := keystore.ValidateAccountID(acct); err != nil {
-			return fmt.Errorf("ai_dashboard: account of user %q: %w", user, err)
+			return fmt.Errorf("account of user %q: %w", user, err)
 		}
 	}
 	if d.GatewayURL != "" {
 		u, err := url.Parse(d.GatewayURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("ai_dashboard: gateway_url %q must be an absolute http or https URL", d.GatewayURL)
+			return fmt.Errorf("gateway_url %q must be an absolute http or https URL", d.GatewayURL)
 		}
 	}
-	if d.store, d.currency, err = management.LoadStore(ctx); err != nil {
-		return fmt.Errorf("ai_dashboard: %w", err)
+	app, err := management.LoadApp(ctx)
+	if err != nil {
+		return err
 	}
+	d.app, d.currency = app, app.CurrencyCode()
 	if d.page, err = template.ParseFS(assetsFS, "assets/index.html"); err != nil {
-		return fmt.Errorf("ai_dashboard: parsing the page template: %w", err)
+		return fmt.Errorf("parsing the page template: %w", err)
 	}
 	if d.denied, err = template.ParseFS(assetsFS, "assets/denied.html"); err != nil {
-		return fmt.Errorf("ai_dashboard: parsing the error page template: %w", err)
+		return fmt.Errorf("parsing the error page template: %w", err)
 	}
 	return nil
 }
@@ -170,6 +173,14 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		return d.renderDenied(w, http.StatusUnauthorized, "Not signed in",
 			"This dashboard needs you to sign in, but the server did not identify you. "+
 				"If you run this server: put basic_auth (or another authenticator) before ai_dashboard.")
+	}
+	if _, err := d.app.WaitStore(r.Context()); err != nil {
+		if isAPI {
+			return writeError(w, errStoreUnavailable)
+		}
+		return d.renderDenied(w, http.StatusServiceUnavailable, "Key store unavailable",
+			"The gateway's key store is not open, so the dashboard cannot show anything. "+
+				"Reload the page in a moment; if this persists, tell the operator of this gateway.")
 	}
 	s := d.session(user)
 
@@ -216,7 +227,7 @@ func (d *Dashboard) servePage(w http.ResponseWriter, r *http.Request, s session)
 		return d.renderDenied(w, http.StatusMethodNotAllowed, "Method not allowed", "This page only answers GET.")
 	}
 	if !s.admin {
-		if _, err := d.store.Account(r.Context(), s.own); err != nil {
+		if _, err := d.st().Account(r.Context(), s.own); err != nil {
 			if errors.Is(err, keystore.ErrNotFound) && d.storeProblem(r.Context()) != nil {
 				d.logger.Warn("dashboard: the key store is closed or no longer the gateway's", zap.String("user", s.user))
 				return d.renderDenied(w, http.StatusServiceUnavailable, "Key store unavailable", errStoreUnavailable.message)
@@ -326,6 +337,16 @@ func (d *Dashboard) Cleanup() error {
 	}
 	return nil
 }
+
+// storeSource is where the dashboard finds the key store: the ai_gateway
+// app of its config (management.App), which opens it when the config starts.
+type storeSource interface {
+	Store() *keystore.Store
+	WaitStore(ctx context.Context) (*keystore.Store, error)
+}
+
+// st is the key store of this config; ServeHTTP has checked that it is open.
+func (d *Dashboard) st() *keystore.Store { return d.app.Store() }
 
 // Interface guards
 var (

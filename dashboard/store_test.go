@@ -25,10 +25,18 @@ func bareDashboard(t *testing.T) *Dashboard {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	d := &Dashboard{store: s, currency: "USD", logger: zap.NewNop(), admins: map[string]bool{"alice": true}}
+	d := &Dashboard{app: fixedStore{s}, currency: "USD", logger: zap.NewNop(), admins: map[string]bool{"alice": true}}
 	d.page = template.Must(template.ParseFS(assetsFS, "assets/index.html"))
 	d.denied = template.Must(template.ParseFS(assetsFS, "assets/denied.html"))
 	return d
+}
+
+// fixedStore is a storeSource with a store opened by the test.
+type fixedStore struct{ s *keystore.Store }
+
+func (f fixedStore) Store() *keystore.Store { return f.s }
+func (f fixedStore) WaitStore(context.Context) (*keystore.Store, error) {
+	return f.s, nil
 }
 
 // ask sends GET api/session as user, and the page, and returns both.
@@ -87,10 +95,10 @@ func TestMissingAccountOnAnswerableStore(t *testing.T) {
 // account.
 func TestClosedStoreIsNotNoAccount(t *testing.T) {
 	d := bareDashboard(t)
-	if _, err := d.store.CreateAccount(context.Background(), "bob", "Bob"); err != nil {
+	if _, err := d.st().CreateAccount(context.Background(), "bob", "Bob"); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.store.Close(); err != nil {
+	if err := d.st().Close(); err != nil {
 		t.Fatal(err)
 	}
 	wantStoreUnavailable(t, d, "carol")
