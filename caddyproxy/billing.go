@@ -1,6 +1,7 @@
 package caddyproxy
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -114,7 +115,10 @@ func (b *billing) settle(handlerErr error) {
 		}
 		charge.Note = note
 	}
-	if _, err := b.hold.Settle(charge); err != nil {
+	entry, err := b.hold.Settle(charge)
+	if err == nil {
+		b.awaitCommit(func(ctx context.Context) error { return b.g.store.WaitCommitted(ctx, entry) })
+	} else {
 		b.hold.Release()
 		if !errors.Is(err, keystore.ErrSettled) {
 			b.g.logger.Error("settling a request failed; it was not charged",

@@ -68,6 +68,7 @@ type BalanceGuard struct {
 	created int64    // "created" of the model objects: when the config loaded
 
 	store    *keystore.Store
+	durable  bool // hold the final bytes until the ledger row commits (durable.go)
 	currency string
 	logger   *zap.Logger
 	metrics  *metrics
@@ -119,11 +120,15 @@ func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 	if err := g.provisionCatalog(); err != nil {
 		return err
 	}
+	app, err := management.LoadApp(ctx)
+	if err != nil {
+		return err
+	}
 	store, currency, err := management.LoadStore(ctx)
 	if err != nil {
 		return err
 	}
-	g.store, g.currency = store, currency
+	g.store, g.currency, g.durable = store, currency, app.DurableBillingEnabled()
 	if g.metrics, err = loadMetrics(ctx, store); err != nil {
 		return err
 	}
@@ -384,6 +389,7 @@ func (g *BalanceGuard) prepare(r *http.Request, a *admission) *openaiwire.APIErr
 // released (see end).
 func (g *BalanceGuard) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, a *admission) error {
 	m := newMeter(w, a.dropUsage)
+	m.durable = g.durable
 	a.bill = &billing{g: g, r: r, admission: a, meter: m, start: time.Now()}
 	// Learn whether the request reached the provider, for a client that
 	// leaves before the answer (see settle).

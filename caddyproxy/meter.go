@@ -18,7 +18,8 @@ import (
 const captureLimit = 4 << 20
 
 // meter wraps the response on its way from reverse_proxy to the client and
-// finds out what the request used, without holding anything back: a JSON
+// finds out what the request used, holding nothing back (unless billing is
+// durable, see durable.go): a JSON
 // body is copied aside (bounded) as it passes; an event stream goes through
 // a openaiwire.StreamFilter, and every complete event is written on (and
 // flushed, when reverse_proxy flushes) the moment it arrives.
@@ -41,6 +42,13 @@ type meter struct {
 	overflow  bool
 	written   int64 // bytes received from upstream
 	clientErr error // first error writing to the client
+
+	// durable: hold back the final bytes until the ledger row is
+	// committed (durable.go); held is what waits, holding that a stream's
+	// terminator was seen.
+	durable bool
+	held    []byte
+	holding bool
 }
 
 func newMeter(w http.ResponseWriter, dropUsageChunk bool) *meter {
@@ -105,10 +113,22 @@ func (m *meter) Write(p []byte) (int, error) {
 		}
 		return len(p), nil
 	}
-	if !m.stream {
-		m.capture(p) // error bodies too: usage there is billed as well
+	if m.stream {
+		return m.ResponseWriter.Write(p)
 	}
-	return m.ResponseWriter.Write(p)
+	m.capture(p) // error bodies too: usage there is billed as well
+	if !m.durable {
+		return m.ResponseWriter.Write(p)
+	}
+	if out := m.holdBack(p); len(out) > 0 {
+		if _, err := m.ResponseWriter.Write(out); err != nil {
+			return 0, err
+		}
+	}
+	if m.clientErr != nil {
+		return 0, m.clientErr
+	}
+	return len(p), nil
 }
 
 // capture keeps a JSON body whole up to captureLimit. Past that, an
@@ -141,7 +161,7 @@ func (m *meter) identity() bool {
 // writeDecoded passes (decoded) stream bytes through the filter and on to
 // the client.
 func (m *meter) writeDecoded(p []byte) {
-	out := m.filter.Write(p)
+	out := m.holdBack(m.filter.Write(p))
 	if len(out) > 0 && m.clientErr == nil {
 		if _, err := m.ResponseWriter.Write(out); err != nil {
 			m.clientErr = err
@@ -167,9 +187,13 @@ func (m *meter) FlushError() error {
 func (m *meter) finish() {
 	m.stopDecoder()
 	if m.filter == nil {
+		if len(m.held) > 0 && m.clientErr == nil {
+			// All but the held bytes go out now, while the row commits.
+			_ = http.NewResponseController(m.ResponseWriter).Flush()
+		}
 		return
 	}
-	if rest := m.filter.Flush(); len(rest) > 0 && m.clientErr == nil {
+	if rest := m.holdBack(m.filter.Flush()); len(rest) > 0 && m.clientErr == nil {
 		if _, err := m.ResponseWriter.Write(rest); err != nil {
 			m.clientErr = err
 		}

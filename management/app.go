@@ -51,6 +51,14 @@ type App struct {
 	// Default 100000. Keys beyond it are looked up in SQLite.
 	KeyCacheSize int `json:"key_cache_size,omitempty"`
 
+	// Whether a metered response's final bytes (the last byte of a JSON
+	// body, the terminating event of a stream) wait until its ledger row is
+	// committed, so that no client holds a complete answer a crash could
+	// leave unbilled. Default true. With false, a crash (kill -9, power
+	// loss) can lose the rows of the last commit interval (about 10 ms of
+	// traffic) although their answers were delivered.
+	DurableBilling *bool `json:"durable_billing,omitempty"`
+
 	dbPath string
 	logger *zap.Logger
 
@@ -252,6 +260,10 @@ func (a *App) WaitStore(ctx context.Context) (*keystore.Store, error) {
 // storeWait bounds how long a request waits for the store of a config that
 // is starting.
 const storeWait = 10 * time.Second
+
+// DurableBillingEnabled reports whether responses wait for their ledger row
+// (see DurableBilling).
+func (a *App) DurableBillingEnabled() bool { return a.DurableBilling == nil || *a.DurableBilling }
 
 // CurrencyCode returns the configured display currency.
 func (a *App) CurrencyCode() string { return a.Currency }

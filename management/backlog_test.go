@@ -2,6 +2,7 @@ package management
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -54,7 +55,12 @@ func TestFailedLedgerWritesFailClosedAndRecover(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = storePool.Delete(g.DBPath) })
-	g.LoadSite(gwtest.Site(mock.URL))
+	// Without durable billing, so that requests complete while their rows
+	// queue (TestDurableBillingWithholdsUntilCommitted covers the other).
+	cfg, _ := json.Marshal(reloadJSON(t, g.Caddyfile(gwtest.Site(mock.URL), ""), func(cfg map[string]any) {
+		cfg["apps"].(map[string]any)["ai_gateway"].(map[string]any)["durable_billing"] = false
+	}))
+	g.LoadJSON(cfg)
 	g.NewAccount("acme", "10")
 	_, secret := g.NewKey("acme", "app")
 

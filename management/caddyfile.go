@@ -19,6 +19,7 @@ func init() {
 //			database <path>
 //			currency <code>
 //			key_cache_size <n>
+//			durable_billing on|off
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -38,6 +39,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		database <path>
 //		currency <code>
 //		key_cache_size <n>
+//		durable_billing on|off
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
@@ -65,6 +67,19 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("key_cache_size must be a positive integer, got %q", d.Val())
 			}
 			a.KeyCacheSize = n
+		case "durable_billing":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			var on bool
+			switch d.Val() {
+			case "on":
+				on = true
+			case "off":
+			default:
+				return d.Errf("durable_billing must be on or off, got %q", d.Val())
+			}
+			a.DurableBilling = &on
 		default:
 			return d.Errf("unrecognized ai_gateway option %q", d.Val())
 		}

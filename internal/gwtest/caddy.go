@@ -118,7 +118,13 @@ func Adapt(t testing.TB, caddyfile string) []byte {
 // the admin endpoint answers.
 func (g *Gateway) Load(caddyfile string) {
 	g.t.Helper()
-	cfg := Adapt(g.t, caddyfile)
+	g.LoadJSON(Adapt(g.t, caddyfile))
+}
+
+// LoadJSON loads a JSON config into the in-process Caddy and waits until the
+// admin endpoint answers.
+func (g *Gateway) LoadJSON(cfg []byte) {
+	g.t.Helper()
 	if err := caddy.Load(cfg, true); err != nil {
 		g.t.Fatalf("loading config: %v", err)
 	}
