@@ -153,8 +153,10 @@ const statusClientClosed = 499
 // gateway makes up: "gw-" and 16 hex digits. (Not Caddy's request UUID:
 // Caddy creates that lazily in the request's variables, which a dial of
 // reverse_proxy may still be reading when settlement runs.)
-func (b *billing) requestID() string {
-	h := b.meter.Header()
+func (b *billing) requestID() string { return requestIDOf(b.meter.Header()) }
+
+// requestIDOf is the request id of a response's header h, or a new one.
+func requestIDOf(h http.Header) string {
 	for _, name := range []string{"X-Request-Id", "Request-Id", "Apim-Request-Id"} {
 		if v := h.Get(name); v != "" {
 			return v

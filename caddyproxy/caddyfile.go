@@ -2,6 +2,7 @@ package caddyproxy
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -29,9 +30,16 @@ func parseBalanceGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 //		max_request_body <size>
 //		alias <public-name> <provider-model>
 //		models_endpoint gateway | upstream
+//		endpoint <METHOD> <path> price <amount> | free
 //	}
 //
-// Amounts are decimals of the currency per 1M tokens. Sizes take units like
+// Amounts are decimals of the currency per 1M tokens, except an endpoint's
+// price, which is per request. endpoint, repeatable, allows a request
+// method and path the guard does not know (everything it does not know is
+// refused with 403 endpoint_not_allowed): the path is the whole canonical
+// request path as the guard sees it (/v1/images/generations), matched
+// exactly; a priced request is held and charged its price when the
+// provider answers 2xx, a free one is passed on without a charge. Sizes take units like
 // request_body's max_size (10MB, 64MiB). alias may be repeated; the body
 // going upstream names the provider's model, everything the gateway records
 // names the public one. The block is optional.
@@ -143,11 +151,36 @@ func (g *BalanceGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "endpoint":
+			e, err := parseEndpoint(d)
+			if err != nil {
+				return err
+			}
+			g.Endpoints = append(g.Endpoints, e)
 		default:
 			return d.Errf("unrecognized balance_guard option %q", d.Val())
 		}
 	}
 	return nil
+}
+
+// parseEndpoint reads "endpoint <METHOD> <path> price <amount>" or
+// "endpoint <METHOD> <path> free".
+func parseEndpoint(d *caddyfile.Dispenser) (Endpoint, error) {
+	args := d.RemainingArgs()
+	var e Endpoint
+	switch {
+	case len(args) == 3 && args[2] == "free":
+		e = Endpoint{Method: args[0], Path: args[1], Free: true}
+	case len(args) == 4 && args[2] == "price":
+		e = Endpoint{Method: args[0], Path: args[1], Price: args[3]}
+	default:
+		return e, d.Errf("endpoint takes a method, a path, then price <amount> or free, got %q", strings.Join(args, " "))
+	}
+	if err := e.provision(); err != nil {
+		return e, d.Err(err.Error())
+	}
+	return e, nil
 }
 
 // Interface guard

@@ -99,6 +99,25 @@ func TestBalanceGuardCaddyfileErrors(t *testing.T) {
 		{"models_endpoint without a value", guardBlock("models_endpoint"), argErr + "'models_endpoint'", 2},
 		{"models_endpoint unknown value", guardBlock("models_endpoint both"), `models_endpoint must be gateway or upstream, got "both"`, 2},
 		{"models_endpoint extra argument", guardBlock("models_endpoint gateway upstream"), argErr + "'upstream'", 2},
+
+		{"endpoint without arguments", guardBlock("endpoint"), `endpoint takes a method, a path, then price <amount> or free, got ""`, 2},
+		{"endpoint without a price or free", guardBlock("endpoint POST /v1/images/generations"), `got "POST /v1/images/generations"`, 2},
+		{"endpoint price without an amount", guardBlock("endpoint POST /v1/images/generations price"), `got "POST /v1/images/generations price"`, 2},
+		{"endpoint free with an amount", guardBlock("endpoint POST /v1/images/generations free 1"), `got "POST /v1/images/generations free 1"`, 2},
+		{"endpoint unknown word", guardBlock("endpoint POST /v1/images/generations cost 1"), `got "POST /v1/images/generations cost 1"`, 2},
+		{"endpoint lower-case method", guardBlock("endpoint post /v1/images/generations free"), "endpoint post /v1/images/generations: method must be one of GET, HEAD, POST, PUT, PATCH or DELETE", 2},
+		{"endpoint unknown method", guardBlock("endpoint CONNECT /v1/realtime free"), "method must be one of", 2},
+		{"endpoint relative path", guardBlock("endpoint POST v1/images free"), `endpoint POST "v1/images": the path must be canonical`, 2},
+		{"endpoint trailing slash", guardBlock("endpoint POST /v1/images/ free"), `endpoint POST "/v1/images/": the path must be canonical`, 2},
+		{"endpoint dot segment", guardBlock("endpoint POST /v1/./images free"), "the path must be canonical", 2},
+		{"endpoint doubled slash", guardBlock("endpoint POST /v1//images free"), "the path must be canonical", 2},
+		{"endpoint percent-encoded", guardBlock("endpoint POST /v1/images%2Fedits free"), "the path must be canonical", 2},
+		{"endpoint parameters", guardBlock("endpoint POST /v1/images;x free"), "the path must be canonical", 2},
+		{"endpoint pattern", guardBlock("endpoint GET /v1/files/* free"), "the path must be canonical", 2},
+		{"endpoint bad price", guardBlock("endpoint POST /v1/images/generations price 1e3"), `endpoint POST /v1/images/generations: invalid argument: amount "1e3" is not a decimal number`, 2},
+		{"endpoint negative price", guardBlock("endpoint POST /v1/images/generations price -1"), `endpoint POST /v1/images/generations: price "-1" is negative`, 2},
+		{"endpoint price too precise", guardBlock("endpoint POST /v1/images/generations price 0.0000000001"), "more than 9 decimal places", 2},
+		{"endpoint error names its line", guardBlock("endpoint POST /v1/a free", "endpoint POST /v1/b"), `got "POST /v1/b"`, 3},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var g BalanceGuard
@@ -173,6 +192,21 @@ func TestBalanceGuardProvisionErrors(t *testing.T) {
 		{"alias pattern", `{"aliases":{"gpt-*":"gpt-4o"}}`, `alias "gpt-*": a public model name cannot be a pattern`},
 		{"alias empty target", `{"aliases":{"fast":""}}`, `alias needs a public name and a provider model, got "fast" -> ""`},
 		{"alias empty public name", `{"aliases":{"":"gpt-4o"}}`, `alias needs a public name`},
+		{"endpoint without a method", `{"endpoints":[{"path":"/v1/images/generations","free":true}]}`, "method must be one of GET, HEAD, POST, PUT, PATCH or DELETE"},
+		{"endpoint without a path", `{"endpoints":[{"method":"POST","free":true}]}`, `endpoint POST "": the path must be canonical`},
+		{"endpoint not canonical", `{"endpoints":[{"method":"POST","path":"/v1/Images/generations/","free":true}]}`, "the path must be canonical"},
+		{"endpoint non-ASCII", `{"endpoints":[{"method":"POST","path":"/v1/images/generations\u200b","free":true}]}`, "the path must be canonical"},
+		{"endpoint with neither price nor free", `{"endpoints":[{"method":"POST","path":"/v1/images/generations"}]}`, "endpoint POST /v1/images/generations: needs a price or free"},
+		{"endpoint with price and free", `{"endpoints":[{"method":"POST","path":"/v1/images/generations","price":"1","free":true}]}`, "either a price or free, not both"},
+		{"endpoint bad price", `{"endpoints":[{"method":"POST","path":"/v1/x","price":"0,5"}]}`, `endpoint POST /v1/x: invalid argument`},
+		{"endpoint price over the maximum", `{"endpoints":[{"method":"POST","path":"/v1/x","price":"1000000001"}]}`, `endpoint POST /v1/x: invalid argument: amount "1000000001" is too large`},
+		{"endpoint listed twice", `{"endpoints":[{"method":"POST","path":"/v1/x","free":true},{"method":"POST","path":"/v1/x","price":"1"}]}`, "endpoint POST /v1/x is listed twice"},
+		{"endpoint already metered", `{"endpoints":[{"method":"POST","path":"/v1/chat/completions","price":"0.01"}]}`, "endpoint POST /v1/chat/completions: balance_guard already handles this path"},
+		{"endpoint already metered under a prefix", `{"endpoints":[{"method":"POST","path":"/team/v1/responses","free":true}]}`, "already handles this path"},
+		{"endpoint models", `{"endpoints":[{"method":"GET","path":"/v1/models/gpt-4o","free":true}]}`, "already handles this path"},
+		{"endpoint metered path in another case", `{"endpoints":[{"method":"POST","path":"/v1/Chat/Completions","price":"0.01"}]}`, "already handles this path"},
+		{"endpoint metered path with another method", `{"endpoints":[{"method":"GET","path":"/v1/chat/completions","free":true}]}`, "already handles this path"},
+		{"endpoint moderations", `{"endpoints":[{"method":"POST","path":"/v1/moderations","price":"0.01"}]}`, "already handles this path"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var g BalanceGuard

@@ -6,8 +6,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptrace"
-	"path"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -30,15 +28,25 @@ func init() {
 // (or Caddy's authentication handler with the api_key provider); without an
 // authenticated caller it refuses the request.
 //
-// For POST requests to the metered endpoints (paths ending in
-// /chat/completions, /completions, /embeddings or /responses) it reads the
+// It fails closed: a request goes on only if its method and path are an
+// endpoint the guard meters, one free by nature (GET /v1/models, answered
+// by the guard itself by default, and POST /v1/moderations) or one the
+// operator listed in Endpoints; every other request, and any spelling of a
+// path other than the canonical one, gets 403 endpoint_not_allowed (see
+// routeOf). Client credentials, OpenAI-Organization/-Project and cookies
+// never go upstream, and the provider's OpenAI-Organization/-Project and
+// Set-Cookie never reach the client (see headers.go).
+//
+// For the metered endpoints (POST /v1/chat/completions, /v1/completions,
+// /v1/embeddings and /v1/responses) it reads the
 // JSON body (400 invalid_json if it is not JSON, 400 model_not_priced for a
 // model without a price under unknown_model reject), holds an estimate of
 // the request's cost on the account (403 insufficient_balance when the
 // balance minus what is already held is <= 0), asks the provider for usage
 // in streams, meters the response as it passes, and settles: the hold is
-// replaced by the actual cost, written to the ledger with the usage. Other
-// requests are admitted on the same balance rule and not charged.
+// replaced by the actual cost, written to the ledger with the usage. Free
+// endpoints are admitted on the same balance rule and not charged; priced
+// ones are charged their price (see passPriced).
 type BalanceGuard struct {
 	// Per-model prices, per 1M tokens. The first matching pattern wins.
 	Prices []Price `json:"prices,omitempty"`
@@ -63,6 +71,10 @@ type BalanceGuard struct {
 	// filtered by the calling key's allowlist; "upstream" passes the
 	// request to the provider like any other.
 	ModelsEndpoint string `json:"models_endpoint,omitempty"`
+	// Endpoints the operator allows on top of the ones the guard knows,
+	// each at a price per request or free; every endpoint neither the
+	// guard nor this list knows is refused with 403 endpoint_not_allowed.
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
 
 	models  []string // the catalog of GET /v1/models, sorted
 	created int64    // "created" of the model objects: when the config loaded
@@ -120,6 +132,9 @@ func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 	if err := g.provisionCatalog(); err != nil {
 		return err
 	}
+	if err := g.provisionEndpoints(); err != nil {
+		return err
+	}
 	app, err := management.LoadApp(ctx)
 	if err != nil {
 		return err
@@ -136,6 +151,9 @@ func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 		g.Prices[i].metrics = g.metrics.forLabel(g.Prices[i].Model)
 	}
 	g.UnknownModel.metrics = g.metrics.forLabel("unknown")
+	for i := range g.Endpoints {
+		g.Endpoints[i].metrics = g.metrics.forLabel(g.Endpoints[i].Path)
+	}
 	return nil
 }
 
@@ -145,7 +163,7 @@ func (g *BalanceGuard) Cleanup() error {
 	return nil
 }
 
-// endpoint is a metered API.
+// endpoint is a metered API; routeOf finds it.
 type endpoint uint8
 
 const (
@@ -156,47 +174,10 @@ const (
 	epResponses
 )
 
-// endpointOf tells which metered API a request is for, by the end of its
-// path. The match is lenient so that it fails closed: a provider or a CDN in
-// front of it may route spellings of these paths leniently, and none of them
-// must go through unbilled. So the method is compared in any case, the path
-// is cleaned of dot segments, and any case, trailing slashes, dots, spaces
-// and NULs, and ";parameters" in the last segment are ignored
-// (/v1/Chat/Completions/%2e;x is chat).
-func endpointOf(r *http.Request) endpoint {
-	if !strings.EqualFold(r.Method, http.MethodPost) {
-		return epNone
-	}
-	p := r.URL.Path
-	if strings.Contains(p, "/.") {
-		p = path.Clean(p)
-	}
-	p = strings.TrimRight(p, pathJunk)
-	if i := strings.LastIndexByte(p, ';'); i > strings.LastIndexByte(p, '/') {
-		p = strings.TrimRight(p[:i], pathJunk)
-	}
-	switch {
-	case hasSuffixFold(p, "/chat/completions"):
-		return epChat
-	case hasSuffixFold(p, "/completions"):
-		return epCompletions
-	case hasSuffixFold(p, "/embeddings"):
-		return epEmbeddings
-	case hasSuffixFold(p, "/responses"):
-		return epResponses
-	}
-	return epNone
-}
-
-// pathJunk is what endpointOf ignores at the end of a path.
-const pathJunk = "/. \t\r\n\x00"
-
-func hasSuffixFold(s, suffix string) bool {
-	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
-}
-
-// ServeHTTP implements caddyhttp.MiddlewareHandler. A metered request goes
-// through four steps: admit (may it go, and hold its estimated cost),
+// ServeHTTP implements caddyhttp.MiddlewareHandler. routeOf decides first
+// whether the request may go on at all, and how it is paid for; a request
+// that goes on loses its client-only headers, and its response the
+// provider-only ones. A metered request then goes through four steps: admit (may it go, and hold its estimated cost),
 // prepare (ready the body for the provider), forward (send it on through
 // the meter) and end (settle the hold, or release it if the request never
 // went upstream). end is deferred as soon as the hold exists, so it runs on
@@ -206,13 +187,22 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if !ok {
 		return g.misconfigured(w, r)
 	}
-	if isList, modelID, ok := g.catalogRequest(r); ok {
-		return g.serveModels(w, id, isList, modelID)
+	rt := g.routeOf(r)
+	switch rt.kind {
+	case routeRefused:
+		return g.refuse(w, rt.refusal)
+	case routeCatalog:
+		return g.serveModels(w, id, rt.isList, rt.modelID)
 	}
-	ep := endpointOf(r)
-	if ep == epNone {
-		return g.passUnmetered(w, r, next, id)
+	scrubRequest(r)
+	sw := newScrubWriter(w)
+	switch rt.kind {
+	case routeFree:
+		return g.passUnmetered(sw, r, next, id)
+	case routePriced:
+		return g.passPriced(sw, r, next, id, rt.rule)
 	}
+	w, ep := sw, rt.ep
 
 	adm, refusal := g.admit(r, id, ep)
 	if refusal != nil {
@@ -272,29 +262,11 @@ const unauthenticatedFix = "run api_key_auth before balance_guard on every reque
 	"(in a route block, api_key_auth goes first); in JSON, put the api_key_auth handler " +
 	"(or authentication with the api_key provider) in a route that runs before balance_guard's and matches the same requests"
 
-// catalogRequest tells whether the guard answers the request itself from
-// its model catalog (GET or HEAD /v1/models[/{id}] with models_endpoint
-// gateway).
-func (g *BalanceGuard) catalogRequest(r *http.Request) (isList bool, modelID string, ok bool) {
-	if (r.Method != http.MethodGet && r.Method != http.MethodHead) || g.ModelsEndpoint != modelsFromGateway {
-		return false, "", false
-	}
-	return modelsPath(r.URL.Path)
-}
-
-// passUnmetered admits a request to an endpoint the gateway does not meter
-// on the balance rule alone (nothing is held or charged) and passes it on.
+// passUnmetered admits a request to a free endpoint on the balance rule
+// alone (nothing is held or charged) and passes it on.
 func (g *BalanceGuard) passUnmetered(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id keystore.Identity) error {
-	if len(id.AllowedModels) > 0 {
-		// A key with an allowlist may not reach another model through
-		// an endpoint the gateway does not meter (images, audio, …).
-		b, ok, rerr := ReadBody(r, g.MaxRequestBody, false)
-		if rerr != nil {
-			return g.refuse(w, openaiwire.FromRequestError(rerr))
-		}
-		if ok && b.Info.Model != "" && !allowed(id, b.Info.Model, g.upstreamModel(b.Info.Model)) {
-			return g.refuse(w, modelNotAllowed(id, b.Info.Model))
-		}
+	if refusal := g.checkAllowlist(r, id); refusal != nil {
+		return g.refuse(w, refusal)
 	}
 	// A hold of nothing is the admission check: released at once.
 	hold, err := g.store.ReserveFor(id, 0)

@@ -286,8 +286,9 @@ func TestAdmissionEndReleasesUnforwarded(t *testing.T) {
 	}
 }
 
-// TestServeHTTPUnmeteredAndCatalog: requests the guard does not meter pass
-// with nothing held or charged, and GET /v1/models is answered by the guard.
+// TestServeHTTPUnmeteredAndCatalog: requests to a free endpoint pass with
+// nothing held or charged, GET /v1/models is answered by the guard, and an
+// endpoint the guard does not know is refused without being passed on.
 func TestServeHTTPUnmeteredAndCatalog(t *testing.T) {
 	f := newGuardFixture(t, testPrices, 1_000_000_000)
 	passed := false
@@ -299,15 +300,24 @@ func TestServeHTTPUnmeteredAndCatalog(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	})
-	if err := f.g.ServeHTTP(httptest.NewRecorder(), authedRequest("POST", "/v1/images/generations", `{"model": "m"}`, &f.id), next); err != nil {
+	if err := f.g.ServeHTTP(httptest.NewRecorder(), authedRequest("POST", "/v1/moderations", `{"model": "m", "input": "x"}`, &f.id), next); err != nil {
 		t.Fatal(err)
 	}
 	if !passed {
-		t.Error("an unmetered request did not reach the next handler")
+		t.Error("a request to a free endpoint did not reach the next handler")
 	}
 
 	passed = false
 	rec := httptest.NewRecorder()
+	if err := f.g.ServeHTTP(rec, authedRequest("POST", "/v1/images/generations", `{"model": "m"}`, &f.id), next); err != nil {
+		t.Fatal(err)
+	}
+	if passed || rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), `"endpoint_not_allowed"`) {
+		t.Errorf("POST /v1/images/generations: passed on %v, answer %d %s", passed, rec.Code, rec.Body)
+	}
+
+	passed = false
+	rec = httptest.NewRecorder()
 	if err := f.g.ServeHTTP(rec, authedRequest("GET", "/v1/models", "", &f.id), next); err != nil {
 		t.Fatal(err)
 	}

@@ -83,20 +83,6 @@ func allowed(id keystore.Identity, public, upstream string) bool {
 	return id.AllowsModel(public) || (upstream != public && id.AllowsModel(upstream))
 }
 
-// modelsPath tells whether a path is the model list (/v1/models) or one
-// model (/v1/models/{id}); it returns the id for the latter.
-func modelsPath(p string) (isList bool, id string, ok bool) {
-	if strings.HasSuffix(p, "/models") || strings.HasSuffix(p, "/models/") {
-		return true, "", true
-	}
-	// Model ids may contain slashes (org/model): everything after the
-	// first /models/ segment is the id.
-	if i := strings.Index(p, "/models/"); i >= 0 {
-		return false, p[i+len("/models/"):], true
-	}
-	return false, "", false
-}
-
 type modelObject struct {
 	ID      string `json:"id"`
 	Object  string `json:"object"`

@@ -73,10 +73,10 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 		gwtest.CheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
 	}
 	// Spellings of a metered path that a lenient provider might route are
-	// metered too, not passed through free.
+	// refused, not passed through free (endpoints_test.go tries them all).
 	for _, path := range []string{"/v1/Chat/Completions", "/v1/chat/completions;x"} {
 		status, h, b, _ := gwtest.Post(g, path, secret, `{"model":"gpt-unpriced","messages":[]}`, nil)
-		gwtest.CheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "model_not_priced")
+		gwtest.CheckError(t, status, h, b, http.StatusForbidden, "invalid_request_error", "endpoint_not_allowed")
 	}
 	big := `{"model":"mock-model","messages":[{"role":"user","content":"` + strings.Repeat("a", 3000) + `"}]}`
 	status, h, b, _ := gwtest.Post(g, "/v1/chat/completions", secret, big, nil)
@@ -113,7 +113,7 @@ func TestInvalidJSONNeverForwarded(t *testing.T) {
 	}
 	gwtest.AssertNoHolds(t, g)
 	series, _ := gwtest.Scrape(t, g)
-	for reason, want := range map[string]float64{"invalid_json": 48, "model_not_priced": 10, "request_too_large": 2} {
+	for reason, want := range map[string]float64{"invalid_json": 48, "model_not_priced": 8, "request_too_large": 2, "endpoint_not_allowed": 2} {
 		v, _ := gwtest.Metric(series, "caddy_ai_gateway_rejected_total", map[string]string{"reason": reason})
 		v0, _ := gwtest.Metric(metricsBefore, "caddy_ai_gateway_rejected_total", map[string]string{"reason": reason})
 		if v-v0 != want {

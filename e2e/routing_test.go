@@ -254,7 +254,11 @@ func rtKey(t *testing.T, g *gwtest.Gateway, body map[string]any) (id, secret str
 // model_not_allowed for the others, on every endpoint, and sees only its
 // models in the list.
 func TestKeyAllowlist(t *testing.T) {
-	g, oa, ds := rtGateway(t, "10")
+	oa, ds := gwtest.NewMockProvider(t), gwtest.NewMockProvider(t)
+	g := gwtest.New(t)
+	// images are not metered; the operator allows them at a flat price
+	g.LoadSite(rtSite(oa.URL, ds.URL, "\t\t\tendpoint POST /v1/images/generations price 0.04"))
+	g.NewAccount("acme", "10")
 	keyID, secret := rtKey(t, g, map[string]any{"account": "acme", "name": "mini-only", "allowed_models": []string{"gpt-4o-mini"}})
 
 	ok := func(model string) {
@@ -282,6 +286,7 @@ func TestKeyAllowlist(t *testing.T) {
 	refused("/v1/chat/completions", `{"model":"smart","messages":[]}`, "smart")
 	refused("/v1/embeddings", `{"model":"emb-small","input":"x"}`, "emb-small")
 	// an endpoint the gateway does not meter is still held to the allowlist
+	// (one the operator allowed with an endpoint line)
 	refused("/v1/images/generations", `{"model":"dall-e-3","prompt":"a cat"}`, "dall-e-3")
 
 	var list struct {

@@ -88,6 +88,7 @@ const (
 	CodeModelNotAllowed     = "model_not_allowed"
 	CodeModelNotFound       = "model_not_found"
 	CodeKeyLimitExceeded    = "key_limit_exceeded"
+	CodeEndpointNotAllowed  = "endpoint_not_allowed"
 )
 
 // Error implements error.

@@ -73,7 +73,9 @@ type Answer struct {
 // and a usage chunk at the end, as OpenAI sends; with
 // stream_options.continuous_usage_stats too, with the usage so far in every
 // chunk instead of null, as vLLM sends), the Responses API as JSON or
-// SSE, embeddings and a model list. A model named "fail-500" gets a 500
+// SSE, embeddings, moderations, image generations and a model list, and
+// it sends OpenAI-Organization, OpenAI-Project and Set-Cookie with every
+// answer, as OpenAI does. A model named "fail-500" gets a 500
 // error in the OpenAI shape.
 //
 // Requests can steer the answer with headers (the gateway forwards them):
@@ -114,6 +116,13 @@ const (
 	HeaderDelayMs    = "X-Mock-Delay-Ms"
 	HeaderWaitMs     = "X-Mock-Wait-Ms"
 	HeaderRequestID  = "X-Mock-Request-Id"
+)
+
+// Response headers the mock sends with every answer.
+const (
+	MockOrganization = "org-mock-provider"
+	MockProject      = "proj_mock_provider"
+	MockCookie       = "__cf_bm=mock-provider-cookie; path=/; HttpOnly"
 )
 
 // StreamPieces are the content deltas of every streamed answer, in order;
@@ -402,6 +411,11 @@ func (m *MockProvider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if reqID != "" {
 		w.Header().Set("X-Request-Id", reqID)
 	}
+	// as OpenAI sends them (and its CDN the cookie): the gateway must not
+	// pass them on to its clients
+	w.Header().Set("OpenAI-Organization", MockOrganization)
+	w.Header().Set("OpenAI-Project", MockProject)
+	w.Header().Set("Set-Cookie", MockCookie)
 	o, err := m.optsOf(r)
 	aw := &answerWriter{w: w, o: o, a: a, done: r.Context().Done()}
 	if err != nil {
@@ -469,6 +483,12 @@ func (m *MockProvider) route(aw *answerWriter, r *http.Request, body []byte) {
 		m.responses(aw, body)
 	case r.Method == http.MethodPost && strings.HasSuffix(p, "/embeddings"):
 		m.embeddings(aw, body)
+	case r.Method == http.MethodPost && strings.HasSuffix(p, "/moderations"):
+		aw.json(http.StatusOK, map[string]any{"id": "modr-mock", "model": "omni-moderation-latest", "results": []any{
+			map[string]any{"flagged": false, "categories": map[string]any{}, "category_scores": map[string]any{}},
+		}})
+	case r.Method == http.MethodPost && strings.HasSuffix(p, "/images/generations"):
+		aw.json(http.StatusOK, map[string]any{"created": 1700000000, "data": []any{map[string]any{"url": "https://mock.invalid/image.png"}}})
 	default:
 		aw.json(http.StatusNotFound, errBody("no route "+r.Method+" "+r.URL.Path, "not_found"))
 	}

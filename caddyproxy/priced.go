@@ -1,0 +1,126 @@
+package caddyproxy
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/metask/caddy-ai-gateway/caddyproxy/openaiwire"
+	"github.com/metask/caddy-ai-gateway/keystore"
+)
+
+// Requests to an endpoint the operator priced per request (an `endpoint
+// <METHOD> <path> price <amount>` line): the price is held at admission,
+// and charged when the provider answered 2xx.
+
+// passPriced admits a request to a priced endpoint if the account's balance
+// covers the price on top of what is already held, forwards it, and settles
+// the hold: the price if the provider answered with a 2xx status, nothing
+// otherwise; one ledger row either way. w must be the request's scrubWriter,
+// which knows the status.
+func (g *BalanceGuard) passPriced(w *scrubWriter, r *http.Request, next caddyhttp.Handler, id keystore.Identity, e *Endpoint) (err error) {
+	if refusal := g.checkAllowlist(r, id); refusal != nil {
+		return g.refuse(w, refusal)
+	}
+	hold, refusal := g.holdCovered(id, e)
+	if refusal != nil {
+		return g.refuse(w, refusal)
+	}
+	start := time.Now()
+	defer func() {
+		rec := recover()
+		g.settlePriced(w, r, id, e, hold, start, err)
+		if rec != nil {
+			panic(rec) // the hold is settled; the panic is Caddy's to handle
+		}
+	}()
+	return next.ServeHTTP(w, r)
+}
+
+// holdCovered holds an endpoint's price on the account. On top of the
+// store's admission rule (a positive balance after the holds in flight, and
+// the key's spend limit), the balance must cover every hold in flight, this
+// one included: a request of a fixed price is not let in on a balance that
+// cannot pay for it.
+func (g *BalanceGuard) holdCovered(id keystore.Identity, e *Endpoint) (*keystore.Hold, *openaiwire.APIError) {
+	hold, err := g.store.ReserveFor(id, e.price)
+	if err != nil {
+		return nil, g.reserveError(id, err)
+	}
+	if e.price == 0 {
+		return hold, nil
+	}
+	balance, held, err := g.store.Available(id.AccountID)
+	if err != nil {
+		hold.Release()
+		return nil, g.reserveError(id, err)
+	}
+	if balance-held >= 0 {
+		return hold, nil
+	}
+	hold.Release()
+	refusal := g.insufficient(id.AccountID, balance, held-e.price)
+	refusal.Message = fmt.Sprintf("%s %s costs %s %s a request. ", e.Method, e.Path, keystore.FormatAmount(e.price), g.currency) + refusal.Message
+	return nil, refusal
+}
+
+// settlePriced ends the hold of a priced request: the price when the
+// provider answered 2xx, else nothing, in one ledger row with the model
+// named by the endpoint's path.
+func (g *BalanceGuard) settlePriced(w *scrubWriter, r *http.Request, id keystore.Identity, e *Endpoint, hold *keystore.Hold, start time.Time, handlerErr error) {
+	status := w.status
+	if status == 0 {
+		status = http.StatusBadGateway
+		var he caddyhttp.HandlerError
+		if errors.As(handlerErr, &he) && he.StatusCode != 0 {
+			status = he.StatusCode
+		}
+	}
+	var cost int64
+	if w.status >= 200 && w.status < 300 {
+		cost = e.price
+	}
+	charge := keystore.Charge{
+		KeyID: id.KeyID, Model: e.Path, RequestID: requestIDOf(w.Header()),
+		Cost: cost, Status: status, Duration: time.Since(start),
+	}
+	if _, err := hold.Settle(charge); err != nil {
+		hold.Release()
+		if !errors.Is(err, keystore.ErrSettled) {
+			g.logger.Error("settling a request failed; it was not charged",
+				zap.String("account", id.AccountID), zap.String("key_id", id.KeyID),
+				zap.String("endpoint", e.Method+" "+e.Path), zap.Int64("cost_nano", cost), zap.Error(err))
+			return
+		}
+	}
+	e.metrics.request(status)
+	if cost > 0 {
+		e.metrics.cost.Add(nanoToUnits(cost))
+	}
+	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+		extra.Set(zap.String("ai_gateway_model", charge.Model))
+		extra.Set(zap.String("ai_gateway_request_id", charge.RequestID))
+		extra.Set(zap.Stringer("ai_gateway_cost", amount(cost)))
+	}
+}
+
+// checkAllowlist applies a key's model allowlist to a request the guard
+// does not meter: the model of a JSON body must be allowed (a key limited
+// to some models may not reach another through images, audio, …).
+func (g *BalanceGuard) checkAllowlist(r *http.Request, id keystore.Identity) *openaiwire.APIError {
+	if len(id.AllowedModels) == 0 {
+		return nil
+	}
+	b, ok, rerr := ReadBody(r, g.MaxRequestBody, false)
+	if rerr != nil {
+		return openaiwire.FromRequestError(rerr)
+	}
+	if ok && b.Info.Model != "" && !allowed(id, b.Info.Model, g.upstreamModel(b.Info.Model)) {
+		return modelNotAllowed(id, b.Info.Model)
+	}
+	return nil
+}
