@@ -35,6 +35,8 @@ func init() {
 //	DELETE /ai-gateway/keys/{id}
 //	POST   /ai-gateway/keys/{id}/rotate         {"grace":"24h"}
 //	GET    /ai-gateway/usage?account=&key=&model=&since=&until=&by=
+//	GET    /ai-gateway/usage/export?format=csv|jsonl&account=&key=&model=&kind=&since=&until=
+//	       (streamed; see export.go)
 //
 // The routes find the store of the running config at request time, so they
 // follow config reloads.
@@ -135,6 +137,10 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	case len(parts) == 1 && parts[0] == "usage":
 		return h.method(w, r, map[string]func() error{
 			http.MethodGet: func() error { return h.usage(w, r) },
+		})
+	case len(parts) == 2 && parts[0] == "usage" && parts[1] == "export":
+		return h.method(w, r, map[string]func() error{
+			http.MethodGet: func() error { return h.export(w, r) },
 		})
 	}
 	return apiErr(http.StatusNotFound, fmt.Errorf("no such ai-gateway route: %s %s", r.Method, r.URL.Path))

@@ -289,29 +289,9 @@ func normalizeAdminAddress(s string) (string, error) {
 // call sends one request to the admin API and returns the body of a 2xx
 // answer. reqBody, if not nil, is sent as JSON.
 func (c *gatewayCLI) call(cmd *cobra.Command, method, uri string, reqBody any) ([]byte, error) {
-	addr, err := c.adminAddress(cmd)
+	resp, addr, err := c.request(cmd, method, uri, reqBody)
 	if err != nil {
 		return nil, err
-	}
-	var body io.Reader
-	if reqBody != nil {
-		b, err := json.Marshal(reqBody)
-		if err != nil {
-			return nil, fmt.Errorf("encoding request: %w", err)
-		}
-		body = bytes.NewReader(b)
-	}
-	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, body)
-	if err != nil {
-		msg := err.Error()
-		if m := caddyHTTPErrRe.FindStringSubmatch(msg); m != nil {
-			status, _ := strconv.Atoi(m[1])
-			return nil, &adminAPIError{Status: status, Message: adminErrorMessage(status, []byte(m[2]))}
-		}
-		if strings.HasPrefix(msg, "performing request") {
-			return nil, fmt.Errorf("cannot reach the Caddy admin API at %s (is Caddy running? use --address or --config to point at its admin endpoint): %w", addr, err)
-		}
-		return nil, fmt.Errorf("admin API at %s: %w", addr, err)
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -322,6 +302,37 @@ func (c *gatewayCLI) call(cmd *cobra.Command, method, uri string, reqBody any) (
 		return nil, &adminAPIError{Status: resp.StatusCode, Message: adminErrorMessage(resp.StatusCode, out)}
 	}
 	return out, nil
+}
+
+// request sends one request to the admin API and returns the answer, its
+// body unread, and the address it went to. An answer with status >= 400
+// is an *adminAPIError.
+func (c *gatewayCLI) request(cmd *cobra.Command, method, uri string, reqBody any) (*http.Response, string, error) {
+	addr, err := c.adminAddress(cmd)
+	if err != nil {
+		return nil, "", err
+	}
+	var body io.Reader
+	if reqBody != nil {
+		b, err := json.Marshal(reqBody)
+		if err != nil {
+			return nil, "", fmt.Errorf("encoding request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, body)
+	if err != nil {
+		msg := err.Error()
+		if m := caddyHTTPErrRe.FindStringSubmatch(msg); m != nil {
+			status, _ := strconv.Atoi(m[1])
+			return nil, "", &adminAPIError{Status: status, Message: adminErrorMessage(status, []byte(m[2]))}
+		}
+		if strings.HasPrefix(msg, "performing request") {
+			return nil, "", fmt.Errorf("cannot reach the Caddy admin API at %s (is Caddy running? use --address or --config to point at its admin endpoint): %w", addr, err)
+		}
+		return nil, "", fmt.Errorf("admin API at %s: %w", addr, err)
+	}
+	return resp, addr, nil
 }
 
 // callInto is call that decodes the answer into v unless --json is set, in

@@ -29,13 +29,15 @@ With --by, prints totals grouped by model, day (UTC), key or account
 instead of the rows. --since and --until take a time (2026-11-25T10:00:00Z),
 a date (2026-11-25, UTC) or a duration back from now (24h, 30m).
 --adjustments lists top-ups and corrections instead of requests.
+'usage export' writes the raw rows as CSV or JSON Lines.
 
 Rows marked "est." were charged by the documented estimate because the
 provider reported no usage (for example a stream cut before its end).`,
 		Example: `  $ caddy ai-gateway usage --account acme --since 24h
   $ caddy ai-gateway usage --account acme --by model
   $ caddy ai-gateway usage --by day --since 720h
-  $ caddy ai-gateway usage --account acme --adjustments`,
+  $ caddy ai-gateway usage --account acme --adjustments
+  $ caddy ai-gateway usage export --output ledger.csv`,
 		Args: namedArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := keyWhereKeyIDBelongs("--key", f.key); err != nil {
@@ -89,6 +91,7 @@ provider reported no usage (for example a stream cut before its end).`,
 	fl.StringVar(&f.by, "by", "", "Print totals grouped by model, day, key or account")
 	fl.IntVar(&f.limit, "limit", 0, "At most this many rows (default 100, max 10000)")
 	fl.BoolVar(&f.adjustments, "adjustments", false, "List top-ups and corrections instead of requests")
+	cmd.AddCommand(c.usageExport())
 	return cmd
 }
 
