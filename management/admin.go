@@ -134,6 +134,10 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return h.method(w, r, map[string]func() error{
 			http.MethodPost: func() error { return h.rotateKey(w, r, parts[1]) },
 		})
+	case len(parts) == 1 && parts[0] == "backup":
+		return h.method(w, r, map[string]func() error{
+			http.MethodPost: func() error { return h.backup(w, r) },
+		})
 	case len(parts) == 1 && parts[0] == "usage":
 		return h.method(w, r, map[string]func() error{
 			http.MethodGet: func() error { return h.usage(w, r) },

@@ -35,7 +35,7 @@ func init() {
 }
 
 const (
-	aiGatewayUsage = "<accounts|keys|usage> [command] [flags]"
+	aiGatewayUsage = "<accounts|keys|usage|backup> [command] [flags]"
 	aiGatewayShort = "Manages AI gateway accounts, API keys and usage of a running Caddy"
 	aiGatewayLong  = `
 Manages the accounts and API keys of the AI gateway (the ai_gateway app)
@@ -66,6 +66,7 @@ line and make the command exit with status 1.
   $ caddy ai-gateway keys list --account acme
   $ caddy ai-gateway keys rotate key_0123456789abcdef --grace 24h
   $ caddy ai-gateway usage --account acme --since 24h --by model
+  $ caddy ai-gateway backup /var/backups/ai-gateway-$(date +%F).db
   $ caddy ai-gateway --config /etc/caddy/Caddyfile accounts list`
 )
 
@@ -106,7 +107,7 @@ func configureAIGatewayCommand(cmd *cobra.Command) {
 	pf.BoolVar(&c.json, "json", false, "Print the admin API's JSON answer instead of a table")
 	cmd.RunE = groupRunE
 	cmd.PersistentPreRunE = refuseKeysInCommandLine
-	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand())
+	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand(), c.backupCommand())
 }
 
 // groupRunE runs a command that only groups subcommands: without arguments
