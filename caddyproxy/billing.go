@@ -114,6 +114,9 @@ func (b *billing) settle(handlerErr error) {
 		}
 		charge.Note = note
 	}
+	if c := b.capNote(); c != "" {
+		charge.Note = joinNotes(charge.Note, c)
+	}
 	if _, err := b.hold.Settle(charge); err != nil {
 		b.hold.Release()
 		if !errors.Is(err, keystore.ErrSettled) {
@@ -126,6 +129,14 @@ func (b *billing) settle(handlerErr error) {
 		}
 	}
 	b.record(charge, status)
+}
+
+// joinNotes joins two ledger notes with "; ".
+func joinNotes(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 func (b *billing) estimateNote(handlerErr error) string {
