@@ -81,8 +81,9 @@ func (g *BalanceGuard) reserve(id keystore.Identity, ep endpoint, info openaiwir
 }
 
 // affordableOutput is the most completion tokens that, with prompt tokens,
-// cost at most amount at rt; -1 when the prompt alone costs more, and
-// math.MaxInt64 when output is free.
+// cost at most amount at rt (at most 2⁶²−1, far above any output limit);
+// -1 when the prompt alone costs more, and math.MaxInt64 when output is
+// free.
 func affordableOutput(rt rate, prompt, amount int64) int64 {
 	at := func(out int64) int64 {
 		return rt.cost(openaiwire.Usage{PromptTokens: prompt, CompletionTokens: out})
@@ -96,7 +97,7 @@ func affordableOutput(rt rate, prompt, amount int64) int64 {
 	lo, hi := int64(0), int64(1)<<62 // at(lo) <= amount < at(hi)
 	for hi-lo > 1 {
 		mid := lo + (hi-lo)/2
-		if at(mid) <= amount {
+		if c := at(mid); c <= amount && c != math.MaxInt64 { // MaxInt64: saturated
 			lo = mid
 		} else {
 			hi = mid
@@ -129,7 +130,7 @@ func (g *BalanceGuard) notCovered(id keystore.Identity, err error, ep endpoint, 
 	covered := affordableOutput(rt, info.EstimatedPromptTokens, avail)
 	switch {
 	case ep == epEmbeddings:
-		asked = fmt.Sprintf("its input of about %s tokens", groupDigits(info.EstimatedPromptTokens))
+		asked = fmt.Sprintf("an input of about %s tokens", groupDigits(info.EstimatedPromptTokens))
 		hint = "Send less input"
 	case info.MaxTokens > 0:
 		out := mulSat(info.MaxTokens, max(info.Completions, 1))
@@ -146,10 +147,10 @@ func (g *BalanceGuard) notCovered(id keystore.Identity, err error, ep endpoint, 
 	}
 	affords := "the balance covers " + groupDigits(max(covered, 0))
 	switch {
-	case covered < 0:
-		affords = fmt.Sprintf("the balance does not cover even the prompt (about %s tokens)", groupDigits(info.EstimatedPromptTokens))
 	case ep == epEmbeddings:
 		affords = "the balance does not cover it"
+	case covered < 0:
+		affords = fmt.Sprintf("the balance does not cover even the prompt (about %s tokens)", groupDigits(info.EstimatedPromptTokens))
 	case info.MaxTokens == 0:
 		affords += fmt.Sprintf(", less than the %s per completion a capped request gets at least", groupDigits(minOutput(ep)))
 	}
