@@ -428,7 +428,8 @@ func (a *admission) end(errp *error) {
 // prompt plus, except for embeddings, its output limit (max_tokens or the
 // default) for every completion it asks for (n, best_of, batched prompts),
 // capped at keystore.MaxAmount, the largest hold the store takes (a request
-// asking for more is held at that, not refused as if the store had failed).
+// asking for more is held at that, which no balance covers, so it is
+// refused for the balance, not as if the store had failed).
 func (g *BalanceGuard) holdFor(ep endpoint, info openaiwire.RequestInfo, rt rate) int64 {
 	maxOut := info.MaxTokens
 	if maxOut == 0 {
