@@ -115,6 +115,9 @@ func (b *billing) settle(handlerErr error) {
 		}
 		charge.Note = note
 	}
+	if c := b.capNote(); c != "" {
+		charge.Note = joinNotes(charge.Note, c)
+	}
 	entry, err := b.hold.Settle(charge)
 	if err == nil {
 		b.awaitCommit(func(ctx context.Context) error { return b.g.store.WaitCommitted(ctx, entry) })
@@ -130,6 +133,14 @@ func (b *billing) settle(handlerErr error) {
 		}
 	}
 	b.record(charge, status)
+}
+
+// joinNotes joins two ledger notes with "; ".
+func joinNotes(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 func (b *billing) estimateNote(handlerErr error) string {

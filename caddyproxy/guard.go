@@ -41,12 +41,14 @@ func init() {
 // /v1/embeddings and /v1/responses) it reads the
 // JSON body (400 invalid_json if it is not JSON, 400 model_not_priced for a
 // model without a price under unknown_model reject), holds an estimate of
-// the request's cost on the account (403 insufficient_balance when the
-// balance minus what is already held is <= 0), asks the provider for usage
-// in streams, meters the response as it passes, and settles: the hold is
-// replaced by the actual cost, written to the ledger with the usage. Free
-// endpoints are admitted on the same balance rule and not charged; priced
-// ones are charged their price (see passPriced).
+// the request's worst-case cost on the account (403 insufficient_balance
+// when the balance minus what is already held does not cover it; a request
+// that sets no output limit is instead capped to what the balance covers),
+// asks the provider for usage in streams, meters the response as it
+// passes, and settles: the hold is replaced by the actual cost, written to
+// the ledger with the usage. Free endpoints are admitted while the balance
+// minus what is held is above zero and not charged; priced ones are charged
+// their price (see passPriced).
 type BalanceGuard struct {
 	// Per-model prices, per 1M tokens. The first matching pattern wins.
 	Prices []Price `json:"prices,omitempty"`
@@ -289,6 +291,7 @@ type admission struct {
 	upstream string                 // the model the provider is asked for
 	rate     rate
 	hold     *keystore.Hold
+	capped   int64 // output limit per completion written upstream because the balance covers no more; 0: none
 
 	dropUsage bool            // set by prepare: the gateway asked for stream usage
 	repl      *caddy.Replacer // set by prepare, when the request has one
@@ -297,7 +300,9 @@ type admission struct {
 
 // admit decides whether a metered request may go: it reads the body, checks
 // the key's allowlist and the model's price, and holds the estimated cost
-// on the account. On a refusal, the error to answer, nothing is held.
+// on the account (see reserve: it must cover the request's worst case, or
+// the output of a request without a limit is capped to what it covers). On
+// a refusal, the error to answer, nothing is held.
 func (g *BalanceGuard) admit(r *http.Request, id keystore.Identity, ep endpoint) (*admission, *openaiwire.APIError) {
 	rb, _, rerr := ReadBody(r, g.MaxRequestBody, true)
 	if rerr != nil {
@@ -315,16 +320,16 @@ func (g *BalanceGuard) admit(r *http.Request, id keystore.Identity, ep endpoint)
 	if !ok {
 		return nil, modelNotPriced(info.Model)
 	}
-	hold, err := g.store.ReserveFor(id, g.holdFor(ep, info, rt))
-	if err != nil {
-		return nil, g.reserveError(id, err)
+	hold, capped, refusal := g.reserve(id, ep, info, rb.Raw, rt)
+	if refusal != nil {
+		return nil, refusal
 	}
-	return &admission{id: id, ep: ep, info: info, raw: rb.Raw, upstream: upstream, rate: rt, hold: hold}, nil
+	return &admission{id: id, ep: ep, info: info, raw: rb.Raw, upstream: upstream, rate: rt, hold: hold, capped: capped}, nil
 }
 
 // prepare readies an admitted request for the provider: a stream that did
 // not ask for usage asks for it (the meter takes it out of the response
-// again), an alias is replaced by the provider's model, the response is
+// again), a capped request gets its output limit, an alias is replaced by the provider's model, the response is
 // asked for unencoded so the meter can read it, and the model placeholders
 // are set. Its refusal is the error to answer.
 func (g *BalanceGuard) prepare(r *http.Request, a *admission) *openaiwire.APIError {
@@ -343,7 +348,11 @@ func (g *BalanceGuard) prepare(r *http.Request, a *admission) *openaiwire.APIErr
 		}
 		body = rewritten
 	}
-	if a.dropUsage || a.upstream != a.info.Model {
+	body, refusal := a.capBody(body)
+	if refusal != nil {
+		return refusal
+	}
+	if a.dropUsage || a.upstream != a.info.Model || a.capped > 0 {
 		SetBody(r, &Body{Raw: body, Info: a.info, Model: a.upstream})
 	}
 	r.Header.Set("Accept-Encoding", "identity")
@@ -360,6 +369,7 @@ func (g *BalanceGuard) prepare(r *http.Request, a *admission) *openaiwire.APIErr
 // which reads the usage as it passes. From here on the hold is settled, not
 // released (see end).
 func (g *BalanceGuard) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, a *admission) error {
+	a.announceCap(w)
 	m := newMeter(w, a.dropUsage)
 	m.durable = g.durable
 	a.bill = &billing{g: g, r: r, admission: a, meter: m, start: time.Now()}
@@ -396,7 +406,8 @@ func (a *admission) end(errp *error) {
 // prompt plus, except for embeddings, its output limit (max_tokens or the
 // default) for every completion it asks for (n, best_of, batched prompts),
 // capped at keystore.MaxAmount, the largest hold the store takes (a request
-// asking for more is held at that, not refused as if the store had failed).
+// asking for more is held at that, which no balance covers, so it is
+// refused for the balance, not as if the store had failed).
 func (g *BalanceGuard) holdFor(ep endpoint, info openaiwire.RequestInfo, rt rate) int64 {
 	maxOut := info.MaxTokens
 	if maxOut == 0 {

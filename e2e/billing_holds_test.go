@@ -27,13 +27,15 @@ import (
 // prompt + 1000 completion tokens, so costs C = 2,000,000 nano, and holds
 // H = cost(7 estimated prompt + 2000 max_tokens) = 2,007,000 >= C.
 //
-// What is guaranteed: a request is refused only when balance - holds <= 0,
-// i.e. when Σcost(settled) + Σhold(in flight) >= B0, so n·H >= B0 and at
-// least ceil(B0/H) = 10 are admitted. And B - H = B0 - 2.007M·n + 0.007M·s
-// after n admissions and s <= n settlements, which for the 11th admission
-// would need 20M - 20.07M + 0.007M·s > 0, s > 10: impossible. So exactly 10
-// are admitted, whatever the interleaving, and the final balance is
-// B0 - 10·C = 0 >= -(C) (the documented bound: overdraft < one request).
+// What is guaranteed: a request is admitted only when the available
+// balance B - holds covers its hold H, and refused only when it does not,
+// i.e. when Σcost(settled) + Σhold(in flight) > B0 - H, so (n+1)·H > B0 and
+// at least floor(B0/H) = 9 are admitted. And B - holds = B0 - 2.007M·n +
+// 0.007M·s after n admissions and s <= n settlements, which for the 10th
+// admission would need 20M - 18.063M + 0.007M·s >= 2.007M, s >= 10:
+// impossible. So exactly 9 are admitted, whatever the interleaving, and the
+// final balance is B0 - 9·C = 2,000,000 >= 0 (the documented bound: no
+// overdraft when no request costs more than its hold).
 func TestOverspendBound(t *testing.T) {
 	const (
 		C      = int64(2_000_000)
@@ -106,15 +108,15 @@ func TestOverspendBound(t *testing.T) {
 	if mock.Count() != admitted {
 		t.Fatalf("mock saw %d requests, %d were admitted; a refused request must never reach it", mock.Count(), admitted)
 	}
-	minAdmitted := int((B0 + hold - 1) / hold)
+	minAdmitted := int(B0 / hold)
 	if admitted < minAdmitted {
-		t.Fatalf("admitted %d < ceil(B0/hold) = %d: refused while the balance was not held", admitted, minAdmitted)
+		t.Fatalf("admitted %d < floor(B0/hold) = %d: refused while the balance covered the hold", admitted, minAdmitted)
 	}
-	if charged >= B0+C || final <= -C {
-		t.Fatalf("overspent: charged %d on a balance of %d (bound: < balance + one request's %d)", charged, B0, C)
+	if charged > B0 || final < 0 {
+		t.Fatalf("overspent: charged %d on a balance of %d (bound: 0 when no request costs more than its hold)", charged, B0)
 	}
-	if admitted != 10 || final != 0 {
-		t.Fatalf("admitted %d with final balance %d; the admission rule allows exactly 10 (see the comment)", admitted, final)
+	if admitted != 9 || final != 2_000_000 {
+		t.Fatalf("admitted %d with final balance %d; the admission rule allows exactly 9 (see the comment)", admitted, final)
 	}
 	rows := gwtest.UsageRows(t, g)
 	if len(rows) != admitted {
@@ -134,9 +136,9 @@ func TestOverspendBound(t *testing.T) {
 
 // TestHoldCoversEveryCompletion: the hold counts the output limit once per
 // completion the request asks for (n, best_of, batched prompts), and a limit
-// too large for any amount is held at the largest hold instead of failing as
-// if the store were down. Each hold is read from the admin API while the
-// mock sits on the request.
+// too large for any amount is held at the largest hold, which no balance
+// covers: it is refused for the balance, not as if the store were down.
+// Each hold is read from the admin API while the mock sits on the request.
 func TestHoldCoversEveryCompletion(t *testing.T) {
 	mock := gwtest.NewMockProvider(t)
 	mock.Usage = gwtest.Usage{Prompt: 10, Completion: 20}
@@ -157,8 +159,6 @@ func TestHoldCoversEveryCompletion(t *testing.T) {
 			`{"model":"flat-model","prompt":["a b c","d"],"n":2,"best_of":3,"max_tokens":50}`, 2 * 3 * 50, 0},
 		{"completions token ids", "/v1/completions",
 			`{"model":"flat-model","prompt":[1,2,3,4,5,6,7,8],"max_tokens":10}`, 10, 0},
-		{"huge max_tokens", "/v1/chat/completions",
-			`{"model":"flat-model","max_tokens":9223372036854775807,"messages":[{"role":"user","content":"Hello"}]}`, 0, keystore.MaxAmount},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -205,6 +205,21 @@ func TestHoldCoversEveryCompletion(t *testing.T) {
 			}
 		})
 	}
+	t.Run("huge max_tokens", func(t *testing.T) {
+		before := mock.Count()
+		s, h, b, err := gwtest.Post(g, "/v1/chat/completions", secret,
+			`{"model":"flat-model","max_tokens":9223372036854775807,"messages":[{"role":"user","content":"Hello"}]}`, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := gwtest.CheckError(t, s, h, b, http.StatusForbidden, "insufficient_quota", "insufficient_balance")
+		if want := "could cost up to " + keystore.FormatAmount(keystore.MaxAmount); !strings.Contains(e.Error.Message, want) {
+			t.Fatalf("message %q does not contain %q", e.Error.Message, want)
+		}
+		if mock.Count() != before {
+			t.Fatal("the refused request reached the provider")
+		}
+	})
 }
 
 // TestClientCancelReleasesHold: a client that goes away mid-stream, or

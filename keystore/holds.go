@@ -74,10 +74,23 @@ func (s *Store) Reserve(accountID string, amount int64) (*Hold, error) {
 // limit fails with a *LimitError, which wraps ErrKeyLimitExceeded; the same
 // bound as the account's applies: the limit is exceeded by at most the last
 // admitted request's cost plus the overruns of requests in flight with it.
-func (s *Store) ReserveFor(id Identity, amount int64) (*Hold, error) {
+//
+// Options tighten the account's rule (see RequireCovered and UpTo): the
+// check and the hold happen under the store's lock, so two concurrent
+// requests cannot both be admitted on the same available balance. A
+// request refused under an option fails with a *BalanceError, which wraps
+// ErrInsufficientBalance and carries the amounts seen under the lock.
+func (s *Store) ReserveFor(id Identity, amount int64, opts ...ReserveOption) (*Hold, error) {
 	accountID := id.AccountID
 	if amount < 0 || amount > maxAmountUnits*NanoPerUnit {
 		return nil, fmt.Errorf("%w: hold amount %s out of range", ErrInvalid, FormatAmount(amount))
+	}
+	var opt ReserveOption
+	for _, o := range opts {
+		opt = o
+	}
+	if opt.upTo && (opt.minimum < 0 || opt.minimum > amount) {
+		return nil, fmt.Errorf("%w: minimum hold %s outside 0..%s", ErrInvalid, FormatAmount(opt.minimum), FormatAmount(amount))
 	}
 	if s.isClosed() {
 		return nil, ErrClosed
@@ -98,6 +111,9 @@ func (s *Store) ReserveFor(id Identity, amount int64) (*Hold, error) {
 	if !ok {
 		avail = math.MinInt64 // only reachable with absurd balances
 	}
+	if amount, ok = opt.fit(amount, avail); !ok {
+		return nil, &BalanceError{AccountID: accountID, Balance: a.balance, Held: a.held, Wanted: opt.wanted(amount)}
+	}
 	if avail <= 0 {
 		return nil, fmt.Errorf("account %q: available balance %s: %w", accountID, FormatAmount(avail), ErrInsufficientBalance)
 	}
@@ -114,6 +130,75 @@ func (s *Store) ReserveFor(id Identity, amount int64) (*Hold, error) {
 	s.holdAmount += amount
 	return &Hold{s: s, acct: a, amount: amount, lineage: id.lineage, spendHeld: counted}, nil
 }
+
+// ReserveOption tightens ReserveFor's admission rule. The zero value is the
+// plain rule (available > 0, the hold then counts in full); when several
+// are given, the last one applies.
+type ReserveOption struct {
+	covered bool  // the whole amount must be available
+	upTo    bool  // hold what is available, between minimum and amount
+	minimum int64 // with upTo
+}
+
+// RequireCovered admits a hold only if the account's available balance
+// covers all of it (available >= amount, and available > 0), so that a
+// request cannot take the balance below zero by its own hold.
+var RequireCovered = ReserveOption{covered: true}
+
+// UpTo holds as much of the amount as is available, but at least minimum
+// (0 <= minimum <= amount): the hold is min(amount, available), and the
+// request is refused when available < minimum (or available <= 0). The
+// caller reads what it got from Hold.Amount, decided from the same
+// available balance the check used.
+func UpTo(minimum int64) ReserveOption {
+	return ReserveOption{upTo: true, minimum: minimum}
+}
+
+// fit returns the amount to hold out of avail, and false when the option
+// refuses the request. The plain rule is left to the caller.
+func (o ReserveOption) fit(amount, avail int64) (int64, bool) {
+	switch {
+	case o.covered:
+		return amount, avail > 0 && amount <= avail
+	case o.upTo:
+		return min(amount, avail), avail > 0 && o.minimum <= avail
+	}
+	return amount, true
+}
+
+// wanted is the smallest hold the option would have admitted.
+func (o ReserveOption) wanted(amount int64) int64 {
+	if o.upTo {
+		return o.minimum
+	}
+	return amount
+}
+
+// BalanceError is a hold refused under a ReserveOption: the account's
+// available balance (Balance - Held, as seen under the store's lock) did not
+// cover Wanted, the smallest hold the request would have taken. It wraps
+// ErrInsufficientBalance.
+type BalanceError struct {
+	AccountID string
+	Balance   int64 // the account's balance, nano-units
+	Held      int64 // the holds in flight on it
+	Wanted    int64 // the smallest hold that would have been admitted
+}
+
+// Available is the balance minus the holds in flight.
+func (e *BalanceError) Available() int64 {
+	if a, ok := subInt64(e.Balance, e.Held); ok {
+		return a
+	}
+	return math.MinInt64
+}
+
+func (e *BalanceError) Error() string {
+	return fmt.Sprintf("account %q: available balance %s (balance %s, held %s) does not cover %s: %v",
+		e.AccountID, FormatAmount(e.Available()), FormatAmount(e.Balance), FormatAmount(e.Held), FormatAmount(e.Wanted), ErrInsufficientBalance)
+}
+
+func (e *BalanceError) Unwrap() error { return ErrInsufficientBalance }
 
 // Release ends the hold without charging anything, e.g. when the request
 // failed before reaching the upstream. It is idempotent, does nothing after

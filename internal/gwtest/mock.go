@@ -88,6 +88,11 @@ type Answer struct {
 //	X-Mock-Delay-Ms: N        sleep N ms after each SSE event
 //	X-Mock-Wait-Ms: N         sleep N ms before answering at all
 //	X-Mock-Request-Id: id     echoed as X-Request-Id; names the Answer
+//	X-Mock-Usage-From-Limit: N  report completion tokens = the request's
+//	                          output limit (the largest of max_tokens,
+//	                          max_completion_tokens, max_output_tokens) × n,
+//	                          or N × n when it sets none: a provider that
+//	                          generates all it is allowed to
 type MockProvider struct {
 	URL string
 
@@ -116,6 +121,8 @@ const (
 	HeaderDelayMs    = "X-Mock-Delay-Ms"
 	HeaderWaitMs     = "X-Mock-Wait-Ms"
 	HeaderRequestID  = "X-Mock-Request-Id"
+	// HeaderUsageFromLimit: see MockProvider.
+	HeaderUsageFromLimit = "X-Mock-Usage-From-Limit"
 )
 
 // Response headers the mock sends with every answer.
@@ -268,6 +275,34 @@ func (m *MockProvider) optsOf(r *http.Request) (opts, error) {
 	return o, nil
 }
 
+// usageFromLimit applies X-Mock-Usage-From-Limit (v, "" when absent): the
+// completion tokens reported become the request's output limit (or v when
+// it sets none) times its n.
+func (o *opts) usageFromLimit(v string, body []byte) error {
+	if v == "" {
+		return nil
+	}
+	fallback, err := strconv.Atoi(v)
+	if err != nil || fallback < 0 {
+		return fmt.Errorf("%s %q is not valid", HeaderUsageFromLimit, v)
+	}
+	var req struct {
+		MaxTokens           int `json:"max_tokens"`
+		MaxCompletionTokens int `json:"max_completion_tokens"`
+		MaxOutputTokens     int `json:"max_output_tokens"`
+		N                   int `json:"n"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return fmt.Errorf("%s: body: %w", HeaderUsageFromLimit, err)
+	}
+	limit := max(req.MaxTokens, req.MaxCompletionTokens, req.MaxOutputTokens)
+	if limit == 0 {
+		limit = fallback
+	}
+	o.usage.Completion = limit * max(req.N, 1)
+	return nil
+}
+
 // answerWriter writes one answer and keeps what it wrote.
 type answerWriter struct {
 	w    http.ResponseWriter
@@ -417,6 +452,9 @@ func (m *MockProvider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("OpenAI-Project", MockProject)
 	w.Header().Set("Set-Cookie", MockCookie)
 	o, err := m.optsOf(r)
+	if err == nil {
+		err = o.usageFromLimit(r.Header.Get(HeaderUsageFromLimit), body)
+	}
 	aw := &answerWriter{w: w, o: o, a: a, done: r.Context().Done()}
 	if err != nil {
 		aw.o.gzip = false
