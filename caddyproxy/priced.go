@@ -42,28 +42,20 @@ func (g *BalanceGuard) passPriced(w *scrubWriter, r *http.Request, next caddyhtt
 }
 
 // holdCovered holds an endpoint's price on the account. On top of the
-// store's admission rule (a positive balance after the holds in flight, and
-// the key's spend limit), the balance must cover every hold in flight, this
-// one included: a request of a fixed price is not let in on a balance that
-// cannot pay for it.
+// store's admission rule (the key's spend limit), the balance must cover
+// every hold in flight, this one included, checked under the store's lock:
+// a request of a fixed price is not let in on a balance that cannot pay for
+// it, and two concurrent requests cannot both take the same last amount.
 func (g *BalanceGuard) holdCovered(id keystore.Identity, e *Endpoint) (*keystore.Hold, *openaiwire.APIError) {
-	hold, err := g.store.ReserveFor(id, e.price)
-	if err != nil {
-		return nil, g.reserveError(id, err)
-	}
-	if e.price == 0 {
+	hold, err := g.store.ReserveFor(id, e.price, keystore.RequireCovered)
+	if err == nil {
 		return hold, nil
 	}
-	balance, held, err := g.store.Available(id.AccountID)
-	if err != nil {
-		hold.Release()
+	var be *keystore.BalanceError
+	if !errors.As(err, &be) {
 		return nil, g.reserveError(id, err)
 	}
-	if balance-held >= 0 {
-		return hold, nil
-	}
-	hold.Release()
-	refusal := g.insufficient(id.AccountID, balance, held-e.price)
+	refusal := g.insufficient(id.AccountID, be.Balance, be.Held)
 	refusal.Message = fmt.Sprintf("%s %s costs %s %s a request. ", e.Method, e.Path, keystore.FormatAmount(e.price), g.currency) + refusal.Message
 	return nil, refusal
 }
