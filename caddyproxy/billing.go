@@ -120,7 +120,7 @@ func (b *billing) settle(handlerErr error) {
 	}
 	entry, err := b.hold.Settle(charge)
 	if err == nil {
-		b.awaitCommit(func(ctx context.Context) error { return b.g.store.WaitCommitted(ctx, entry) })
+		b.awaitCommit(func(ctx context.Context) error { return b.g.st().WaitCommitted(ctx, entry) })
 	} else {
 		b.hold.Release()
 		if !errors.Is(err, keystore.ErrSettled) {

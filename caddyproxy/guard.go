@@ -81,8 +81,8 @@ type BalanceGuard struct {
 	models  []string // the catalog of GET /v1/models, sorted
 	created int64    // "created" of the model objects: when the config loaded
 
-	store    *keystore.Store
-	durable  bool // hold the final bytes until the ledger row commits (durable.go)
+	app      *management.App // its store opens when the config starts: use st()
+	durable  bool            // hold the final bytes until the ledger row commits (durable.go)
 	currency string
 	logger   *zap.Logger
 	metrics  *metrics
@@ -141,12 +141,8 @@ func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	store, currency, err := management.LoadStore(ctx)
-	if err != nil {
-		return err
-	}
-	g.store, g.currency, g.durable = store, currency, app.DurableBillingEnabled()
-	if g.metrics, err = loadMetrics(ctx, store); err != nil {
+	g.app, g.currency, g.durable = app, app.CurrencyCode(), app.DurableBillingEnabled()
+	if g.metrics, err = loadMetrics(ctx, app); err != nil {
 		return err
 	}
 	for i := range g.Prices {
@@ -161,7 +157,7 @@ func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 
 // Cleanup releases the shared metrics.
 func (g *BalanceGuard) Cleanup() error {
-	releaseMetrics(g.metrics, g.store)
+	releaseMetrics(g.metrics, g.app)
 	return nil
 }
 
@@ -195,6 +191,9 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return g.refuse(w, rt.refusal)
 	case routeCatalog:
 		return g.serveModels(w, id, rt.isList, rt.modelID)
+	}
+	if _, err := g.app.WaitStore(r.Context()); err != nil {
+		return g.refuse(w, openaiwire.StoreUnavailable())
 	}
 	scrubRequest(r)
 	sw := newScrubWriter(w)
@@ -271,7 +270,7 @@ func (g *BalanceGuard) passUnmetered(w http.ResponseWriter, r *http.Request, nex
 		return g.refuse(w, refusal)
 	}
 	// A hold of nothing is the admission check: released at once.
-	hold, err := g.store.ReserveFor(id, 0)
+	hold, err := g.st().ReserveFor(id, 0)
 	if err != nil {
 		return g.refuse(w, g.reserveError(id, err))
 	}
@@ -430,7 +429,7 @@ func (g *BalanceGuard) reserveError(id keystore.Identity, err error) *openaiwire
 	case errors.As(err, &limit):
 		return g.keyLimit(id, limit)
 	case errors.Is(err, keystore.ErrInsufficientBalance):
-		balance, held, _ := g.store.Available(accountID)
+		balance, held, _ := g.st().Available(accountID)
 		return g.insufficient(accountID, balance, held)
 	case errors.Is(err, keystore.ErrAccountDisabled):
 		return openaiwire.AccountDisabled(accountID)
@@ -480,6 +479,9 @@ func (g *BalanceGuard) refuse(w http.ResponseWriter, e *openaiwire.APIError) err
 	g.metrics.rejected.WithLabelValues(reason).Inc()
 	return e.Write(w)
 }
+
+// st is the key store of this config; ServeHTTP has checked that it is open.
+func (g *BalanceGuard) st() *keystore.Store { return g.app.Store() }
 
 // Interface guards
 var (

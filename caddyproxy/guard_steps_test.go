@@ -76,12 +76,17 @@ func newGuardFixture(t *testing.T, guardJSON string, balance int64) *guardFixtur
 		t.Fatalf("http app: %v", err)
 	}
 	g := app.(*caddyhttp.App).Servers["t"].Routes[0].Handlers[0].(*BalanceGuard)
-	store, _, err := management.LoadStore(cctx)
+	ga, err := management.LoadApp(cctx)
 	if err != nil {
-		t.Fatalf("store: %v", err)
+		t.Fatalf("ai_gateway app: %v", err)
 	}
-	// The config is never run, so nothing else would close the store.
-	t.Cleanup(func() { _ = store.Close() })
+	// The config is never run: start its store here, and release it (the
+	// last reference closes it) when the test ends.
+	if err := ga.Start(); err != nil {
+		t.Fatalf("opening the store: %v", err)
+	}
+	t.Cleanup(func() { _ = ga.Cleanup() })
+	store := ga.Store()
 
 	ctx := context.Background()
 	if _, err := store.CreateAccount(ctx, "acme", "Acme"); err != nil {

@@ -61,14 +61,14 @@ func newMetrics() *metrics {
 			count: prometheus.NewDesc(ns+"_holds_in_flight", "Reservations held for requests in flight.", []string{"database"}, nil),
 			sum: prometheus.NewDesc(ns+"_held_amount", "Amount held for requests in flight, in units of the configured currency.",
 				[]string{"database"}, nil),
-			stores: map[*keystore.Store]int{},
+			stores: map[storeSource]int{},
 		},
 	}
 }
 
 // loadMetrics takes a reference on the shared collectors and registers them
 // in this config's registry. Release it with releaseMetrics in Cleanup.
-func loadMetrics(ctx caddy.Context, store *keystore.Store) (*metrics, error) {
+func loadMetrics(ctx caddy.Context, store storeSource) (*metrics, error) {
 	val, _, err := metricsPool.LoadOrNew(metricsKey, func() (caddy.Destructor, error) { return newMetrics(), nil })
 	if err != nil {
 		return nil, err
@@ -126,7 +126,7 @@ func (lm *labelMetrics) request(status int) {
 	lm.requests[i].Inc()
 }
 
-func releaseMetrics(m *metrics, store *keystore.Store) {
+func releaseMetrics(m *metrics, store storeSource) {
 	if m == nil {
 		return
 	}
@@ -134,22 +134,26 @@ func releaseMetrics(m *metrics, store *keystore.Store) {
 	_, _ = metricsPool.Delete(metricsKey)
 }
 
+// storeSource is where the guard finds the key store: the ai_gateway app
+// (management.App), which opens it when the config starts.
+type storeSource interface{ Store() *keystore.Store }
+
 // holdsCollector reports the reservations in flight of every store a
 // running config uses, read when Prometheus scrapes.
 type holdsCollector struct {
 	count, sum *prometheus.Desc
 
 	mu     sync.Mutex
-	stores map[*keystore.Store]int // reference counts
+	stores map[storeSource]int // reference counts
 }
 
-func (c *holdsCollector) add(s *keystore.Store) {
+func (c *holdsCollector) add(s storeSource) {
 	c.mu.Lock()
 	c.stores[s]++
 	c.mu.Unlock()
 }
 
-func (c *holdsCollector) remove(s *keystore.Store) {
+func (c *holdsCollector) remove(s storeSource) {
 	c.mu.Lock()
 	if c.stores[s]--; c.stores[s] <= 0 {
 		delete(c.stores, s)
@@ -166,9 +170,14 @@ func (c *holdsCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *holdsCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
+	// Configs that share a store (during a reload) report it once.
+	seen := make(map[*keystore.Store]bool, len(c.stores))
 	stores := make([]*keystore.Store, 0, len(c.stores))
-	for s := range c.stores {
-		stores = append(stores, s)
+	for src := range c.stores {
+		if s := src.Store(); s != nil && !seen[s] {
+			seen[s] = true
+			stores = append(stores, s)
+		}
 	}
 	c.mu.Unlock()
 	for _, s := range stores {

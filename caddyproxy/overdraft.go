@@ -60,7 +60,7 @@ func (g *BalanceGuard) reserve(id keystore.Identity, ep endpoint, info openaiwir
 	full := g.holdFor(ep, info, rt)
 	member := limitMember(ep)
 	if info.MaxTokens > 0 || member == "" {
-		hold, err := g.store.ReserveFor(id, full, keystore.RequireCovered)
+		hold, err := g.st().ReserveFor(id, full, keystore.RequireCovered)
 		if err != nil {
 			return nil, 0, g.notCovered(id, err, ep, info, raw, rt, full)
 		}
@@ -69,7 +69,7 @@ func (g *BalanceGuard) reserve(id keystore.Identity, ep endpoint, info openaiwir
 	completions := max(info.Completions, 1)
 	least := min(rt.cost(openaiwire.Usage{PromptTokens: info.EstimatedPromptTokens,
 		CompletionTokens: mulSat(minOutput(ep), completions)}), full)
-	hold, err := g.store.ReserveFor(id, full, keystore.UpTo(least))
+	hold, err := g.st().ReserveFor(id, full, keystore.UpTo(least))
 	if err != nil {
 		return nil, 0, g.notCovered(id, err, ep, info, raw, rt, full)
 	}

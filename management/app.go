@@ -290,21 +290,6 @@ func LoadApp(ctx caddy.Context) (*App, error) {
 	return ga, nil
 }
 
-// LoadStore finds the ai_gateway app and opens its store at once. It is for
-// handlers not yet moved to LoadApp; it makes `caddy validate` open the
-// database, which LoadApp does not.
-func LoadStore(ctx caddy.Context) (*keystore.Store, string, error) {
-	ga, err := LoadApp(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	if ga.Store() == nil {
-		if err := ga.take(); err != nil {
-			return nil, "", err
-		}
-	}
-	return ga.Store(), ga.CurrencyCode(), nil
-}
 
 // Interface guards
 var (

@@ -2,12 +2,15 @@ package management
 
 import (
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/metask/caddy-ai-gateway/internal/gwtest"
 )
 
@@ -95,5 +98,35 @@ func TestReloadSwitchingDatabaseWarns(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no warning naming %s and %s in the log:\n%s", g.DBPath, other, log)
+	}
+}
+
+// TestValidateTouchesNoDatabase: validating a config that uses every module
+// of the gateway provisions them all but opens, creates and locks no
+// database file (the store opens when a config starts), so `caddy validate`
+// works beside a running gateway and leaves no file behind.
+func TestValidateTouchesNoDatabase(t *testing.T) {
+	g := gwtest.New(t)
+	site := gwtest.Site("http://127.0.0.1:9") + `
+	handle /dashboard/* {
+		basic_auth {
+			acme $2a$12$c78kpOZc/y5dyA1fCs8N2uHlqcd7t5vFkTU.E4vZoILLSH0HIiiha
+		}
+		ai_dashboard
+	}`
+	var cfg caddy.Config
+	if err := json.Unmarshal(gwtest.Adapt(t, g.Caddyfile(site, "")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	for _, suffix := range []string{"", "-wal", "-shm", ".lock"} {
+		if _, err := os.Stat(g.DBPath + suffix); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("validate left %s behind (stat: %v)", g.DBPath+suffix, err)
+		}
+	}
+	if got := lcCountPool(); len(got) != 0 {
+		t.Fatalf("validate left stores open: %v", got)
 	}
 }
