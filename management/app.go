@@ -290,7 +290,6 @@ func LoadApp(ctx caddy.Context) (*App, error) {
 	return ga, nil
 }
 
-
 // Interface guards
 var (
 	_ caddy.App          = (*App)(nil)
