@@ -151,6 +151,9 @@ func report(c config, l *load, ch *chaos, db *ledgerDB, exitErr error) bool {
 	fmt.Printf("requests sent:                          %d\n", len(reqs))
 	fmt.Printf("completed (200, complete body):         %d\n", completed)
 	fmt.Printf("failed:                                 %d  %s\n", len(reqs)-completed, countsString(failed))
+	for _, k := range sortedKeys(l.examples) {
+		fmt.Printf("  e.g. %s: %.160s\n", k, l.examples[k])
+	}
 	fmt.Printf("ledger usage rows (soak requests):      %d  (ledger rows in all: %d)\n", len(db.usage), db.rows)
 	fmt.Printf("completed requests missing from ledger: %d\n", missing)
 	fmt.Printf("rows for requests that did not complete: %d  %s\n", sumCounts(notCompletedRows), countsString(notCompletedRows))
@@ -259,4 +262,13 @@ func grepLogs(dir, s string) int {
 		n += strings.Count(string(b), s)
 	}
 	return n
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -42,8 +42,9 @@ type load struct {
 	seq atomic.Int64
 	wg  sync.WaitGroup
 
-	mu   sync.Mutex
-	reqs map[string]sent // model → request
+	mu       sync.Mutex
+	reqs     map[string]sent   // model → request
+	examples map[string]string // failure kind → the first error of that kind
 }
 
 func newLoad(site string, keys map[string]string, rate int) *load {
@@ -52,7 +53,7 @@ func newLoad(site string, keys map[string]string, rate int) *load {
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 			MaxIdleConns: 64, MaxIdleConnsPerHost: 64, DisableCompression: true,
 		}},
-		reqs: map[string]sent{},
+		reqs: map[string]sent{}, examples: map[string]string{},
 	}
 	for a := range keys {
 		l.accounts = append(l.accounts, a)
@@ -129,7 +130,9 @@ func (l *load) chat(key, model string, mode int) string {
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := l.client.Do(req)
 	if err != nil {
-		return errKind(err)
+		kind := errKind(err)
+		l.example(kind, err.Error())
+		return kind
 	}
 	defer resp.Body.Close()
 	out, err := io.ReadAll(resp.Body)
@@ -143,6 +146,7 @@ func (l *load) chat(key, model string, mode int) string {
 		return strings.TrimSpace(fmt.Sprintf("status %d %s", resp.StatusCode, e.Error.Code))
 	}
 	if err != nil {
+		l.example("cut", "reading the answer: "+err.Error())
 		return "cut"
 	}
 	if mode == 0 {
@@ -153,15 +157,26 @@ func (l *load) chat(key, model string, mode int) string {
 			} `json:"usage"`
 		}
 		if json.Unmarshal(out, &c) != nil || len(c.Choices) == 0 || c.Usage.Prompt == 0 {
+			l.example("cut", fmt.Sprintf("incomplete JSON answer, ends %q", out[max(0, len(out)-80):]))
 			return "cut"
 		}
 		return outcomeOK
 	}
 	s := strings.TrimSpace(string(out))
 	if !strings.HasSuffix(s, "data: [DONE]") || (mode == 1 && !strings.Contains(s, `"usage"`)) {
+		l.example("cut", fmt.Sprintf("incomplete stream, ends %q", s[max(0, len(s)-80):]))
 		return "cut"
 	}
 	return outcomeOK
+}
+
+// example keeps the first error message of a failure kind, for the report.
+func (l *load) example(kind, msg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.examples[kind]; !ok {
+		l.examples[kind] = msg
+	}
 }
 
 // errKind classifies a transport error.

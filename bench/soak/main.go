@@ -149,6 +149,7 @@ func run(ctx context.Context, c config) (bool, error) {
 	logf("caddy %s, database %s, durable_billing %s, %d clients at up to %d req/s for %s, one disturbance every %s",
 		gw.site, gw.dbPath, onOff(c.durable), c.workers, c.rate, c.duration, c.interval)
 
+	loadStart := time.Now()
 	loadCtx, stopLoad := context.WithTimeout(ctx, c.duration)
 	defer stopLoad()
 	l := newLoad(gw.site, keys, c.rate)
@@ -156,7 +157,7 @@ func run(ctx context.Context, c config) (bool, error) {
 	ch := &chaos{c: c, gw: gw}
 	ch.run(loadCtx)
 	l.wait()
-	logf("load stopped after %s; stopping caddy with SIGINT", time.Since(began).Round(time.Second))
+	logf("load stopped after %s (in-flight requests finished); stopping caddy with SIGINT", time.Since(loadStart).Round(time.Second))
 
 	exitErr := gw.stop(60 * time.Second)
 	db, err := readLedger(gw.dbPath)
