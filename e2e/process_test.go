@@ -180,13 +180,6 @@ func TestValidateAndAdaptLeaveTheDatabaseAlone(t *testing.T) {
 		processValidateCase(t, bin, processAuthOnlyCaddyfile)
 	})
 	t.Run("balance_guard", func(t *testing.T) {
-		// KNOWN DEFECT (caddyproxy/guard.go, not this file): BalanceGuard.Provision
-		// still calls management.LoadStore, which opens, creates and locks the
-		// database while provisioning, so `caddy validate` of a config with
-		// balance_guard creates gateway.db and gateway.db.lock, and fails with
-		// "in use by another process" while caddy runs. Remove this skip once
-		// balance_guard gets its store from the app per request (LoadApp).
-		t.Skip("known defect: balance_guard opens the database in Provision (management.LoadStore); see the comment")
 		processValidateCase(t, bin, crashCaddyfile)
 	})
 }
