@@ -1,6 +1,7 @@
 package caddyproxy
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -8,6 +9,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
 func init() {
@@ -25,6 +28,9 @@ func parseBalanceGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 //
 //	balance_guard [<matcher>] {
 //		price <model-glob> input <amount> output <amount> [cached <amount>]
+//		price <model-glob> image <size> [<quality>] <amount>
+//		price <model-glob> characters <amount>
+//		price <model-glob> request <amount>
 //		unknown_model reject | price <input> <output>
 //		default_max_tokens <n>
 //		max_request_body <size>
@@ -33,8 +39,12 @@ func parseBalanceGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 //		endpoint <METHOD> <path> price <amount> | free
 //	}
 //
-// Amounts are decimals of the currency per 1M tokens, except an endpoint's
-// price, which is per request. endpoint, repeatable, allows a request
+// Amounts are decimals of the currency per 1M tokens, except an image price
+// (per image of that size and quality; a quality of * or none is any),
+// characters (per 1M input characters of audio/speech), request and an
+// endpoint's price (per request). price lines of the same model add up to
+// one price (image lines, and token prices beside media prices); a field
+// given twice for a model is an error. endpoint, repeatable, allows a request
 // method and path the guard does not know (everything it does not know is
 // refused with 403 endpoint_not_allowed): the path is the whole canonical
 // request path as the guard sees it (/v1/images/generations), matched
@@ -51,34 +61,9 @@ func (g *BalanceGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		switch d.Val() {
 		case "price":
-			p := Price{}
-			if !d.NextArg() {
-				return d.ArgErr()
+			if err := g.parsePriceLine(d); err != nil {
+				return err
 			}
-			p.Model = d.Val()
-			for d.NextArg() {
-				field := d.Val()
-				if !d.NextArg() {
-					return d.Errf("price %s: %s needs an amount", p.Model, field)
-				}
-				switch field {
-				case "input":
-					p.Input = d.Val()
-				case "output":
-					p.Output = d.Val()
-				case "cached":
-					p.Cached = d.Val()
-				default:
-					return d.Errf("price %s: unknown field %q (want input, output or cached)", p.Model, field)
-				}
-			}
-			if p.Input == "" || p.Output == "" {
-				return d.Errf("price %s: both input and output prices are required", p.Model)
-			}
-			if err := p.provision(); err != nil {
-				return d.Err(err.Error())
-			}
-			g.Prices = append(g.Prices, p)
 		case "unknown_model":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -162,6 +147,93 @@ func (g *BalanceGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// parsePriceLine reads one price line and adds it to the price of its
+// model, which it creates at its first line.
+func (g *BalanceGuard) parsePriceLine(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	line := Price{Model: d.Val()}
+	for d.NextArg() {
+		field := d.Val()
+		if !d.NextArg() {
+			return d.Errf("price %s: %s needs an amount", line.Model, field)
+		}
+		switch field {
+		case "input":
+			line.Input = d.Val()
+		case "output":
+			line.Output = d.Val()
+		case "cached":
+			line.Cached = d.Val()
+		case "characters":
+			line.Characters = d.Val()
+		case "request":
+			line.Request = d.Val()
+		case "image":
+			ip := ImagePrice{Size: d.Val()}
+			if !d.NextArg() {
+				return d.Errf("price %s: image %s needs an amount", line.Model, ip.Size)
+			}
+			ip.Price = d.Val()
+			if _, err := keystore.ParseAmount(ip.Price); err != nil {
+				// not an amount: a quality, then the amount
+				ip.Quality = ip.Price
+				if !d.NextArg() {
+					return d.Errf("price %s: image %s %s needs an amount", line.Model, ip.Size, ip.Quality)
+				}
+				ip.Price = d.Val()
+			}
+			line.Images = append(line.Images, ip)
+		default:
+			return d.Errf("price %s: unknown field %q (want input, output, cached, image, characters or request)", line.Model, field)
+		}
+	}
+	if (line.Input == "" || line.Output == "") && (line.Input != "" || line.Output != "" || line.Cached != "" || !line.hasMedia()) {
+		return d.Errf("price %s: both input and output prices are required", line.Model)
+	}
+	if err := line.provision(); err != nil {
+		return d.Err(err.Error())
+	}
+	for i := range g.Prices {
+		if p := &g.Prices[i]; p.Model == line.Model {
+			if err := p.merge(line); err != nil {
+				return d.Err(err.Error())
+			}
+			return nil
+		}
+	}
+	g.Prices = append(g.Prices, line)
+	return nil
+}
+
+// merge adds the fields of another price line of the same model to p.
+func (p *Price) merge(line Price) error {
+	twice := func(field string) error {
+		return fmt.Errorf("price %s: %s is priced twice", p.Model, field)
+	}
+	if line.Input != "" {
+		if p.Input != "" {
+			return twice("input")
+		}
+		p.Input, p.Output, p.Cached = line.Input, line.Output, line.Cached
+	}
+	if line.Characters != "" {
+		if p.Characters != "" {
+			return twice("characters")
+		}
+		p.Characters = line.Characters
+	}
+	if line.Request != "" {
+		if p.Request != "" {
+			return twice("request")
+		}
+		p.Request = line.Request
+	}
+	p.Images = append(p.Images, line.Images...)
+	return p.provision()
 }
 
 // parseEndpoint reads "endpoint <METHOD> <path> price <amount>" or

@@ -20,11 +20,14 @@ type rate struct {
 	metrics               *labelMetrics // the counters of label
 }
 
-// priceFor returns the rate of a model: the first price whose pattern
-// matches, else the unknown_model price, else ok == false (reject).
+// priceFor returns the rate of a model: the first price with token prices
+// whose pattern matches, else the unknown_model price, else ok == false (reject).
 func (g *BalanceGuard) priceFor(model string) (rate, bool) {
 	for i := range g.Prices {
 		p := &g.Prices[i]
+		if !p.hasTokens {
+			continue // media prices only (media.go)
+		}
 		if ok, _ := path.Match(p.Model, model); ok {
 			return rate{input: p.inputNano, output: p.outputNano, cached: p.cachedNano, label: p.Model, metrics: p.metrics}, true
 		}

@@ -50,6 +50,7 @@ const (
 	routeCatalog                  // GET /v1/models[/{id}] answered by the guard
 	routeFree                     // forwarded without a charge
 	routePriced                   // forwarded at the price of an Endpoint
+	routeMedia                    // an image or audio endpoint, metered by media.go (ep says which)
 )
 
 // route is the guard's decision about one request.
@@ -70,6 +71,24 @@ var builtinEndpoints = map[string]route{
 	"POST /embeddings":       {kind: routeMetered, ep: epEmbeddings},
 	"POST /responses":        {kind: routeMetered, ep: epResponses},
 	"POST /moderations":      {kind: routeFree},
+
+	// images and audio: media.go
+	"POST /images/generations":   {kind: routeMedia, ep: epImageGenerations},
+	"POST /images/edits":         {kind: routeMedia, ep: epImageEdits},
+	"POST /images/variations":    {kind: routeMedia, ep: epImageVariations},
+	"POST /audio/speech":         {kind: routeMedia, ep: epSpeech},
+	"POST /audio/transcriptions": {kind: routeMedia, ep: epTranscriptions},
+	"POST /audio/translations":   {kind: routeMedia, ep: epTranslations},
+}
+
+// overridesMedia reports whether an endpoint line names an image or audio
+// endpoint exactly (POST, canonical case): such a line replaces the
+// metering of media.go with its own price per request (or makes it free),
+// as it did before the gateway metered them.
+func overridesMedia(e *Endpoint) bool {
+	rest, ok := underRoot(e.Path)
+	rt, known := builtinEndpoints[e.Method+" "+rest]
+	return ok && known && rt.kind == routeMedia
 }
 
 // apiRoot is the path segment the built-in endpoints follow.
@@ -238,7 +257,7 @@ func endpointNotAllowed(r *http.Request, why int) *openaiwire.APIError {
 	case notCanonical:
 		msg += " Paths must be written exactly as the API defines them: no percent-encoded characters, backslashes, dot or empty segments, trailing slashes, \";\" parameters or characters outside A-Z a-z 0-9 - _ . ~ : @."
 	case notAsKnown:
-		msg += " The gateway serves this path only with the method and in the spelling of its own endpoints (POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses and /v1/moderations; GET /v1/models)."
+		msg += " The gateway serves this path only with the method and in the spelling of its own endpoints (POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/moderations, /v1/images/generations, /v1/images/edits, /v1/images/variations, /v1/audio/speech, /v1/audio/transcriptions and /v1/audio/translations; GET /v1/models)."
 	}
 	return &openaiwire.APIError{
 		Status: http.StatusForbidden, Type: openaiwire.TypeInvalidRequest, Code: openaiwire.CodeEndpointNotAllowed, Reason: openaiwire.CodeEndpointNotAllowed,
@@ -301,7 +320,7 @@ func (g *BalanceGuard) provisionEndpoints() error {
 			return fmt.Errorf("endpoint %s is listed twice", k)
 		}
 		seen[k] = true
-		if knownInAnotherCase(e.Path) {
+		if knownInAnotherCase(e.Path) && !overridesMedia(e) {
 			return fmt.Errorf("endpoint %s: balance_guard already handles this path (in some case and method): it meters or answers it itself", k)
 		}
 	}

@@ -197,7 +197,13 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	}
 	scrubRequest(r)
 	sw := newScrubWriter(w)
+	// A ?model= parameter must be allowed too, whatever the endpoint.
+	if refusal := g.checkQueryModel(r, id); refusal != nil {
+		return g.refuse(sw, refusal)
+	}
 	switch rt.kind {
+	case routeMedia:
+		return g.passMedia(sw, r, next, id, rt.ep)
 	case routeFree:
 		return g.passUnmetered(sw, r, next, id)
 	case routePriced:

@@ -314,11 +314,11 @@ func TestServeHTTPUnmeteredAndCatalog(t *testing.T) {
 
 	passed = false
 	rec := httptest.NewRecorder()
-	if err := f.g.ServeHTTP(rec, authedRequest("POST", "/v1/images/generations", `{"model": "m"}`, &f.id), next); err != nil {
+	if err := f.g.ServeHTTP(rec, authedRequest("POST", "/v1/fine_tuning/jobs", `{"model": "m"}`, &f.id), next); err != nil {
 		t.Fatal(err)
 	}
 	if passed || rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), `"endpoint_not_allowed"`) {
-		t.Errorf("POST /v1/images/generations: passed on %v, answer %d %s", passed, rec.Code, rec.Body)
+		t.Errorf("POST /v1/fine_tuning/jobs: passed on %v, answer %d %s", passed, rec.Code, rec.Body)
 	}
 
 	passed = false

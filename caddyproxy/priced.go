@@ -101,11 +101,17 @@ func (g *BalanceGuard) settlePriced(w *scrubWriter, r *http.Request, id keystore
 }
 
 // checkAllowlist applies a key's model allowlist to a request the guard
-// does not meter: the model of a JSON body must be allowed (a key limited
+// does not meter: the model of a JSON, multipart or urlencoded body must be allowed (a key limited
 // to some models may not reach another through images, audio, …).
 func (g *BalanceGuard) checkAllowlist(r *http.Request, id keystore.Identity) *openaiwire.APIError {
 	if len(id.AllowedModels) == 0 {
 		return nil
+	}
+	if model, ok, refusal := g.formModel(r); refusal != nil || ok {
+		if refusal == nil && model != "" && !allowed(id, model, g.upstreamModel(model)) {
+			refusal = modelNotAllowed(id, model)
+		}
+		return refusal // multipart and urlencoded bodies: multipart.go
 	}
 	b, ok, rerr := ReadBody(r, g.MaxRequestBody, false)
 	if rerr != nil {

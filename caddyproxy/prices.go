@@ -9,18 +9,24 @@ import (
 
 // Price is what one model (or a glob of models) costs, as decimal amounts
 // of the currency per 1,000,000 tokens. Amounts are strings in JSON so that
-// no float ever touches money ("0.15", not 0.15).
+// no float ever touches money ("0.15", not 0.15). A price gives token
+// prices (Input and Output), media prices (Images, Characters, Request:
+// see media.go), or both.
 type Price struct {
 	// Model name or glob pattern (path.Match syntax: "gpt-4o*").
 	Model string `json:"model"`
-	// Price of 1M prompt (input) tokens.
-	Input string `json:"input"`
+	// Price of 1M prompt (input) tokens. Set together with Output, or
+	// leave both empty for a model priced by media prices only.
+	Input string `json:"input,omitempty"`
 	// Price of 1M completion (output) tokens.
-	Output string `json:"output"`
+	Output string `json:"output,omitempty"`
 	// Price of 1M cached prompt tokens. Empty: same as Input.
 	Cached string `json:"cached,omitempty"`
+	// Media prices: per image, per 1M input characters, per request.
+	MediaPrices
 
 	inputNano, outputNano, cachedNano int64
+	hasTokens                         bool // Input and Output are set
 	metrics                           *labelMetrics
 }
 
@@ -45,6 +51,10 @@ func (p *Price) provision() error {
 	if _, err := path.Match(p.Model, ""); err != nil {
 		return fmt.Errorf("price for %q: bad pattern: %w", p.Model, err)
 	}
+	if p.Input == "" && p.Output == "" && p.Cached == "" && p.hasMedia() {
+		return p.provisionMedia()
+	}
+	p.hasTokens = true
 	var err error
 	if p.inputNano, err = parsePrice(p.Input); err != nil {
 		return fmt.Errorf("price for %q: input: %w", p.Model, err)
@@ -58,7 +68,7 @@ func (p *Price) provision() error {
 			return fmt.Errorf("price for %q: cached: %w", p.Model, err)
 		}
 	}
-	return nil
+	return p.provisionMedia()
 }
 
 func parsePrice(s string) (int64, error) {

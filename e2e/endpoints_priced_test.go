@@ -64,8 +64,8 @@ func TestPricedAndFreeEndpoints(t *testing.T) {
 	if len(gwtest.UsageRows(t, g)) != rowsBefore || gwtest.Balance(t, g, "acme") != 100_000_000-2*price {
 		t.Fatal("a free endpoint was charged")
 	}
-	// the same path under the other prefix, or with another method, is not allowed
-	for _, path := range []string{"/free/v1/images/edits", "/team/v1/images/generations"} {
+	// endpoint lines match exactly: another path under the prefix is not allowed
+	for _, path := range []string{"/free/v1/images/generations/x", "/free/v1/fine_tuning/jobs"} {
 		status, h, b, _ := gwtest.Post(g, path, secret, body, nil)
 		gwtest.CheckError(t, status, h, b, http.StatusForbidden, "invalid_request_error", "endpoint_not_allowed")
 	}

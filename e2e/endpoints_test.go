@@ -38,6 +38,12 @@ var catalogue = []catalogueEntry{
 	{"POST", "/v1/embeddings", epMetered},
 	{"POST", "/v1/responses", epMetered},
 	{"POST", "/v1/moderations", epFree},
+	{"POST", "/v1/images/generations", epMetered},
+	{"POST", "/v1/images/edits", epMetered},
+	{"POST", "/v1/images/variations", epMetered},
+	{"POST", "/v1/audio/speech", epMetered},
+	{"POST", "/v1/audio/transcriptions", epMetered},
+	{"POST", "/v1/audio/translations", epMetered},
 	{"GET", "/v1/models", epGateway},
 	{"GET", "/v1/models/{id}", epGateway},
 
@@ -51,12 +57,6 @@ var catalogue = []catalogueEntry{
 	{"POST", "/v1/responses/{id}/cancel", epRefused},
 	{"GET", "/v1/responses/{id}/input_items", epRefused},
 	{"POST", "/v1/responses/input_tokens", epRefused},
-	{"POST", "/v1/images/generations", epRefused},
-	{"POST", "/v1/images/edits", epRefused},
-	{"POST", "/v1/images/variations", epRefused},
-	{"POST", "/v1/audio/speech", epRefused},
-	{"POST", "/v1/audio/transcriptions", epRefused},
-	{"POST", "/v1/audio/translations", epRefused},
 	{"DELETE", "/v1/models/{id}", epRefused},
 	{"GET", "/v1/files", epRefused},
 	{"POST", "/v1/files", epRefused},
@@ -185,16 +185,20 @@ func rawRequest(t *testing.T, g *gwtest.Gateway, method, target, key string, hea
 	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n", method, target, addr, key)
-	hasConn := false
+	hasConn, hasType := false, false
 	for _, h := range header {
 		hasConn = hasConn || strings.HasPrefix(strings.ToLower(h), "connection:")
+		hasType = hasType || strings.HasPrefix(strings.ToLower(h), "content-type:")
 		b.WriteString(h + "\r\n")
 	}
 	if !hasConn {
 		b.WriteString("Connection: close\r\n")
 	}
+	if body != "" && !hasType {
+		b.WriteString("Content-Type: application/json\r\n")
+	}
 	if body != "" {
-		fmt.Fprintf(&b, "Content-Type: application/json\r\nContent-Length: %d\r\n", len(body))
+		fmt.Fprintf(&b, "Content-Length: %d\r\n", len(body))
 	}
 	b.WriteString("\r\n" + body)
 	if _, err := conn.Write(b.Bytes()); err != nil {
@@ -226,7 +230,7 @@ func concrete(path string) string {
 func TestEndpointCatalogue(t *testing.T) {
 	mock := gwtest.NewMockProvider(t)
 	g := gwtest.New(t)
-	g.LoadSite(epSite(mock.URL, "price mock-model input 0.15 output 0.60"))
+	g.LoadSite(epSite(mock.URL, "price mock-model input 0.15 output 0.60\n\t\t\tprice mock-model request 0.01"))
 	g.NewAccount("acme", "10")
 	_, secret := g.NewKey("acme", "k")
 	const usage = "1000,100"
@@ -240,11 +244,16 @@ func TestEndpointCatalogue(t *testing.T) {
 			rowsBefore := len(gwtest.UsageRows(t, g))
 			id := fmt.Sprintf("cat-%d", i)
 			body := ""
+			header := []string{gwtest.HeaderUsage + ": " + usage, gwtest.HeaderRequestID + ": " + id}
 			if c.method == "POST" {
 				body = `{"model":"mock-model","messages":[{"role":"user","content":"hi"}],"input":"hi","prompt":"hi"}`
 			}
-			status, h, b := rawRequest(t, g, c.method, concrete(c.path), secret,
-				[]string{gwtest.HeaderUsage + ": " + usage, gwtest.HeaderRequestID + ": " + id}, body)
+			media := mediaPaths[c.path]
+			if media && needsFile(c.path) {
+				ct, form := multipartBody(t, map[string]string{"model": "mock-model", "prompt": "hi"}, "file", "a.wav", []byte("RIFFmock"))
+				header, body = append(header, "Content-Type: "+ct), string(form)
+			}
+			status, h, b := rawRequest(t, g, c.method, concrete(c.path), secret, header, body)
 			switch c.does {
 			case epRefused:
 				gwtest.CheckError(t, status, h, b, http.StatusForbidden, "invalid_request_error", "endpoint_not_allowed")
@@ -263,7 +272,11 @@ func TestEndpointCatalogue(t *testing.T) {
 				if !special {
 					cost = defaultCost
 				}
-				if !ok || -row.Amount != cost || row.Prompt != 1000 || row.Estimated || row.Model != "mock-model" {
+				prompt := int64(1000)
+				if media { // priced per request (mock-model reports no media usage)
+					cost, prompt = 10_000_000, 0
+				}
+				if !ok || -row.Amount != cost || row.Prompt != prompt || row.Estimated || row.Model != "mock-model" {
 					t.Fatalf("ledger row %+v, want cost %d", row, cost)
 				}
 				if after := gwtest.Balance(t, g, "acme"); balance-after != cost {
@@ -305,8 +318,8 @@ func TestEndpointCatalogue(t *testing.T) {
 			}
 		})
 	}
-	if n := len(gwtest.UsageRows(t, g)); n != 4 {
-		t.Fatalf("%d usage rows, want the 4 metered requests", n)
+	if n := len(gwtest.UsageRows(t, g)); n != 10 {
+		t.Fatalf("%d usage rows, want the 10 metered requests", n)
 	}
 	gwtest.AssertNoHolds(t, g)
 }

@@ -73,7 +73,8 @@ type Answer struct {
 // and a usage chunk at the end, as OpenAI sends; with
 // stream_options.continuous_usage_stats too, with the usage so far in every
 // chunk instead of null, as vLLM sends), the Responses API as JSON or
-// SSE, embeddings, moderations, image generations and a model list, and
+// SSE, embeddings, moderations, images and audio (mock_media.go) and a
+// model list, and
 // it sends OpenAI-Organization, OpenAI-Project and Set-Cookie with every
 // answer, as OpenAI does. A model named "fail-500" gets a 500
 // error in the OpenAI shape.
@@ -525,8 +526,12 @@ func (m *MockProvider) route(aw *answerWriter, r *http.Request, body []byte) {
 		aw.json(http.StatusOK, map[string]any{"id": "modr-mock", "model": "omni-moderation-latest", "results": []any{
 			map[string]any{"flagged": false, "categories": map[string]any{}, "category_scores": map[string]any{}},
 		}})
-	case r.Method == http.MethodPost && strings.HasSuffix(p, "/images/generations"):
-		aw.json(http.StatusOK, map[string]any{"created": 1700000000, "data": []any{map[string]any{"url": "https://mock.invalid/image.png"}}})
+	case r.Method == http.MethodPost && (strings.HasSuffix(p, "/images/generations") || strings.HasSuffix(p, "/images/edits") || strings.HasSuffix(p, "/images/variations")):
+		m.images(aw, r, body)
+	case r.Method == http.MethodPost && strings.HasSuffix(p, "/audio/speech"):
+		m.speech(aw, r, body)
+	case r.Method == http.MethodPost && (strings.HasSuffix(p, "/audio/transcriptions") || strings.HasSuffix(p, "/audio/translations")):
+		m.transcription(aw, r, body)
 	default:
 		aw.json(http.StatusNotFound, errBody("no route "+r.Method+" "+r.URL.Path, "not_found"))
 	}
