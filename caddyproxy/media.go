@@ -255,7 +255,7 @@ func (g *BalanceGuard) passMedia(w http.ResponseWriter, r *http.Request, next ca
 		return g.refuse(w, refusal)
 	}
 	holdAmount := g.mediaHold(&mr, req, ep)
-	hold, rerr := g.store.ReserveFor(id, holdAmount)
+	hold, rerr := g.st().ReserveFor(id, holdAmount)
 	if rerr != nil {
 		return g.refuse(w, g.reserveError(id, rerr))
 	}
@@ -340,7 +340,7 @@ func (b *billing) settleMedia(mr *mediaRate, req openaiwire.MediaRequest, holdAm
 	}
 	entry, err := b.hold.Settle(charge)
 	if err == nil {
-		b.awaitCommit(func(ctx context.Context) error { return b.g.store.WaitCommitted(ctx, entry) })
+		b.awaitCommit(func(ctx context.Context) error { return b.g.st().WaitCommitted(ctx, entry) })
 	} else {
 		b.hold.Release()
 		if !errors.Is(err, keystore.ErrSettled) {
