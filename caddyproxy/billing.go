@@ -63,6 +63,7 @@ func (b *billing) settle(handlerErr error) {
 		return
 	}
 	b.done = true
+	defer b.releaseRecorded()
 	m := b.meter
 	status := m.status
 	if !m.wroteHeader {
@@ -115,6 +116,7 @@ func (b *billing) settle(handlerErr error) {
 		}
 		charge.Note = note
 	}
+	b.recordResponse(status, charge)
 	entry, err := b.hold.Settle(charge)
 	if err == nil {
 		b.awaitCommit(func(ctx context.Context) error { return b.g.store.WaitCommitted(ctx, entry) })
