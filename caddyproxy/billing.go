@@ -63,6 +63,7 @@ func (b *billing) settle(handlerErr error) {
 		return
 	}
 	b.done = true
+	defer b.releaseRecorded()
 	m := b.meter
 	status := m.status
 	if !m.wroteHeader {
@@ -118,6 +119,7 @@ func (b *billing) settle(handlerErr error) {
 	if c := b.capNote(); c != "" {
 		charge.Note = joinNotes(charge.Note, c)
 	}
+	b.recordResponse(status, charge)
 	entry, err := b.hold.Settle(charge)
 	if err == nil {
 		b.awaitCommit(func(ctx context.Context) error { return b.g.st().WaitCommitted(ctx, entry) })

@@ -27,6 +27,11 @@ import (
 // not committed within durableWait (the database is failing), the held bytes
 // are never sent: the client sees a cut response, and the row stays queued
 // and is committed when the database recovers.
+//
+// The same bytes are held, durable billing or not, of a POST /v1/responses
+// whose response the provider stores, until its id is recorded for the
+// account (objects.go), so a client never continues a response the gateway
+// does not know yet.
 
 // durableWait bounds how long a response waits for its ledger row.
 const durableWait = 10 * time.Second
@@ -62,7 +67,7 @@ func terminatorStart(out []byte) int {
 // holdBack decides what of out, bound for the client, waits for the commit:
 // it returns what may be written now and keeps the rest.
 func (m *meter) holdBack(out []byte) []byte {
-	if !m.durable {
+	if !m.durable && !m.record {
 		return out
 	}
 	if m.holding {

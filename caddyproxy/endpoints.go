@@ -51,16 +51,19 @@ const (
 	routeFree                     // forwarded without a charge
 	routePriced                   // forwarded at the price of an Endpoint
 	routeMedia                    // an image or audio endpoint, metered by media.go (ep says which)
+	routeObject                   // a stored response, forwarded free to its owner only (objects.go)
 )
 
 // route is the guard's decision about one request.
 type route struct {
-	kind    routeKind
-	ep      endpoint  // routeMetered
-	rule    *Endpoint // routePriced, or routeFree by an endpoint line
-	isList  bool      // routeCatalog: the list, not one model
-	modelID string    // routeCatalog: the model asked for
-	refusal *openaiwire.APIError
+	kind     routeKind
+	ep       endpoint  // routeMetered
+	rule     *Endpoint // routePriced, or routeFree by an endpoint line
+	isList   bool      // routeCatalog: the list, not one model
+	modelID  string    // routeCatalog: the model asked for
+	objectID string    // routeObject: the response id of the path
+	objectOp objectOp  // routeObject: what is done with it
+	refusal  *openaiwire.APIError
 }
 
 // builtinEndpoints are the endpoints the guard knows, by method and path
@@ -117,6 +120,9 @@ func (g *BalanceGuard) routeOf(r *http.Request) route {
 	}
 	if rest, ok := underRoot(p); ok {
 		if rt, ok := builtinEndpoints[r.Method+" "+rest]; ok {
+			return rt
+		}
+		if rt, ok := objectRoute(r.Method, rest); ok {
 			return rt
 		}
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
@@ -320,7 +326,7 @@ func (g *BalanceGuard) provisionEndpoints() error {
 			return fmt.Errorf("endpoint %s is listed twice", k)
 		}
 		seen[k] = true
-		if knownInAnotherCase(e.Path) && !overridesMedia(e) {
+		if (knownInAnotherCase(e.Path) && !overridesMedia(e)) || isObjectEndpoint(e.Method, e.Path) {
 			return fmt.Errorf("endpoint %s: balance_guard already handles this path (in some case and method): it meters or answers it itself", k)
 		}
 	}

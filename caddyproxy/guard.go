@@ -208,6 +208,8 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		return g.passUnmetered(sw, r, next, id)
 	case routePriced:
 		return g.passPriced(sw, r, next, id, rt.rule)
+	case routeObject:
+		return g.passObject(sw, r, next, id, rt)
 	}
 	w, ep := sw, rt.ep
 
@@ -291,9 +293,10 @@ func (g *BalanceGuard) passUnmetered(w http.ResponseWriter, r *http.Request, nex
 type admission struct {
 	id       keystore.Identity
 	ep       endpoint
-	info     openaiwire.RequestInfo // of the body as the client sent it
-	raw      []byte                 // the body as the client sent it
-	upstream string                 // the model the provider is asked for
+	info     openaiwire.RequestInfo  // of the body as the client sent it
+	raw      []byte                  // the body as the client sent it
+	refs     openaiwire.ResponseRefs // of a POST /v1/responses (objects.go)
+	upstream string                  // the model the provider is asked for
 	rate     rate
 	hold     *keystore.Hold
 	capped   int64 // output limit per completion written upstream because the balance covers no more; 0: none
@@ -314,6 +317,12 @@ func (g *BalanceGuard) admit(r *http.Request, id keystore.Identity, ep endpoint)
 		return nil, openaiwire.FromRequestError(rerr)
 	}
 	info := rb.Info
+	// Stored responses (objects.go): may refuse; adds a continued
+	// response's tokens to info.EstimatedPromptTokens, which holdFor holds.
+	refs, refusal := g.checkStoredResponses(r.Context(), id, ep, rb.Raw, &info)
+	if refusal != nil {
+		return nil, refusal
+	}
 	upstream := g.upstreamModel(info.Model)
 	if info.Model != "" && !allowed(id, info.Model, upstream) {
 		return nil, modelNotAllowed(id, info.Model)
@@ -329,7 +338,7 @@ func (g *BalanceGuard) admit(r *http.Request, id keystore.Identity, ep endpoint)
 	if refusal != nil {
 		return nil, refusal
 	}
-	return &admission{id: id, ep: ep, info: info, raw: rb.Raw, upstream: upstream, rate: rt, hold: hold, capped: capped}, nil
+	return &admission{id: id, ep: ep, info: info, raw: rb.Raw, refs: refs, upstream: upstream, rate: rt, hold: hold, capped: capped}, nil
 }
 
 // prepare readies an admitted request for the provider: a stream that did
@@ -377,6 +386,7 @@ func (g *BalanceGuard) forward(w http.ResponseWriter, r *http.Request, next cadd
 	a.announceCap(w)
 	m := newMeter(w, a.dropUsage)
 	m.durable = g.durable
+	m.record = a.ep == epResponses && !a.refs.NotStored // objects.go
 	a.bill = &billing{g: g, r: r, admission: a, meter: m, start: time.Now()}
 	// Learn whether the request reached the provider, for a client that
 	// leaves before the answer (see settle).

@@ -49,6 +49,9 @@ type meter struct {
 	durable bool
 	held    []byte
 	holding bool
+	// record: hold back the final bytes too until the response's id is
+	// recorded for its account (objects.go).
+	record bool
 }
 
 func newMeter(w http.ResponseWriter, dropUsageChunk bool) *meter {

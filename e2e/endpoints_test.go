@@ -22,6 +22,7 @@ const (
 	epFree    = "free"
 	epGateway = "answered by the gateway"
 	epRefused = "refused"
+	epOwner   = "the owner's only"
 )
 
 // catalogueEntry is one endpoint of the OpenAI API: its method, its path as
@@ -52,10 +53,10 @@ var catalogue = []catalogueEntry{
 	{"POST", "/v1/chat/completions/{id}", epRefused},
 	{"DELETE", "/v1/chat/completions/{id}", epRefused},
 	{"GET", "/v1/chat/completions/{id}/messages", epRefused},
-	{"GET", "/v1/responses/{id}", epRefused},
-	{"DELETE", "/v1/responses/{id}", epRefused},
+	{"GET", "/v1/responses/{id}", epOwner},
+	{"DELETE", "/v1/responses/{id}", epOwner},
 	{"POST", "/v1/responses/{id}/cancel", epRefused},
-	{"GET", "/v1/responses/{id}/input_items", epRefused},
+	{"GET", "/v1/responses/{id}/input_items", epOwner},
 	{"POST", "/v1/responses/input_tokens", epRefused},
 	{"DELETE", "/v1/models/{id}", epRefused},
 	{"GET", "/v1/files", epRefused},
@@ -281,6 +282,16 @@ func TestEndpointCatalogue(t *testing.T) {
 				}
 				if after := gwtest.Balance(t, g, "acme"); balance-after != cost {
 					t.Fatalf("balance dropped by %d, want %d", balance-after, cost)
+				}
+			case epOwner:
+				// obj_123 was not created through the gateway by this
+				// account (objects_test.go shows the owner's way through)
+				gwtest.CheckError(t, status, h, b, http.StatusNotFound, "invalid_request_error", "object_not_found")
+				if !bytes.Contains(b, []byte(`"obj_123\" does not exist for this account`)) {
+					t.Errorf("message does not name the id: %s", b)
+				}
+				if mock.Count() != before || gwtest.Balance(t, g, "acme") != balance || len(gwtest.UsageRows(t, g)) != rowsBefore {
+					t.Fatal("an unknown object reached the provider or was charged")
 				}
 			case epFree, epGateway:
 				reached := mock.Count() - before

@@ -77,6 +77,25 @@ ALTER TABLE api_keys ADD COLUMN spend_limit INTEGER;
 ALTER TABLE api_keys ADD COLUMN limit_period TEXT;
 CREATE INDEX api_keys_lineage ON api_keys(lineage);
 `,
+	// N (objects): provider-side objects created through the gateway (for
+	// now stored Responses API responses), so that only the account that
+	// created one may continue, read or delete it. input_tokens and
+	// output_tokens are the usage of that response: the context the
+	// provider re-reads when a request continues it. No foreign key: a row
+	// must never be able to fail its batch (objects.go).
+	`
+CREATE TABLE provider_objects (
+	id            TEXT    PRIMARY KEY,
+	kind          TEXT    NOT NULL,          -- 'response'
+	account_id    TEXT    NOT NULL,
+	key_id        TEXT,
+	created_at    INTEGER NOT NULL,          -- unix ms
+	input_tokens  INTEGER NOT NULL DEFAULT 0,
+	output_tokens INTEGER NOT NULL DEFAULT 0,
+	deleted_at    INTEGER                    -- unix ms; NULL while it exists
+) STRICT;
+CREATE INDEX provider_objects_account ON provider_objects(account_id, created_at);
+`,
 }
 
 // SchemaVersion is the schema version this build writes.

@@ -135,6 +135,9 @@ type Store struct {
 	writerDone chan struct{}
 	writerErr  error
 
+	// objects records provider-side objects (objects.go).
+	objects *objectLog
+
 	// lock holds the exclusive process lock (lock.go) until Close.
 	lock *os.File
 
@@ -212,6 +215,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.lock = lock
 	go s.flushLoop(opts.LastUsedFlushInterval)
 	go s.writeLoop()
+	go s.objectLoop()
 	return s, nil
 }
 
@@ -263,6 +267,7 @@ func open(ctx context.Context, opts Options) (*Store, error) {
 		drainTimeout:  opts.DrainTimeout,
 		commitEvery:   opts.CommitInterval,
 		writerDone:    make(chan struct{}),
+		objects:       newObjectLog(),
 	}
 	if err := s.loadAccounts(ctx); err != nil {
 		s.w.Close()
@@ -306,12 +311,13 @@ func (s *Store) Close() error {
 		close(s.closed)
 		s.queue.close()
 		<-s.writerDone
+		<-s.objects.done
 		<-s.flushDone
 		for _, st := range s.inserts { // the writer is gone: no one uses them
 			st.Close()
 		}
 		err := s.flushLastUsed(context.Background())
-		err = errors.Join(s.writerErr, err, s.r.Close(), s.w.Close())
+		err = errors.Join(s.writerErr, s.objects.err, err, s.r.Close(), s.w.Close())
 		// Last: the next Open may start as soon as the lock is free.
 		err = errors.Join(err, s.lock.Close())
 		s.closeErr = err

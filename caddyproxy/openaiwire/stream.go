@@ -98,6 +98,7 @@ type StreamFilter struct {
 	usage    Usage
 	hasUsage bool
 	model    string
+	respID   string // response.id of a Responses API lifecycle or terminal event
 	chars    int64
 	done     bool
 }
@@ -502,6 +503,11 @@ func (f *StreamFilter) meter() {
 	if f.model == "" {
 		f.model = c.modelOf()
 	}
+	if c.ev == eventLifecycle || c.ev == eventTerminal {
+		if id := responseObjectID(c.response); id != "" {
+			f.respID = id
+		}
+	}
 	f.chars = addSat(f.chars, c.generatedChars())
 	if u, ok := c.usageOf(); ok {
 		f.usage, f.hasUsage = u, true
@@ -561,6 +567,12 @@ func (f *StreamFilter) Usage() (Usage, bool) { return f.usage, f.hasUsage }
 // chat/completions chunk that has one, or response.model of the first
 // Responses API lifecycle event. "" when none was seen.
 func (f *StreamFilter) Model() string { return f.model }
+
+// ResponseID returns the id of the response a Responses API stream is
+// about: response.id of its latest response.created, response.in_progress,
+// response.queued, response.completed, response.incomplete or
+// response.failed event. "" when none carried one.
+func (f *StreamFilter) ResponseID() string { return f.respID }
 
 // StreamedChars returns the number of Unicode characters of generated text
 // seen so far, counted in the raw JSON without decoding: in chat chunks

@@ -108,6 +108,10 @@ type MockProvider struct {
 	answers []Answer
 	count   int
 	record  bool
+	// stored are the responses of POST /v1/responses that did not set
+	// "store": false, by id (mock_objects.go).
+	stored  map[string]*StoredResponse
+	nextRsp int
 }
 
 // Mock request headers.
@@ -520,6 +524,7 @@ func (m *MockProvider) route(aw *answerWriter, r *http.Request, body []byte) {
 		m.chat(aw, body, true)
 	case r.Method == http.MethodPost && strings.HasSuffix(p, "/responses"):
 		m.responses(aw, body)
+	case m.storedRoute(aw, r, p):
 	case r.Method == http.MethodPost && strings.HasSuffix(p, "/embeddings"):
 		m.embeddings(aw, body)
 	case r.Method == http.MethodPost && strings.HasSuffix(p, "/moderations"):
@@ -678,14 +683,25 @@ func (cs *chatStream) chunk(delta map[string]any, text string, finish any) map[s
 // responses answers /v1/responses.
 func (m *MockProvider) responses(aw *answerWriter, body []byte) {
 	var req struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
+		Model              string `json:"model"`
+		Stream             bool   `json:"stream"`
+		Store              *bool  `json:"store"`
+		PreviousResponseID string `json:"previous_response_id"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		aw.json(http.StatusBadRequest, errBody("mock: bad json: "+err.Error(), "invalid_json"))
 		return
 	}
-	const respID, msgID = "resp_mock", "msg_mock"
+	if req.PreviousResponseID != "" && !m.hasStored(req.PreviousResponseID) {
+		aw.json(http.StatusNotFound, errBody("Previous response with id '"+req.PreviousResponseID+"' not found.", "previous_response_not_found"))
+		return
+	}
+	respID, msgID := m.newResponseID(), "msg_mock"
+	defer func() {
+		if req.Store == nil || *req.Store {
+			m.keepResponse(respID, req.Model, body, aw.a)
+		}
+	}()
 	response := func(status string, text string, u *Usage) map[string]any {
 		out := map[string]any{
 			"id": respID, "object": "response", "created_at": 1700000000, "status": status,
