@@ -97,7 +97,7 @@ func newGuardFixture(t *testing.T, guardJSON string, balance int64) *guardFixtur
 			t.Fatal(err)
 		}
 	}
-	_, plaintext, err := store.CreateKey(ctx, "acme", "k", nil)
+	_, plaintext, err := store.CreateKey(ctx, "acme", "k", keystore.KeyPolicy{})
 	if err != nil {
 		t.Fatal(err)
 	}

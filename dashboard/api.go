@@ -378,7 +378,7 @@ func (d *Dashboard) createKey(w http.ResponseWriter, r *http.Request, c *call) e
 		t := time.Now().Add(dur)
 		expires = &t
 	}
-	k, plaintext, err := d.st().CreateKey(r.Context(), c.account, req.Name, expires)
+	k, plaintext, err := d.st().CreateKey(r.Context(), c.account, req.Name, keystore.KeyPolicy{ExpiresAt: expires})
 	if err != nil {
 		return writeError(w, storeError(err))
 	}
@@ -414,7 +414,7 @@ func (d *Dashboard) renameKey(w http.ResponseWriter, r *http.Request, c *call) e
 	if _, e := d.ownKey(r.Context(), c); e != nil {
 		return writeError(w, e)
 	}
-	k, err := d.st().RenameKey(r.Context(), c.keyID, req.Name)
+	k, err := d.st().UpdateKey(r.Context(), c.keyID, keystore.KeyUpdate{Name: &req.Name})
 	if err != nil {
 		if errors.Is(err, keystore.ErrNotFound) {
 			return writeError(w, errKeyNotFound)

@@ -35,7 +35,7 @@ func seedHistory(t *testing.T, dbPath string) {
 	}
 	var keyIDs []string
 	for _, name := range []string{"production-app", "staging", "ci-runner"} {
-		k, _, err := st.CreateKey(ctx, "carol", name, nil)
+		k, _, err := st.CreateKey(ctx, "carol", name, keystore.KeyPolicy{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +52,7 @@ func seedHistory(t *testing.T, dbPath string) {
 			if clock.After(now) {
 				clock = now
 			}
-			h, err := st.Reserve("carol", 1)
+			h, err := st.ReserveFor(keystore.Identity{AccountID: "carol"}, 1)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -84,16 +84,11 @@ func newKeyID() (string, error) {
 	return "key_" + r, nil
 }
 
-// CreateKey issues a new key for an account and returns its description and
-// the plaintext. The plaintext is not kept anywhere: this is the only time
-// it exists outside the caller. expiresAt may be nil (no expiry).
-func (s *Store) CreateKey(ctx context.Context, accountID, name string, expiresAt *time.Time) (Key, string, error) {
-	return s.CreateKeyWithPolicy(ctx, accountID, name, KeyPolicy{ExpiresAt: expiresAt})
-}
-
-// CreateKeyWithPolicy is CreateKey with a model allowlist and spend limit as
-// well as an expiry.
-func (s *Store) CreateKeyWithPolicy(ctx context.Context, accountID, name string, pol KeyPolicy) (Key, string, error) {
+// CreateKey issues a new key for an account, with its policy (expiry, model
+// allowlist, spend limit; the zero KeyPolicy sets none), and returns its
+// description and the plaintext. The plaintext is not kept anywhere: this is
+// the only time it exists outside the caller.
+func (s *Store) CreateKey(ctx context.Context, accountID, name string, pol KeyPolicy) (Key, string, error) {
 	name, err := validateName("key", name)
 	if err != nil {
 		return Key{}, "", err
@@ -235,11 +230,6 @@ func liveKeyHash(ctx context.Context, tx *sql.Tx, id string) ([32]byte, error) {
 	return out, nil
 }
 
-// RenameKey changes a key's name.
-func (s *Store) RenameKey(ctx context.Context, id, name string) (Key, error) {
-	return s.UpdateKey(ctx, id, KeyUpdate{Name: &name})
-}
-
 // DeleteKey revokes a key. The very next Authenticate with it fails, in this
 // process, whichever caller deleted it. The row stays (ledger rows refer to
 // it) but can never authenticate again.
@@ -341,7 +331,7 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
 	}
 	s.keys.invalidate(h)
-	s.keys.invalidate(HashKey(plaintext)) // see CreateKeyWithPolicy
+	s.keys.invalidate(HashKey(plaintext)) // see CreateKey
 	old.ReplacedBy = newKey.ID
 	if grace <= 0 {
 		old.Status = "deleted"

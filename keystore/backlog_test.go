@@ -72,7 +72,7 @@ func TestBacklogStopsAdmissionAndDrains(t *testing.T) {
 	if err := s.WriteBacklog(); err != nil {
 		t.Fatalf("WriteBacklog with 5 of at most 10 pending: %v", err)
 	}
-	if _, err := s.Reserve("acme", 1); err != nil {
+	if _, err := s.ReserveFor(Identity{AccountID: "acme"}, 1); err != nil {
 		t.Fatalf("Reserve under the bound: %v", err)
 	}
 	// Holds admitted before the bound was passed still settle: their
@@ -99,7 +99,7 @@ func TestBacklogStopsAdmissionAndDrains(t *testing.T) {
 			t.Errorf("WriteBacklog error %q does not say %q", err, want)
 		}
 	}
-	if _, err := s.Reserve("acme", 1); !errors.Is(err, ErrBacklog) {
+	if _, err := s.ReserveFor(Identity{AccountID: "acme"}, 1); !errors.Is(err, ErrBacklog) {
 		t.Fatalf("Reserve over the bound: %v, want ErrBacklog", err)
 	}
 	if _, err := s.ReserveFor(Identity{AccountID: "beta"}, 1); !errors.Is(err, ErrBacklog) {
@@ -114,7 +114,7 @@ func TestBacklogStopsAdmissionAndDrains(t *testing.T) {
 	if age := s.OldestPendingAge(); age != 0 {
 		t.Fatalf("OldestPendingAge = %s with nothing pending", age)
 	}
-	if _, err := s.Reserve("acme", 1); err != nil {
+	if _, err := s.ReserveFor(Identity{AccountID: "acme"}, 1); err != nil {
 		t.Fatalf("Reserve after recovery: %v", err)
 	}
 	checkStore(t, s)
@@ -143,7 +143,7 @@ func TestBacklogAgeBound(t *testing.T) {
 	if err := s.WriteBacklog(); !errors.Is(err, ErrBacklog) {
 		t.Fatalf("WriteBacklog with a row pending for %s: %v, want ErrBacklog", s.OldestPendingAge(), err)
 	}
-	if _, err := s.Reserve("acme", 1); !errors.Is(err, ErrBacklog) {
+	if _, err := s.ReserveFor(Identity{AccountID: "acme"}, 1); !errors.Is(err, ErrBacklog) {
 		t.Fatalf("Reserve: %v, want ErrBacklog", err)
 	}
 	failing.Store(false)

@@ -140,7 +140,7 @@ func benchAuthStore(b *testing.B) (s *Store, known, unknown []string) {
 		b.Fatal(err)
 	}
 	for range 100 {
-		_, pt, err := s.CreateKey(ctx, "bench", "k", nil)
+		_, pt, err := s.CreateKey(ctx, "bench", "k", KeyPolicy{})
 		if err != nil {
 			b.Fatal(err)
 		}

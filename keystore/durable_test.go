@@ -35,7 +35,7 @@ func TestWaitCommittedSharesGroupCommit(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			h, err := s.Reserve("acme", NanoPerUnit)
+			h, err := s.ReserveFor(Identity{AccountID: "acme"}, NanoPerUnit)
 			if err != nil {
 				t.Error(err)
 				return

@@ -34,13 +34,15 @@ func (h *Hold) AccountID() string {
 	return h.acct.id
 }
 
-// Reserve admits a request on an account and holds amount (nano-units, >= 0)
-// of its balance until the hold is settled or released. It does no I/O.
+// ReserveFor admits a request made with id's key on its account and holds
+// amount (nano-units, >= 0) of the balance until the hold is settled or
+// released. It does no I/O. (An Identity with only AccountID set admits on
+// the account alone, without a key's spend limit.)
 //
 // Admission rule: the account's available balance, its balance minus the sum
 // of its holds in flight, must be greater than zero before this hold is
 // added; the hold is then added in full, even if it exceeds what is
-// available. Reserve fails with ErrNotFound (unknown account),
+// available. ReserveFor fails with ErrNotFound (unknown account),
 // ErrAccountDisabled, ErrClosed, ErrBacklog (the database is failing to
 // commit, see WriteBacklog), ErrInvalid (amount out of range) or
 // ErrInsufficientBalance (available <= 0; the message gives the available
@@ -63,13 +65,9 @@ func (h *Hold) AccountID() string {
 // is greater than minus the cost of the last request admitted, so greater
 // than minus the largest single request cost: the overdraft is at most one
 // request's worth. Negative adjustments lower the balance on top of this.
-func (s *Store) Reserve(accountID string, amount int64) (*Hold, error) {
-	return s.ReserveFor(Identity{AccountID: accountID}, amount)
-}
-
-// ReserveFor is Reserve for a request made with an API key: on top of the
-// account's rule it applies the key's spend limit, if it has one, by the same
-// rule (the lineage's spend in the current period plus its holds must be
+//
+// On top of the account's rule, ReserveFor applies the key's spend limit, if
+// it has one, by the same rule (the lineage's spend in the current period plus its holds must be
 // below the limit; the hold then counts in full). A request refused by the
 // limit fails with a *LimitError, which wraps ErrKeyLimitExceeded; the same
 // bound as the account's applies: the limit is exceeded by at most the last

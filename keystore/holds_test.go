@@ -23,9 +23,9 @@ func nano(t testing.TB, s string) int64 {
 
 func mustReserve(t testing.TB, s *Store, account string, amount int64) *Hold {
 	t.Helper()
-	h, err := s.Reserve(account, amount)
+	h, err := s.ReserveFor(Identity{AccountID: account}, amount)
 	if err != nil {
-		t.Fatalf("Reserve(%s, %s): %v", account, FormatAmount(amount), err)
+		t.Fatalf("ReserveFor(%s, %s): %v", account, FormatAmount(amount), err)
 	}
 	return h
 }
@@ -52,12 +52,12 @@ func TestReserveAdmissionRule(t *testing.T) {
 		t.Fatalf("Available = %d, %d, %v", bal, held, err)
 	}
 	// available is now -0.20: refused, and the message says so
-	_, err = s.Reserve("acme", 1)
+	_, err = s.ReserveFor(Identity{AccountID: "acme"}, 1)
 	if !errors.Is(err, ErrInsufficientBalance) || !strings.Contains(err.Error(), "-0.20") {
 		t.Fatalf("Reserve with -0.20 available: %v, want ErrInsufficientBalance mentioning -0.20", err)
 	}
 	// a zero hold is also refused when nothing is available
-	if _, err := s.Reserve("acme", 0); !errors.Is(err, ErrInsufficientBalance) {
+	if _, err := s.ReserveFor(Identity{AccountID: "acme"}, 0); !errors.Is(err, ErrInsufficientBalance) {
 		t.Fatalf("zero hold with nothing available: %v", err)
 	}
 	if n, amt := s.HoldsInFlight(); n != 2 || amt != nano(t, "1.20") {
@@ -72,7 +72,7 @@ func TestReserveAdmissionRule(t *testing.T) {
 		t.Fatalf("after settle: balance %d held %d", bal, held)
 	}
 	h3 := mustReserve(t, s, "acme", nano(t, "0.60"))
-	if _, err := s.Reserve("acme", 1); !errors.Is(err, ErrInsufficientBalance) || !strings.Contains(err.Error(), "0.00") {
+	if _, err := s.ReserveFor(Identity{AccountID: "acme"}, 1); !errors.Is(err, ErrInsufficientBalance) || !strings.Contains(err.Error(), "0.00") {
 		t.Fatalf("Reserve with exactly 0 available: %v", err)
 	}
 	h3.Release()
@@ -80,27 +80,27 @@ func TestReserveAdmissionRule(t *testing.T) {
 		t.Fatalf("HoldsInFlight after all ended = %d, %d", n, amt)
 	}
 
-	if _, err := s.Reserve("empty", 1); !errors.Is(err, ErrInsufficientBalance) {
+	if _, err := s.ReserveFor(Identity{AccountID: "empty"}, 1); !errors.Is(err, ErrInsufficientBalance) {
 		t.Fatalf("Reserve on zero balance: %v", err)
 	}
-	if _, err := s.Reserve("off", 1); !errors.Is(err, ErrAccountDisabled) {
+	if _, err := s.ReserveFor(Identity{AccountID: "off"}, 1); !errors.Is(err, ErrAccountDisabled) {
 		t.Fatalf("Reserve on disabled account: %v", err)
 	}
-	if _, err := s.Reserve("ghost", 1); !errors.Is(err, ErrNotFound) {
+	if _, err := s.ReserveFor(Identity{AccountID: "ghost"}, 1); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Reserve on unknown account: %v", err)
 	}
 	if _, _, err := s.Available("ghost"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Available on unknown account: %v", err)
 	}
 	for _, bad := range []int64{-1, maxAmountUnits*NanoPerUnit + 1} {
-		if _, err := s.Reserve("acme", bad); !errors.Is(err, ErrInvalid) {
-			t.Fatalf("Reserve(%d): %v, want ErrInvalid", bad, err)
+		if _, err := s.ReserveFor(Identity{AccountID: "acme"}, bad); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("ReserveFor(%d): %v, want ErrInvalid", bad, err)
 		}
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Reserve("acme", 1); !errors.Is(err, ErrClosed) {
+	if _, err := s.ReserveFor(Identity{AccountID: "acme"}, 1); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Reserve on closed store: %v", err)
 	}
 }
@@ -127,7 +127,7 @@ func TestReserveBound(t *testing.T) {
 					r := rand.New(rand.NewPCG(seed, 1))
 					for {
 						hold := 1 + r.Int64N(nano(t, "0.05"))
-						h, err := s.Reserve("acme", hold)
+						h, err := s.ReserveFor(Identity{AccountID: "acme"}, hold)
 						if errors.Is(err, ErrInsufficientBalance) {
 							return
 						}
@@ -246,7 +246,7 @@ func TestConcurrentSettleOneAccount(t *testing.T) {
 		go func(g int) {
 			defer wg.Done()
 			for i := 0; i < 20; i++ {
-				h, err := s.Reserve("acme", nano(t, "0.01"))
+				h, err := s.ReserveFor(Identity{AccountID: "acme"}, nano(t, "0.01"))
 				if err != nil {
 					t.Error(err)
 					return

@@ -32,7 +32,7 @@ func TestKeyPolicyCreateAndAuthenticate(t *testing.T) {
 	ctx := context.Background()
 	s := openTemp(t, Options{})
 	mustAccount(t, s, "acme", "100")
-	k, pt, err := s.CreateKeyWithPolicy(ctx, "acme", "ci", KeyPolicy{
+	k, pt, err := s.CreateKey(ctx, "acme", "ci", KeyPolicy{
 		AllowedModels: []string{" gpt-4o-mini ", "o3*", "o3*"},
 		SpendLimit:    limitOf(2*NanoPerUnit, PeriodDay),
 	})
@@ -86,7 +86,7 @@ func TestKeyPolicyValidation(t *testing.T) {
 		{ExpiresAt: &past},
 	}
 	for i, p := range bad {
-		if _, _, err := s.CreateKeyWithPolicy(ctx, "acme", "x", p); !errors.Is(err, ErrInvalid) {
+		if _, _, err := s.CreateKey(ctx, "acme", "x", p); !errors.Is(err, ErrInvalid) {
 			t.Errorf("create %d: %v, want ErrInvalid", i, err)
 		}
 		u := KeyUpdate{SetAllowedModels: p.AllowedModels != nil, AllowedModels: p.AllowedModels,
@@ -116,7 +116,7 @@ func TestKeyLimitAdmission(t *testing.T) {
 	clock := newFakeClock() // 2030-01-02T03:04:05Z
 	s := openTemp(t, Options{Now: clock.Now})
 	mustAccount(t, s, "acme", "100")
-	_, pt, err := s.CreateKeyWithPolicy(ctx, "acme", "k", KeyPolicy{SpendLimit: limitOf(3*NanoPerUnit, PeriodDay)})
+	_, pt, err := s.CreateKey(ctx, "acme", "k", KeyPolicy{SpendLimit: limitOf(3*NanoPerUnit, PeriodDay)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestKeyLimitConcurrentBound(t *testing.T) {
 	mustAccount(t, s, "acme", "1000")
 	const cost = 7 * NanoPerUnit / 10
 	limit := 10 * cost
-	_, pt, err := s.CreateKeyWithPolicy(ctx, "acme", "k", KeyPolicy{SpendLimit: limitOf(limit, PeriodTotal)})
+	_, pt, err := s.CreateKey(ctx, "acme", "k", KeyPolicy{SpendLimit: limitOf(limit, PeriodTotal)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -322,7 +322,7 @@ func TestKeyPolicyFollowsRotation(t *testing.T) {
 	ctx := context.Background()
 	s := openTemp(t, Options{})
 	mustAccount(t, s, "acme", "100")
-	old, ptOld, err := s.CreateKeyWithPolicy(ctx, "acme", "k", KeyPolicy{
+	old, ptOld, err := s.CreateKey(ctx, "acme", "k", KeyPolicy{
 		AllowedModels: []string{"a*"}, SpendLimit: limitOf(10*NanoPerUnit, PeriodMonth)})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 const KeyPrefix = "sk-"
 
 // keyRandomLen is the number of base62 characters after the prefix:
-// 48 characters carry about 285 bits of entropy (SPEC asks for >= 43).
+// 48 characters carry about 285 bits of entropy (the key format promises at least 43).
 const keyRandomLen = 48
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -123,7 +123,7 @@ func TestGroupCommitConsistency(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(w), 2))
 			for i := 0; i < perWorker; i++ {
 				acct := accounts[r.IntN(len(accounts))]
-				h, err := s.Reserve(acct, nano(t, "0.01"))
+				h, err := s.ReserveFor(Identity{AccountID: acct}, nano(t, "0.01"))
 				if err != nil {
 					t.Error(err)
 					return
@@ -204,7 +204,7 @@ func TestSettleDoesNotWaitForCommit(t *testing.T) {
 		t.Fatalf("Flush with the writer blocked: %v, want DeadlineExceeded", flushErr)
 	}
 	// the next admission sees the uncommitted charges: 7.5 left, not 10
-	if _, err := s.Reserve("acme", 1); err != nil {
+	if _, err := s.ReserveFor(Identity{AccountID: "acme"}, 1); err != nil {
 		t.Fatal(err)
 	}
 	if bal, held, _ := s.Available("acme"); bal != nano(t, "7.5") || held != 1 {
@@ -571,7 +571,7 @@ func TestCrashChild(t *testing.T) {
 	for w := 0; w < 8; w++ {
 		go func(w int) {
 			for i := 0; ; i++ {
-				h, err := s.Reserve(accounts[(w+i)%3], 1000)
+				h, err := s.ReserveFor(Identity{AccountID: accounts[(w+i)%3]}, 1000)
 				if err != nil {
 					continue
 				}
@@ -628,7 +628,7 @@ func benchmarkSettle(b *testing.B, sustained bool) {
 	b.RunParallel(func(pb *testing.PB) {
 		acct := accounts[int(next.Add(1))%len(accounts)]
 		for pb.Next() {
-			h, err := s.Reserve(acct, 1000)
+			h, err := s.ReserveFor(Identity{AccountID: acct}, 1000)
 			if err != nil {
 				b.Error(err)
 				return

@@ -78,7 +78,7 @@ func mustKey(t *testing.T, s *Store, account, name string, expires ...*time.Time
 	if len(expires) > 0 {
 		exp = expires[0]
 	}
-	k, pt, err := s.CreateKey(context.Background(), account, name, exp)
+	k, pt, err := s.CreateKey(context.Background(), account, name, KeyPolicy{ExpiresAt: exp})
 	if err != nil {
 		t.Fatalf("CreateKey(%s, %s): %v", account, name, err)
 	}
@@ -384,14 +384,14 @@ func TestCreateKeyPlaintextOnlyOnce(t *testing.T) {
 
 	// invalid input
 	s = openAt(t, path, Options{})
-	if _, _, err := s.CreateKey(ctx, "ghost", "k", nil); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.CreateKey(ctx, "ghost", "k", KeyPolicy{}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("CreateKey for unknown account: %v", err)
 	}
-	if _, _, err := s.CreateKey(ctx, "acme", "  ", nil); !errors.Is(err, ErrInvalid) {
+	if _, _, err := s.CreateKey(ctx, "acme", "  ", KeyPolicy{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("CreateKey with empty name: %v", err)
 	}
 	past := time.Now().Add(-time.Minute)
-	if _, _, err := s.CreateKey(ctx, "acme", "old", &past); !errors.Is(err, ErrInvalid) {
+	if _, _, err := s.CreateKey(ctx, "acme", "old", KeyPolicy{ExpiresAt: &past}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("CreateKey with past expiry: %v", err)
 	}
 	if n := queryInt(t, s.r, `SELECT count(*) FROM api_keys`); n != 2 {
@@ -477,8 +477,8 @@ func TestDeleteKeyInvalidatesCacheImmediately(t *testing.T) {
 	if err := s.DeleteKey(ctx, k.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second DeleteKey: %v", err)
 	}
-	if _, err := s.RenameKey(ctx, k.ID, "x"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("RenameKey(deleted): %v", err)
+	if _, err := s.UpdateKey(ctx, k.ID, KeyUpdate{Name: ptr("x")}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("UpdateKey(deleted, name): %v", err)
 	}
 	keys, _ := s.Keys(ctx, "")
 	if len(keys) != 1 || keys[0].ID != other.ID {
@@ -498,9 +498,9 @@ func TestRenameKeyInvalidatesCache(t *testing.T) {
 	if id, _ := s.Authenticate(ctx, pt); id.KeyName != "before" {
 		t.Fatalf("name %q", id.KeyName)
 	}
-	nk, err := s.RenameKey(ctx, k.ID, "after")
+	nk, err := s.UpdateKey(ctx, k.ID, KeyUpdate{Name: ptr("after")})
 	if err != nil || nk.Name != "after" {
-		t.Fatalf("RenameKey: %+v %v", nk, err)
+		t.Fatalf("UpdateKey(name): %+v %v", nk, err)
 	}
 	if id, err := s.Authenticate(ctx, pt); err != nil || id.KeyName != "after" {
 		t.Fatalf("Authenticate after rename: %+v %v", id, err)
@@ -706,7 +706,7 @@ func TestClosedStoreRefusesEverything(t *testing.T) {
 	if _, _, err := s.AdjustBalance(ctx, "acme", 1, ""); !errors.Is(err, ErrClosed) {
 		t.Fatalf("AdjustBalance: %v", err)
 	}
-	if _, _, err := s.CreateKey(ctx, "acme", "x", nil); !errors.Is(err, ErrClosed) {
+	if _, _, err := s.CreateKey(ctx, "acme", "x", KeyPolicy{}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("CreateKey: %v", err)
 	}
 	if err := s.DeleteKey(ctx, k.ID); !errors.Is(err, ErrClosed) {
@@ -801,3 +801,6 @@ func TestConcurrentAuthenticateAndDelete(t *testing.T) {
 		})
 	}
 }
+
+// ptr returns a pointer to a copy of v.
+func ptr[T any](v T) *T { return &v }

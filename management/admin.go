@@ -340,7 +340,7 @@ func (h adminHandler) createKey(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	k, plaintext, err := h.store.CreateKeyWithPolicy(r.Context(), req.Account, req.Name, pol)
+	k, plaintext, err := h.store.CreateKey(r.Context(), req.Account, req.Name, pol)
 	if err != nil {
 		return storeErr(err)
 	}

@@ -294,7 +294,7 @@ func TestCLIUsageExportLarge(t *testing.T) {
 	}
 	s := app.Store()
 	for i := 0; i < n; i++ {
-		h, err := s.Reserve("acme", 1000)
+		h, err := s.ReserveFor(keystore.Identity{AccountID: "acme"}, 1000)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -98,7 +98,7 @@ func generate(path string, n, accounts, keysPer, days int, seed uint64) error {
 			return err
 		}
 		for k := 1; k <= keysPer; k++ {
-			kk, _, err := s.CreateKey(ctx, id, fmt.Sprintf("key %d", k), nil)
+			kk, _, err := s.CreateKey(ctx, id, fmt.Sprintf("key %d", k), keystore.KeyPolicy{})
 			if err != nil {
 				return err
 			}
@@ -120,7 +120,7 @@ func generate(path string, n, accounts, keysPer, days int, seed uint64) error {
 		}
 		cached := 0 + rng.Int64N(prompt/2+1)
 		cost := prompt*m.prompt + completion*m.completion
-		h, err := s.Reserve(k.account, cost+1)
+		h, err := s.ReserveFor(keystore.Identity{AccountID: k.account}, cost+1)
 		if err != nil {
 			return fmt.Errorf("row %d: %w", i, err)
 		}
