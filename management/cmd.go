@@ -733,13 +733,16 @@ comma-separated globs (gpt-4o-mini,o3*); --limit caps what it may spend in
 total, per day or per month (UTC).`,
 		Args: namedArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := map[string]any{"account": account, "name": name}
-			if err := pf.apply(cmd, req); err != nil {
+			pol, err := pf.read(cmd)
+			if err != nil {
 				return err
 			}
-			if err := setExpiry(cmd, req, expiresIn, expiresAt); err != nil {
+			at, err := expiryTime(cmd, expiresAt)
+			if err != nil {
 				return err
 			}
+			req := CreateKeyRequest{Account: account, Name: name, ExpiresIn: expiresIn, ExpiresAt: at,
+				AllowedModels: pol.models, SpendLimit: pol.limit}
 			var nk SecretKeyView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/keys", req, &nk)
 			if err != nil || !table {
@@ -825,20 +828,17 @@ func (c *gatewayCLI) keysRename() *cobra.Command {
 	}
 }
 
-// setExpiry adds --expires-in or --expires-at (checked here, so that a
-// malformed time is refused before anything is sent) to a request body.
-func setExpiry(cmd *cobra.Command, req map[string]any, in, at string) error {
-	if in != "" {
-		req["expires_in"] = in
+// expiryTime reads --expires-at (checked here, so that a malformed time is
+// refused before anything is sent); nil when it is not set.
+func expiryTime(cmd *cobra.Command, at string) (*time.Time, error) {
+	if at == "" {
+		return nil, nil
 	}
-	if at != "" {
-		t, err := time.Parse(time.RFC3339, at)
-		if err != nil {
-			return usageError(cmd, fmt.Errorf("--expires-at must be an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err))
-		}
-		req["expires_at"] = t
+	t, err := time.Parse(time.RFC3339, at)
+	if err != nil {
+		return nil, usageError(cmd, fmt.Errorf("--expires-at must be an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err))
 	}
-	return nil
+	return &t, nil
 }
 
 // policyFlags are the key policy flags of keys create and keys update.
@@ -863,30 +863,46 @@ func (p *policyFlags) register(cmd *cobra.Command, update bool) {
 	}
 }
 
-// apply adds the policy fields the flags set to a request body.
-func (p *policyFlags) apply(cmd *cobra.Command, req map[string]any) error {
+// keyPolicy is what the policy flags ask for.
+type keyPolicy struct {
+	models      []string      // set by --models
+	clearModels bool          // --any-model
+	limit       *LimitRequest // set by --limit
+	clearLimit  bool          // --no-limit
+}
+
+// read checks the policy flags and returns what they set.
+func (p *policyFlags) read(cmd *cobra.Command) (keyPolicy, error) {
+	var out keyPolicy
 	if cmd.Flags().Changed("models") {
-		var models []string
 		for _, m := range strings.Split(p.models, ",") {
 			if m = strings.TrimSpace(m); m != "" {
-				models = append(models, m)
+				out.models = append(out.models, m)
 			}
 		}
-		if len(models) == 0 {
-			return usageError(cmd, errors.New("--models needs at least one model pattern (use --any-model to remove the allowlist)"))
+		if len(out.models) == 0 {
+			return out, usageError(cmd, errors.New("--models needs at least one model pattern (use --any-model to remove the allowlist)"))
 		}
-		req["allowed_models"] = models
 	}
-	if p.anyModel {
-		req["allowed_models"] = nil
-	}
+	out.clearModels = p.anyModel
 	if cmd.Flags().Changed("limit") {
-		req["spend_limit"] = map[string]string{"amount": p.limit, "period": p.limitPeriod}
+		amount, _ := json.Marshal(p.limit)
+		out.limit = &LimitRequest{Amount: amount, Period: p.limitPeriod}
 	} else if cmd.Flags().Changed("limit-period") {
-		return usageError(cmd, errors.New("--limit-period goes with --limit"))
+		return out, usageError(cmd, errors.New("--limit-period goes with --limit"))
 	}
-	if p.noLimit {
-		req["spend_limit"] = nil
+	out.clearLimit = p.noLimit
+	return out, nil
+}
+
+// rawOrNull is v as JSON, "null" when clear is set, and absent otherwise.
+func rawOrNull(v any, set, clear bool) json.RawMessage {
+	switch {
+	case clear:
+		return json.RawMessage("null")
+	case set:
+		b, _ := json.Marshal(v)
+		return b
 	}
 	return nil
 }
@@ -904,20 +920,24 @@ replaced or that replace it by rotation, which share one spend counter; a
 new limit counts what they already spent in the current period.`,
 		Args: keyIDArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := map[string]any{}
+			pol, err := pf.read(cmd)
+			if err != nil {
+				return err
+			}
+			at, err := expiryTime(cmd, expiresAt)
+			if err != nil {
+				return err
+			}
+			req := UpdateKeyRequest{
+				ExpiresIn:     expiresIn,
+				ExpiresAt:     rawOrNull(at, at != nil, noExpiry),
+				AllowedModels: rawOrNull(pol.models, pol.models != nil, pol.clearModels),
+				SpendLimit:    rawOrNull(pol.limit, pol.limit != nil, pol.clearLimit),
+			}
 			if cmd.Flags().Changed("name") {
-				req["name"] = name
+				req.Name = &name
 			}
-			if err := pf.apply(cmd, req); err != nil {
-				return err
-			}
-			if err := setExpiry(cmd, req, expiresIn, expiresAt); err != nil {
-				return err
-			}
-			if noExpiry {
-				req["expires_at"] = nil
-			}
-			if len(req) == 0 {
+			if req.Name == nil && req.ExpiresIn == "" && req.ExpiresAt == nil && req.AllowedModels == nil && req.SpendLimit == nil {
 				return usageError(cmd, errors.New("nothing to change: give at least one flag"))
 			}
 			var k KeyView
