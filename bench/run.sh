@@ -64,6 +64,8 @@
 #                       STREAM_DELAY; 0 turns the streaming ratio into a pure
 #                       proxy-overhead ratio on a sub-millisecond base)
 #          STREAM_CHUNKS    mock: content events per stream    (default 3)
+#          DURABLE      1: durable_billing on, 0: off       (default 1, the
+#                       gateway's default: answers wait for their ledger row)
 #          PIN          1: pin processes to CPUs (below)    (default 1)
 #          SKIP_BUILD   1: use the existing ./caddy         (default 0; a
 #                       quick way to build it from this checkout:
@@ -102,7 +104,13 @@ STREAM_DELAY=${STREAM_DELAY:-20ms}
 STREAM_FIRST_DELAY=${STREAM_FIRST_DELAY:-$STREAM_DELAY}
 STREAM_CHUNKS=${STREAM_CHUNKS:-3}
 PIN=${PIN:-1}
+DURABLE=${DURABLE:-1}
 SKIP_BUILD=${SKIP_BUILD:-0}
+case $DURABLE in
+1) DURABLE_BILLING=on ;;
+0) DURABLE_BILLING=off ;;
+*) echo "run.sh: DURABLE must be 0 or 1, got '$DURABLE'" >&2; exit 2 ;;
+esac
 PLAIN_PORT=${PLAIN_PORT:-18080}
 GATEWAY_PORT=${GATEWAY_PORT:-18081}
 MOCK_PORT=${MOCK_PORT:-18090}
@@ -196,6 +204,7 @@ cat >"$WORK/Caddyfile" <<EOF
 	persist_config off
 	ai_gateway {
 		database $WORK/bench.db
+		durable_billing $DURABLE_BILLING
 	}
 }
 
