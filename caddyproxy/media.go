@@ -255,9 +255,18 @@ func (g *BalanceGuard) passMedia(w http.ResponseWriter, r *http.Request, next ca
 		return g.refuse(w, refusal)
 	}
 	holdAmount := g.mediaHold(&mr, req, ep)
-	hold, rerr := g.st().ReserveFor(id, holdAmount)
+	// Like every metered request, the balance must cover the worst case
+	// (n images at the largest applicable price), checked under the lock.
+	hold, rerr := g.st().ReserveFor(id, holdAmount, keystore.RequireCovered)
 	if rerr != nil {
-		return g.refuse(w, g.reserveError(id, rerr))
+		var be *keystore.BalanceError
+		if !errors.As(rerr, &be) {
+			return g.refuse(w, g.reserveError(id, rerr))
+		}
+		refusal := g.insufficient(id.AccountID, be.Balance, be.Held)
+		refusal.Message = fmt.Sprintf("The request could cost up to %s %s (%s), more than the balance covers. ",
+			keystore.FormatAmount(holdAmount), g.currency, describeMedia(req, ep)) + refusal.Message
+		return g.refuse(w, refusal)
 	}
 	r.Header.Set("Accept-Encoding", "identity")
 	a := &admission{id: id, ep: ep, info: openaiwire.RequestInfo{Model: req.Model}, upstream: upstream, rate: rate{label: mr.label, metrics: mr.metrics}, hold: hold}
@@ -362,4 +371,15 @@ func (mr *mediaRate) note() string {
 		return "per request: " + keystore.FormatAmount(mr.unit)
 	}
 	return fmt.Sprintf("images: %d × %s at %s", mr.units, mr.what[len("image "):], keystore.FormatAmount(mr.unit))
+}
+
+// describeMedia names what a media request asks for, for refusals.
+func describeMedia(req openaiwire.MediaRequest, ep endpoint) string {
+	switch {
+	case isImages(ep):
+		return fmt.Sprintf("%d image(s) of %s", max(req.Images, 1), req.Model)
+	case req.InputChars > 0:
+		return fmt.Sprintf("%d characters of speech with %s", req.InputChars, req.Model)
+	}
+	return "one request to " + req.Model
 }

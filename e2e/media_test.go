@@ -316,3 +316,32 @@ func TestMediaAllowlistAndRefusals(t *testing.T) {
 		t.Fatalf("refused requests left %d rows", len(rows))
 	}
 }
+
+// TestImagesOnATinyBalance is the first row of the fail-closed issue: 100
+// requests for 10 images each on a balance of one nano-unit were all served
+// for free. Now each is refused (the hold for 10 images is not covered),
+// none reaches the provider, and the ledger and balance are untouched.
+func TestImagesOnATinyBalance(t *testing.T) {
+	mock := gwtest.NewMockProvider(t)
+	g := gwtest.New(t)
+	g.LoadSite(epSite(mock.URL, mediaGuard))
+	g.NewAccount("acme", "0.000000001")
+	_, key := g.NewKey("acme", "k")
+	body := `{"model":"dall-e-3","prompt":"a cat","n":10,"size":"1024x1024","quality":"standard"}`
+	for i := 0; i < 100; i++ {
+		status, h, b, err := gwtest.Post(g, "/v1/images/generations", key, body, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gwtest.CheckError(t, status, h, b, http.StatusForbidden, "insufficient_quota", "insufficient_balance")
+	}
+	if mock.Count() != 0 {
+		t.Fatalf("the provider saw %d image requests", mock.Count())
+	}
+	if rows := gwtest.UsageRows(t, g); len(rows) != 0 {
+		t.Fatalf("%d ledger rows for refused requests", len(rows))
+	}
+	if bal := gwtest.Balance(t, g, "acme"); bal != 1 {
+		t.Fatalf("balance %d nano, want 1", bal)
+	}
+}
