@@ -172,21 +172,22 @@ type UsageTotal struct {
 	Estimated int64 `json:"estimated"`
 }
 
-// usageGroup returns the SQL expression of UsageTotals' groupBy.
-func usageGroup(groupBy string) (string, bool) {
+// usageGroup returns the SQL expressions of UsageTotals' groupBy over raw
+// ledger rows and over usage_hourly.
+func usageGroup(groupBy string) (raw, rollup string, ok bool) {
 	switch groupBy {
 	case "":
-		return `''`, true
+		return `''`, `''`, true
 	case "model":
-		return `COALESCE(model, '')`, true
+		return `COALESCE(model, '')`, `model`, true
 	case "day":
-		return `strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')`, true
+		return `strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')`, `strftime('%Y-%m-%d', hour / 1000, 'unixepoch')`, true
 	case "key":
-		return `COALESCE(key_id, '')`, true
+		return `COALESCE(key_id, '')`, `key_id`, true
 	case "account":
-		return `account_id`, true
+		return `account_id`, `account_id`, true
 	}
-	return "", false
+	return "", "", false
 }
 
 // UsageTotals sums the usage rows (kind "usage") matching f, grouped by
@@ -196,8 +197,16 @@ func usageGroup(groupBy string) (string, bool) {
 // include every charge settled before the call. Fails with ErrInvalid for
 // another groupBy, a filter kind other than "" or "usage", or a malformed
 // filter, and with ErrClosed on a closed store.
+//
+// The totals come from the hourly usage rollups for the whole UTC hours
+// between Since and Until and from the raw ledger rows of the partial hours
+// at either end, so they are exact for any Since and Until. Where retention
+// has pruned the raw rows (before the cut reported by PrunedUntil), a Since
+// or Until off an hour boundary counts from the start of its hour: totals
+// over pruned time are exact to the hour. With BeforeID, the rows with a
+// larger id are read raw and taken off.
 func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string) ([]UsageTotal, error) {
-	group, ok := usageGroup(groupBy)
+	rawGroup, rollGroup, ok := usageGroup(groupBy)
 	if !ok {
 		return nil, fmt.Errorf("%w: group by %q must be one of model, day, key, account or empty", ErrInvalid, groupBy)
 	}
@@ -205,8 +214,7 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 		return nil, fmt.Errorf("%w: usage totals cover only %q rows, not %q", ErrInvalid, KindUsage, f.Kind)
 	}
 	f.Kind = KindUsage
-	where, args, err := f.where()
-	if err != nil {
+	if _, _, err := f.where(); err != nil {
 		return nil, err
 	}
 	if s.isClosed() {
@@ -215,14 +223,19 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 	if err := s.Flush(ctx); err != nil {
 		return nil, err
 	}
-	q := `SELECT ` + group + ` AS grp, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
-		COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), -COALESCE(SUM(amount), 0),
-		COALESCE(SUM(estimated), 0)
-		FROM ledger WHERE ` + where
-	if groupBy != "" {
-		q += ` GROUP BY grp ORDER BY grp`
+	// One read transaction: the cut of retention and the sums are of the
+	// same snapshot.
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("summing usage: %w", err)
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	defer tx.Rollback()
+	var cut sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(until) FROM ledger_pruned`).Scan(&cut); err != nil {
+		return nil, fmt.Errorf("summing usage: %w", err)
+	}
+	q, args := usageQuery(f, groupBy != "", rawGroup, rollGroup, cut)
+	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("summing usage: %w", err)
 	}
@@ -240,4 +253,106 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 		return nil, fmt.Errorf("summing usage: %w", err)
 	}
 	return out, nil
+}
+
+// usageQuery builds UsageTotals' query for a validated filter of usage rows:
+// a UNION ALL of the rollups of the whole hours in range and the raw rows of
+// the partial hours at its ends (and, with BeforeID, minus the raw rows at
+// or after it), each summed by group, summed again by group outside. cut,
+// if valid, is the hour before which raw rows may be pruned.
+func usageQuery(f LedgerFilter, grouped bool, rawGroup, rollGroup string, cut sql.NullInt64) (string, []any) {
+	var since, until *int64 // the range, in ms; nil: open
+	if !f.Since.IsZero() {
+		v := unixMS(f.Since)
+		if cut.Valid && v < cut.Int64 {
+			v = hourFloor(v) // its partial hour was pruned: count the whole hour
+		}
+		since = &v
+	}
+	if !f.Until.IsZero() {
+		v := unixMS(f.Until)
+		if cut.Valid && v < cut.Int64 {
+			v = hourFloor(v)
+		}
+		until = &v
+	}
+	var parts []string
+	var args []any
+	groupBy := ""
+	if grouped {
+		groupBy = ` GROUP BY grp`
+	}
+	raw := func(from, to *int64, extra string, extraArgs []any, sign string) {
+		g := f
+		g.BeforeID = 0
+		g.Since, g.Until = time.Time{}, time.Time{}
+		if from != nil {
+			g.Since = fromMS(*from)
+		}
+		if to != nil {
+			g.Until = fromMS(*to)
+		}
+		where, wargs, _ := g.where() // validated by the caller
+		parts = append(parts, `SELECT `+rawGroup+` AS grp, `+sign+`COUNT(*) AS n, `+sign+`COALESCE(SUM(prompt_tokens), 0) AS p,
+			`+sign+`COALESCE(SUM(completion_tokens), 0) AS c, `+sign+`COALESCE(SUM(cached_tokens), 0) AS ca,
+			`+sign+`COALESCE(SUM(reasoning_tokens), 0) AS r, `+sign+`(-COALESCE(SUM(amount), 0)) AS cost,
+			`+sign+`COALESCE(SUM(estimated), 0) AS e
+			FROM ledger WHERE `+where+extra+groupBy)
+		args = append(append(args, wargs...), extraArgs...)
+	}
+	lo, hi := since, until // the whole hours
+	if since != nil {
+		v := hourCeil(*since)
+		lo = &v
+	}
+	if until != nil {
+		v := hourFloor(*until)
+		hi = &v
+	}
+	if lo != nil && hi != nil && *lo >= *hi {
+		raw(since, until, "", nil, "") // within one hour
+	} else {
+		conds := []string{"1"}
+		add := func(cond string, arg any) {
+			conds = append(conds, cond)
+			args = append(args, arg)
+		}
+		if f.AccountID != "" {
+			add("account_id = ?", f.AccountID)
+		}
+		if f.KeyID != "" {
+			add("key_id = ?", f.KeyID)
+		}
+		if f.Model != "" {
+			add("model = ?", f.Model)
+		}
+		if lo != nil {
+			add("hour >= ?", *lo)
+		}
+		if hi != nil {
+			add("hour < ?", *hi)
+		}
+		parts = append(parts, `SELECT `+rollGroup+` AS grp, SUM(requests) AS n, SUM(prompt_tokens) AS p,
+			SUM(completion_tokens) AS c, SUM(cached_tokens) AS ca, SUM(reasoning_tokens) AS r, SUM(cost) AS cost,
+			SUM(estimated) AS e
+			FROM usage_hourly WHERE `+strings.Join(conds, " AND ")+groupBy)
+		if since != nil && *since < *lo {
+			raw(since, lo, "", nil, "")
+		}
+		if until != nil && *hi < *until {
+			raw(hi, until, "", nil, "")
+		}
+	}
+	if f.BeforeID > 0 {
+		raw(since, until, " AND id >= ?", []any{f.BeforeID}, "-1*")
+	}
+	q := `SELECT grp, COALESCE(SUM(n), 0), COALESCE(SUM(p), 0), COALESCE(SUM(c), 0), COALESCE(SUM(ca), 0),
+		COALESCE(SUM(r), 0), COALESCE(SUM(cost), 0), COALESCE(SUM(e), 0)
+		FROM (` + strings.Join(parts, "\n\tUNION ALL\n") + `)`
+	if grouped {
+		q += ` GROUP BY grp HAVING SUM(n) != 0 ORDER BY grp`
+	} else {
+		q = strings.Replace(q, `SELECT grp,`, `SELECT '',`, 1)
+	}
+	return q, args
 }

@@ -309,8 +309,8 @@ func TestMigrationFromVersion1(t *testing.T) {
 	db.Close()
 
 	s := openAt(t, path, Options{})
-	if v := queryInt(t, s.r, `PRAGMA user_version`); v != 3 || SchemaVersion() != 3 {
-		t.Fatalf("user_version %d, SchemaVersion %d, want 3", v, SchemaVersion())
+	if v := queryInt(t, s.r, `PRAGMA user_version`); v != 4 || SchemaVersion() != 4 {
+		t.Fatalf("user_version %d, SchemaVersion %d, want 4", v, SchemaVersion())
 	}
 	// a key of version 1 is its own lineage, with no policy, and can get one
 	id, err := s.Authenticate(ctx, pt)

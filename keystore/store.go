@@ -78,6 +78,18 @@ type Options struct {
 	// Close and a full batch cut the wait short. It is also the most
 	// billing a kill -9 can lose. Default 10ms; negative: no pacing.
 	CommitInterval time.Duration
+	// OnMigrationProgress, if set, is called by Open while it upgrades the
+	// schema of an existing database: when each phase of a migration starts
+	// and when the migration is committed. Upgrading a large ledger takes a
+	// while (version 4 builds the usage rollups from every ledger row); log
+	// the calls so that an operator sees why startup waits.
+	OnMigrationProgress func(MigrationProgress)
+	// LedgerRetention, if positive, is how long raw ledger rows are kept:
+	// a background task deletes older rows in small batches (see
+	// Store.PruneLedger), carrying their sum forward per account so that
+	// balances, LedgerSum and usage totals are unchanged. 0 keeps every
+	// row forever.
+	LedgerRetention time.Duration
 }
 
 // Store is the handle on one database. It is safe for concurrent use.
@@ -127,6 +139,8 @@ type Store struct {
 	drainTimeout time.Duration
 	commitEvery  time.Duration     // see Options.CommitInterval
 	inserts      map[int]*sql.Stmt // prepared multi-row ledger inserts, by rows
+	upserts      map[int]*sql.Stmt // prepared multi-row rollup upserts, by rows
+	scratch      writerScratch     // the writer's reused buffers, under writeMu
 	// batches counts committed usage batches (tests check that rows are
 	// grouped).
 	batches atomic.Int64
@@ -230,7 +244,7 @@ func open(ctx context.Context, opts Options) (*Store, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 
-	if err := migrate(ctx, w); err != nil {
+	if err := migrateReporting(ctx, w, opts.OnMigrationProgress); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("migrating database %s: %w", opts.Path, err)
 	}
@@ -308,6 +322,9 @@ func (s *Store) Close() error {
 		<-s.writerDone
 		<-s.flushDone
 		for _, st := range s.inserts { // the writer is gone: no one uses them
+			st.Close()
+		}
+		for _, st := range s.upserts {
 			st.Close()
 		}
 		err := s.flushLastUsed(context.Background())

@@ -1,0 +1,161 @@
+package keystore
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+)
+
+// Usage rollups. usage_hourly (schema version 4) holds, per UTC hour,
+// account, key and model, the sums of the usage rows of the ledger: the
+// number of rows, the token counts, the estimated rows and the cost
+// (-sum(amount)). The ledger writer updates it in the transaction that
+// inserts the rows (commitUsage), one upsert per distinct group of the
+// batch, so that after every commit, for every group and hour,
+//
+//	rollup = sum over the usage rows of the ledger, pruned rows included.
+//
+// Usage totals read the rollups of the whole hours of a report and the raw
+// rows of the partial hours at its edges (ledger.go); retention (prune.go)
+// deletes raw rows but never rollups.
+
+// hourMS is an hour in the milliseconds of created_at.
+const hourMS = 3_600_000
+
+// hourFloor returns the start of the UTC hour holding ms.
+func hourFloor(ms int64) int64 {
+	h := ms / hourMS
+	if ms%hourMS != 0 && ms < 0 {
+		h--
+	}
+	return h * hourMS
+}
+
+// hourCeil returns the first hour boundary at or after ms.
+func hourCeil(ms int64) int64 { return -hourFloor(-ms) }
+
+// rollupKey is a row of usage_hourly; rows without a key or a model count
+// under "".
+type rollupKey struct {
+	hour                int64
+	account, key, model string
+}
+
+// rollupSum is what one batch adds to a row of usage_hourly.
+type rollupSum struct {
+	rollupKey
+	requests, prompt, completion, cached, reasoning, estimated, cost int64
+}
+
+// rollupBatch sums a batch of ledger rows by rollupKey, in the order the
+// groups first appear. The writer reuses one across batches.
+type rollupBatch struct {
+	idx  map[rollupKey]int
+	sums []rollupSum
+}
+
+func (b *rollupBatch) reset() {
+	if b.idx == nil {
+		b.idx = make(map[rollupKey]int)
+	}
+	clear(b.idx)
+	b.sums = b.sums[:0]
+}
+
+// add counts r if it is a usage row.
+func (b *rollupBatch) add(r *ledgerRow) {
+	if r.kind != KindUsage {
+		return
+	}
+	k := rollupKey{hourFloor(r.createdAt), r.accountID, r.keyID, r.model}
+	i, ok := b.idx[k]
+	if !ok {
+		i = len(b.sums)
+		b.sums = append(b.sums, rollupSum{rollupKey: k})
+		b.idx[k] = i
+	}
+	s := &b.sums[i]
+	s.requests++
+	s.prompt += r.prompt
+	s.completion += r.completion
+	s.cached += r.cached
+	s.reasoning += r.reasoning
+	s.cost -= r.amount
+	if r.estimated {
+		s.estimated++
+	}
+}
+
+// upsertRollupSQL adds one rollupSum to usage_hourly; upsertRollupRowsSQL
+// makes it n rows long.
+const upsertRollupSQL = `INSERT INTO usage_hourly (hour, account_id, key_id, model, requests, prompt_tokens,
+	completion_tokens, cached_tokens, reasoning_tokens, estimated, cost)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+const upsertRollupTail = `
+	ON CONFLICT (hour, account_id, key_id, model) DO UPDATE SET
+	requests = requests + excluded.requests,
+	prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+	completion_tokens = completion_tokens + excluded.completion_tokens,
+	cached_tokens = cached_tokens + excluded.cached_tokens,
+	reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+	estimated = estimated + excluded.estimated,
+	cost = cost + excluded.cost`
+
+func upsertRollupRowsSQL(n int) string {
+	one := upsertRollupSQL[strings.LastIndex(upsertRollupSQL, "("):]
+	return upsertRollupSQL + strings.Repeat(", "+one, n-1) + upsertRollupTail
+}
+
+func (r *rollupSum) appendArgs(dst []any) []any {
+	return append(dst, r.hour, r.account, r.key, r.model, r.requests, r.prompt, r.completion,
+		r.cached, r.reasoning, r.estimated, r.cost)
+}
+
+// prepareChunks prepares the statement sqlFor(n) for every size of
+// insertChunks.
+func prepareChunks(ctx context.Context, db *sql.DB, sqlFor func(int) string) (map[int]*sql.Stmt, error) {
+	stmts := make(map[int]*sql.Stmt, len(insertChunks))
+	for _, n := range insertChunks {
+		st, err := db.PrepareContext(ctx, sqlFor(n))
+		if err != nil {
+			for _, st := range stmts {
+				st.Close()
+			}
+			return nil, err
+		}
+		stmts[n] = st
+	}
+	return stmts, nil
+}
+
+// execChunks runs the multi-row statements of stmts (by rows, as prepared by
+// prepareChunks) over rows 0..n-1, largest chunks first; add appends the
+// arguments of row i. args is a scratch buffer, returned for reuse.
+func execChunks(ctx context.Context, tx *sql.Tx, stmts map[int]*sql.Stmt, n int, args []any,
+	add func(dst []any, i int) []any) ([]any, error) {
+	for start := 0; start < n; {
+		c := insertChunks[len(insertChunks)-1]
+		for _, size := range insertChunks {
+			if size <= n-start {
+				c = size
+				break
+			}
+		}
+		args = args[:0]
+		for i := start; i < start+c; i++ {
+			args = add(args, i)
+		}
+		if _, err := tx.StmtContext(ctx, stmts[c]).ExecContext(ctx, args...); err != nil {
+			return args, err
+		}
+		start += c
+	}
+	return args, nil
+}
+
+// rollupSpendSQL sums a key lineage's usage charges since start, an hour
+// boundary (the start of a day, of a month, or 0), from the rollups: exact,
+// and unaffected by retention.
+const rollupSpendSQL = `SELECT COALESCE(SUM(cost), 0) FROM usage_hourly
+	WHERE hour >= ? AND key_id IN (SELECT id FROM api_keys WHERE lineage = ?)`
