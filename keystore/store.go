@@ -51,7 +51,9 @@ type Options struct {
 	// call the Store methods that wait for the writer (Flush, WaitCommitted,
 	// Backup, Ledger, UsageTotals, AdjustBalance, Close): they would
 	// deadlock. Log the error and alert on it: while it fires, charges
-	// accumulate in memory only.
+	// accumulate in memory only. A failed batch of retention pruning
+	// (LedgerRetention) is reported here too; it is retried at the next
+	// pruning round and loses nothing.
 	OnWriteError func(err error, pending int)
 	// MaxPendingWrites and MaxPendingAge bound the backlog of balance
 	// changes waiting for a commit: past either, WriteBacklog and Reserve
@@ -149,6 +151,13 @@ type Store struct {
 	writerDone chan struct{}
 	writerErr  error
 
+	// retention is Options.LedgerRetention (SetLedgerRetention); the prune
+	// goroutine (prune.go) wakes on pruneWake and closes pruneDone when it
+	// has stopped after Close.
+	retention atomic.Int64
+	pruneWake chan struct{}
+	pruneDone chan struct{}
+
 	// lock holds the exclusive process lock (lock.go) until Close.
 	lock *os.File
 
@@ -226,6 +235,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.lock = lock
 	go s.flushLoop(opts.LastUsedFlushInterval)
 	go s.writeLoop()
+	go s.pruneLoop()
 	return s, nil
 }
 
@@ -277,7 +287,10 @@ func open(ctx context.Context, opts Options) (*Store, error) {
 		drainTimeout:  opts.DrainTimeout,
 		commitEvery:   opts.CommitInterval,
 		writerDone:    make(chan struct{}),
+		pruneWake:     make(chan struct{}, 1),
+		pruneDone:     make(chan struct{}),
 	}
+	s.retention.Store(int64(max(opts.LedgerRetention, 0)))
 	if err := s.loadAccounts(ctx); err != nil {
 		s.w.Close()
 		s.r.Close()
@@ -321,6 +334,7 @@ func (s *Store) Close() error {
 		s.queue.close()
 		<-s.writerDone
 		<-s.flushDone
+		<-s.pruneDone
 		for _, st := range s.inserts { // the writer is gone: no one uses them
 			st.Close()
 		}

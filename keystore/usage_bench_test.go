@@ -40,7 +40,7 @@ var usageBenchShapes = []usageBenchShape{
 // days that start off an hour boundary. It returns the time of the last row.
 func genUsageLedger(tb testing.TB, path string, rows int) time.Time {
 	ctx := context.Background()
-	start := time.Date(2025, 3, 1, 0, 17, 23, 0, time.UTC)
+	start := genUsageStart
 	var clock atomic.Int64
 	clock.Store(start.UnixNano())
 	s, err := Open(ctx, Options{Path: path, Now: func() time.Time { return time.Unix(0, clock.Load()) },
@@ -67,7 +67,7 @@ func genUsageLedger(tb testing.TB, path string, rows int) time.Time {
 			keys[a][k] = key.ID
 		}
 	}
-	step := int64(30*24*time.Hour) / int64(rows)
+	step := genUsageStep(rows)
 	for i := range rows {
 		clock.Store(start.UnixNano() + int64(i)*step)
 		a := i % accounts
@@ -88,6 +88,16 @@ func genUsageLedger(tb testing.TB, path string, rows int) time.Time {
 	return time.Unix(0, clock.Load()).UTC()
 }
 
+// genUsageStart is the time of the first generated row.
+var genUsageStart = time.Date(2025, 3, 1, 0, 17, 23, 0, time.UTC)
+
+func genUsageStep(rows int) int64 { return int64(30*24*time.Hour) / int64(rows) }
+
+// genUsageEnd is the time of the last of rows generated rows.
+func genUsageEnd(rows int) time.Time {
+	return time.Unix(0, genUsageStart.UnixNano()+int64(rows-1)*genUsageStep(rows)).UTC()
+}
+
 // BenchmarkUsageTotals times UsageTotals for the report shapes of the issue
 // on a ledger of 1M usage rows generated through Settle (20 accounts, 3 keys
 // each, 30 days). KEYSTORE_BENCH_ROWS changes the size (e.g. 10000000; the
@@ -103,10 +113,17 @@ func BenchmarkUsageTotals(b *testing.B) {
 		}
 		rows = n
 	}
-	path := filepath.Join(b.TempDir(), "usage.db")
-	t0 := time.Now()
-	end := genUsageLedger(b, path, rows)
-	b.Logf("generated %d rows in %s", rows, time.Since(t0).Round(time.Millisecond))
+	// KEYSTORE_BENCH_DB keeps the generated database at that path and
+	// reuses it when it exists (delete it after changing the generator).
+	path, end := os.Getenv("KEYSTORE_BENCH_DB"), genUsageEnd(rows)
+	if _, err := os.Stat(path); path == "" || err != nil {
+		if path == "" {
+			path = filepath.Join(b.TempDir(), "usage.db")
+		}
+		t0 := time.Now()
+		end = genUsageLedger(b, path, rows)
+		b.Logf("generated %d rows in %s", rows, time.Since(t0).Round(time.Millisecond))
+	}
 	ctx := context.Background()
 	s, err := Open(ctx, Options{Path: path})
 	if err != nil {
