@@ -173,7 +173,7 @@ type UsageTotal struct {
 }
 
 // usageGroup returns the SQL expressions of UsageTotals' groupBy over raw
-// ledger rows and over usage_hourly.
+// ledger rows and over a rollup table, where {t} stands for its time column.
 func usageGroup(groupBy string) (raw, rollup string, ok bool) {
 	switch groupBy {
 	case "":
@@ -181,7 +181,7 @@ func usageGroup(groupBy string) (raw, rollup string, ok bool) {
 	case "model":
 		return `COALESCE(model, '')`, `model`, true
 	case "day":
-		return `strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')`, `strftime('%Y-%m-%d', hour / 1000, 'unixepoch')`, true
+		return `strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')`, `strftime('%Y-%m-%d', {t} / 1000, 'unixepoch')`, true
 	case "key":
 		return `COALESCE(key_id, '')`, `key_id`, true
 	case "account":
@@ -198,9 +198,10 @@ func usageGroup(groupBy string) (raw, rollup string, ok bool) {
 // another groupBy, a filter kind other than "" or "usage", or a malformed
 // filter, and with ErrClosed on a closed store.
 //
-// The totals come from the hourly usage rollups for the whole UTC hours
-// between Since and Until and from the raw ledger rows of the partial hours
-// at either end, so they are exact for any Since and Until. Where retention
+// The totals come from the daily usage rollups for the whole UTC days
+// between Since and Until, the hourly rollups for the whole hours left at
+// either end, and the raw ledger rows of the partial hours left at the ends,
+// so they are exact for any Since and Until. Where retention
 // has pruned the raw rows (before the cut reported by PrunedUntil), a Since
 // or Until off an hour boundary counts from the start of its hour: totals
 // over pruned time are exact to the hour. With BeforeID, the rows with a
@@ -256,10 +257,13 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 }
 
 // usageQuery builds UsageTotals' query for a validated filter of usage rows:
-// a UNION ALL of the rollups of the whole hours in range and the raw rows of
-// the partial hours at its ends (and, with BeforeID, minus the raw rows at
-// or after it), each summed by group, summed again by group outside. cut,
-// if valid, is the hour before which raw rows may be pruned.
+// a UNION ALL of parts, each summed by group, summed again by group
+// outside. The range [since, until) is covered by the whole days inside it
+// (usage_daily), the whole hours left at either end (usage_hourly), and the
+// raw rows of the partial hours left at the ends (ledger); with BeforeID,
+// the raw rows at or after it are taken off. cut, if valid, is the hour
+// before which raw rows may be pruned: an edge before it is rounded down to
+// its hour.
 func usageQuery(f LedgerFilter, grouped bool, rawGroup, rollGroup string, cut sql.NullInt64) (string, []any) {
 	var since, until *int64 // the range, in ms; nil: open
 	if !f.Since.IsZero() {
@@ -276,83 +280,109 @@ func usageQuery(f LedgerFilter, grouped bool, rawGroup, rollGroup string, cut sq
 		}
 		until = &v
 	}
-	var parts []string
-	var args []any
-	groupBy := ""
+	b := usageQueryBuilder{f: f, rawGroup: rawGroup, rollGroup: rollGroup}
 	if grouped {
-		groupBy = ` GROUP BY grp`
+		b.groupBy = ` GROUP BY grp`
 	}
-	raw := func(from, to *int64, extra string, extraArgs []any, sign string) {
-		g := f
-		g.BeforeID = 0
-		g.Since, g.Until = time.Time{}, time.Time{}
-		if from != nil {
-			g.Since = fromMS(*from)
-		}
-		if to != nil {
-			g.Until = fromMS(*to)
-		}
-		where, wargs, _ := g.where() // validated by the caller
-		parts = append(parts, `SELECT `+rawGroup+` AS grp, `+sign+`COUNT(*) AS n, `+sign+`COALESCE(SUM(prompt_tokens), 0) AS p,
-			`+sign+`COALESCE(SUM(completion_tokens), 0) AS c, `+sign+`COALESCE(SUM(cached_tokens), 0) AS ca,
-			`+sign+`COALESCE(SUM(reasoning_tokens), 0) AS r, `+sign+`(-COALESCE(SUM(amount), 0)) AS cost,
-			`+sign+`COALESCE(SUM(estimated), 0) AS e
-			FROM ledger WHERE `+where+extra+groupBy)
-		args = append(append(args, wargs...), extraArgs...)
-	}
-	lo, hi := since, until // the whole hours
-	if since != nil {
-		v := hourCeil(*since)
-		lo = &v
-	}
-	if until != nil {
-		v := hourFloor(*until)
-		hi = &v
-	}
-	if lo != nil && hi != nil && *lo >= *hi {
-		raw(since, until, "", nil, "") // within one hour
-	} else {
-		conds := []string{"1"}
-		add := func(cond string, arg any) {
-			conds = append(conds, cond)
-			args = append(args, arg)
-		}
-		if f.AccountID != "" {
-			add("account_id = ?", f.AccountID)
-		}
-		if f.KeyID != "" {
-			add("key_id = ?", f.KeyID)
-		}
-		if f.Model != "" {
-			add("model = ?", f.Model)
-		}
-		if lo != nil {
-			add("hour >= ?", *lo)
-		}
-		if hi != nil {
-			add("hour < ?", *hi)
-		}
-		parts = append(parts, `SELECT `+rollGroup+` AS grp, SUM(requests) AS n, SUM(prompt_tokens) AS p,
-			SUM(completion_tokens) AS c, SUM(cached_tokens) AS ca, SUM(reasoning_tokens) AS r, SUM(cost) AS cost,
-			SUM(estimated) AS e
-			FROM usage_hourly WHERE `+strings.Join(conds, " AND ")+groupBy)
-		if since != nil && *since < *lo {
-			raw(since, lo, "", nil, "")
-		}
-		if until != nil && *hi < *until {
-			raw(hi, until, "", nil, "")
-		}
-	}
+	b.cover(since, until, 0)
 	if f.BeforeID > 0 {
-		raw(since, until, " AND id >= ?", []any{f.BeforeID}, "-1*")
+		b.raw(since, until, " AND id >= ?", []any{f.BeforeID}, "-1*")
 	}
 	q := `SELECT grp, COALESCE(SUM(n), 0), COALESCE(SUM(p), 0), COALESCE(SUM(c), 0), COALESCE(SUM(ca), 0),
 		COALESCE(SUM(r), 0), COALESCE(SUM(cost), 0), COALESCE(SUM(e), 0)
-		FROM (` + strings.Join(parts, "\n\tUNION ALL\n") + `)`
+		FROM (` + strings.Join(b.parts, "\n\tUNION ALL\n") + `)`
 	if grouped {
 		q += ` GROUP BY grp HAVING SUM(n) != 0 ORDER BY grp`
 	} else {
 		q = strings.Replace(q, `SELECT grp,`, `SELECT '',`, 1)
 	}
-	return q, args
+	return q, b.args
+}
+
+// usageQueryBuilder collects the parts of usageQuery and their arguments.
+type usageQueryBuilder struct {
+	f                   LedgerFilter
+	rawGroup, rollGroup string
+	groupBy             string
+	parts               []string
+	args                []any
+}
+
+// cover adds parts summing [lo, hi) (nil: open) from rollupLevels[level]
+// and finer levels, down to raw rows.
+func (b *usageQueryBuilder) cover(lo, hi *int64, level int) {
+	if level == len(rollupLevels) {
+		b.raw(lo, hi, "", nil, "")
+		return
+	}
+	l := rollupLevels[level]
+	a, z := lo, hi // the whole periods of the level
+	if lo != nil {
+		v := ceilTo(*lo, l.unit)
+		a = &v
+	}
+	if hi != nil {
+		v := floorTo(*hi, l.unit)
+		z = &v
+	}
+	if a != nil && z != nil && *a >= *z {
+		b.cover(lo, hi, level+1) // no whole period inside
+		return
+	}
+	b.rollup(l, a, z)
+	if lo != nil && *lo < *a {
+		b.cover(lo, a, level+1)
+	}
+	if hi != nil && *z < *hi {
+		b.cover(z, hi, level+1)
+	}
+}
+
+// rollup adds the part summing level l's rows of [lo, hi).
+func (b *usageQueryBuilder) rollup(l rollupLevel, lo, hi *int64) {
+	conds := []string{"1"}
+	add := func(cond string, arg any) {
+		conds = append(conds, cond)
+		b.args = append(b.args, arg)
+	}
+	if b.f.AccountID != "" {
+		add("account_id = ?", b.f.AccountID)
+	}
+	if b.f.KeyID != "" {
+		add("key_id = ?", b.f.KeyID)
+	}
+	if b.f.Model != "" {
+		add("model = ?", b.f.Model)
+	}
+	if lo != nil {
+		add(l.col+" >= ?", *lo)
+	}
+	if hi != nil {
+		add(l.col+" < ?", *hi)
+	}
+	b.parts = append(b.parts, `SELECT `+strings.ReplaceAll(b.rollGroup, "{t}", l.col)+` AS grp, SUM(requests) AS n,
+		SUM(prompt_tokens) AS p, SUM(completion_tokens) AS c, SUM(cached_tokens) AS ca, SUM(reasoning_tokens) AS r,
+		SUM(cost) AS cost, SUM(estimated) AS e
+		FROM `+l.table+` WHERE `+strings.Join(conds, " AND ")+b.groupBy)
+}
+
+// raw adds the part summing the raw usage rows of [lo, hi) that match the
+// filter and extra, multiplied by sign ("" or "-1*").
+func (b *usageQueryBuilder) raw(lo, hi *int64, extra string, extraArgs []any, sign string) {
+	g := b.f
+	g.BeforeID = 0
+	g.Since, g.Until = time.Time{}, time.Time{}
+	if lo != nil {
+		g.Since = fromMS(*lo)
+	}
+	if hi != nil {
+		g.Until = fromMS(*hi)
+	}
+	where, wargs, _ := g.where() // validated by UsageTotals
+	b.parts = append(b.parts, `SELECT `+b.rawGroup+` AS grp, `+sign+`COUNT(*) AS n, `+sign+`COALESCE(SUM(prompt_tokens), 0) AS p,
+		`+sign+`COALESCE(SUM(completion_tokens), 0) AS c, `+sign+`COALESCE(SUM(cached_tokens), 0) AS ca,
+		`+sign+`COALESCE(SUM(reasoning_tokens), 0) AS r, `+sign+`(-COALESCE(SUM(amount), 0)) AS cost,
+		`+sign+`COALESCE(SUM(estimated), 0) AS e
+		FROM ledger WHERE `+where+extra+b.groupBy)
+	b.args = append(append(b.args, wargs...), extraArgs...)
 }

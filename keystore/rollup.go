@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// Usage rollups. usage_hourly (schema version 4) holds, per UTC hour,
-// account, key and model, the sums of the usage rows of the ledger: the
+// Usage rollups. usage_hourly and usage_daily (schema version 4) hold, per
+// UTC hour (day), account, key and model, the sums of the usage rows of the ledger: the
 // number of rows, the token counts, the estimated rows and the cost
 // (-sum(amount)). The ledger writer updates it in the transaction that
 // inserts the rows (commitUsage), one upsert per distinct group of the
@@ -19,29 +19,49 @@ import (
 // rows of the partial hours at its edges (ledger.go); retention (prune.go)
 // deletes raw rows but never rollups.
 
-// hourMS is an hour in the milliseconds of created_at.
-const hourMS = 3_600_000
+// hourMS and dayMS are an hour and a day in the milliseconds of created_at.
+const (
+	hourMS = 3_600_000
+	dayMS  = 24 * hourMS
+)
 
-// hourFloor returns the start of the UTC hour holding ms.
-func hourFloor(ms int64) int64 {
-	h := ms / hourMS
-	if ms%hourMS != 0 && ms < 0 {
-		h--
+// floorTo returns the start of the period of length unit (from the unix
+// epoch, so UTC hours and days) holding ms.
+func floorTo(ms, unit int64) int64 {
+	p := ms / unit
+	if ms%unit != 0 && ms < 0 {
+		p--
 	}
-	return h * hourMS
+	return p * unit
 }
 
-// hourCeil returns the first hour boundary at or after ms.
-func hourCeil(ms int64) int64 { return -hourFloor(-ms) }
+// ceilTo returns the first period boundary at or after ms.
+func ceilTo(ms, unit int64) int64 { return -floorTo(-ms, unit) }
 
-// rollupKey is a row of usage_hourly; rows without a key or a model count
-// under "".
+// hourFloor returns the start of the UTC hour holding ms.
+func hourFloor(ms int64) int64 { return floorTo(ms, hourMS) }
+
+// rollupLevel is a rollup table: its name, time column and period, from
+// the coarsest to the finest. Usage totals take what they can from the
+// coarsest level and the rest from the finer ones (ledger.go).
+type rollupLevel struct {
+	table, col string
+	unit       int64
+}
+
+var rollupLevels = [...]rollupLevel{
+	{"usage_daily", "day", dayMS},
+	{"usage_hourly", "hour", hourMS},
+}
+
+// rollupKey is a row of a rollup table; rows without a key or a model
+// count under "".
 type rollupKey struct {
-	hour                int64
+	period              int64 // start, in unix ms
 	account, key, model string
 }
 
-// rollupSum is what one batch adds to a row of usage_hourly.
+// rollupSum is what one batch adds to a row of a rollup table.
 type rollupSum struct {
 	rollupKey
 	requests, prompt, completion, cached, reasoning, estimated, cost int64
@@ -50,6 +70,7 @@ type rollupSum struct {
 // rollupBatch sums a batch of ledger rows by rollupKey, in the order the
 // groups first appear. The writer reuses one across batches.
 type rollupBatch struct {
+	unit int64 // the level's period
 	idx  map[rollupKey]int
 	sums []rollupSum
 }
@@ -67,7 +88,7 @@ func (b *rollupBatch) add(r *ledgerRow) {
 	if r.kind != KindUsage {
 		return
 	}
-	k := rollupKey{hourFloor(r.createdAt), r.accountID, r.keyID, r.model}
+	k := rollupKey{floorTo(r.createdAt, b.unit), r.accountID, r.keyID, r.model}
 	i, ok := b.idx[k]
 	if !ok {
 		i = len(b.sums)
@@ -86,14 +107,14 @@ func (b *rollupBatch) add(r *ledgerRow) {
 	}
 }
 
-// upsertRollupSQL adds one rollupSum to usage_hourly; upsertRollupRowsSQL
-// makes it n rows long.
-const upsertRollupSQL = `INSERT INTO usage_hourly (hour, account_id, key_id, model, requests, prompt_tokens,
+// upsertRollupSQL returns the statement that adds n rollupSums to a level's
+// table.
+func upsertRollupSQL(l rollupLevel, n int) string {
+	one := `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	return `INSERT INTO ` + l.table + ` (` + l.col + `, account_id, key_id, model, requests, prompt_tokens,
 	completion_tokens, cached_tokens, reasoning_tokens, estimated, cost)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-
-const upsertRollupTail = `
-	ON CONFLICT (hour, account_id, key_id, model) DO UPDATE SET
+	VALUES ` + one + strings.Repeat(", "+one, n-1) + `
+	ON CONFLICT (` + l.col + `, account_id, key_id, model) DO UPDATE SET
 	requests = requests + excluded.requests,
 	prompt_tokens = prompt_tokens + excluded.prompt_tokens,
 	completion_tokens = completion_tokens + excluded.completion_tokens,
@@ -101,14 +122,10 @@ const upsertRollupTail = `
 	reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
 	estimated = estimated + excluded.estimated,
 	cost = cost + excluded.cost`
-
-func upsertRollupRowsSQL(n int) string {
-	one := upsertRollupSQL[strings.LastIndex(upsertRollupSQL, "("):]
-	return upsertRollupSQL + strings.Repeat(", "+one, n-1) + upsertRollupTail
 }
 
 func (r *rollupSum) appendArgs(dst []any) []any {
-	return append(dst, r.hour, r.account, r.key, r.model, r.requests, r.prompt, r.completion,
+	return append(dst, r.period, r.account, r.key, r.model, r.requests, r.prompt, r.completion,
 		r.cached, r.reasoning, r.estimated, r.cost)
 }
 

@@ -274,8 +274,8 @@ func TestMigrationBuildsRollups(t *testing.T) {
 
 	var phases []MigrationProgress
 	s := openAt(t, path, Options{Now: clk.Now, OnMigrationProgress: func(p MigrationProgress) { phases = append(phases, p) }})
-	if len(phases) != 4 || phases[0].Version != 4 || phases[0].LedgerRows != 3000 ||
-		phases[1].Phase != "building usage rollups from the ledger" || phases[3].Phase != "done" || phases[3].Step != 4 {
+	if len(phases) != 5 || phases[0].Version != 4 || phases[0].LedgerRows != 3000 ||
+		phases[1].Phase != "building usage rollups from the ledger" || phases[4].Phase != "done" || phases[4].Step != 5 {
 		t.Fatalf("migration progress: %+v", phases)
 	}
 	for a, want := range balances {
@@ -300,7 +300,8 @@ func TestMigrationPhases(t *testing.T) {
 		t.Fatalf("%q %q", names, scripts)
 	}
 	names, _ = migrationPhases(migrations[3])
-	if !reflect.DeepEqual(names, []string{"creating tables", "building usage rollups from the ledger", "indexing usage rollups"}) {
+	if !reflect.DeepEqual(names, []string{"creating tables", "building usage rollups from the ledger",
+		"summing the hourly rollups by day", "indexing usage rollups"}) {
 		t.Fatalf("%q", names)
 	}
 }

@@ -80,11 +80,11 @@ ALTER TABLE api_keys ADD COLUMN limit_period TEXT;
 CREATE INDEX api_keys_lineage ON api_keys(lineage);
 `,
 	// 4: usage rollups and the carried-forward totals of pruned ledger rows.
-	// usage_hourly sums the usage rows per UTC hour, account, key and model;
-	// it is written in the transaction that inserts the rows it sums, and
-	// usage totals read it instead of the ledger (ledger.go). hour is the
-	// unix ms of the start of the hour; rows without a key or a model count
-	// under ''. ledger_pruned carries forward, per account, what retention
+	// usage_hourly and usage_daily sum the usage rows per UTC hour (day),
+	// account, key and model; they are written in the transaction that
+	// inserts the rows they sum, and usage totals read them instead of the
+	// ledger (ledger.go). hour and day are the unix ms of the start of the
+	// period; rows without a key or a model count under ''. ledger_pruned carries forward, per account, what retention
 	// deleted from the ledger: balance = ledger_pruned.amount + sum(ledger).
 	// The ledger's indexes stay: ledger_account_time and ledger_time serve
 	// the partial hours at the edges of a report and Ledger listings,
@@ -105,6 +105,20 @@ CREATE TABLE usage_hourly (
 	cost              INTEGER NOT NULL,     -- nano-units: -sum(amount)
 	PRIMARY KEY (hour, account_id, key_id, model)
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE usage_daily (
+	day               INTEGER NOT NULL,
+	account_id        TEXT    NOT NULL,
+	key_id            TEXT    NOT NULL,
+	model             TEXT    NOT NULL,
+	requests          INTEGER NOT NULL,
+	prompt_tokens     INTEGER NOT NULL,
+	completion_tokens INTEGER NOT NULL,
+	cached_tokens     INTEGER NOT NULL,
+	reasoning_tokens  INTEGER NOT NULL,
+	estimated         INTEGER NOT NULL,
+	cost              INTEGER NOT NULL,
+	PRIMARY KEY (day, account_id, key_id, model)
+) STRICT, WITHOUT ROWID;
 CREATE TABLE ledger_pruned (
 	account_id TEXT    PRIMARY KEY REFERENCES accounts(id),
 	amount     INTEGER NOT NULL,            -- sum of the pruned rows' amounts
@@ -121,9 +135,20 @@ SELECT (created_at / 3600000 - (created_at < 0 AND created_at % 3600000 != 0)) *
 FROM ledger WHERE kind = 'usage'
 GROUP BY h, account_id, k, m
 ORDER BY h, account_id, k, m;
+-- phase: summing the hourly rollups by day
+INSERT INTO usage_daily (day, account_id, key_id, model, requests, prompt_tokens, completion_tokens,
+	cached_tokens, reasoning_tokens, estimated, cost)
+SELECT (hour / 86400000 - (hour < 0 AND hour % 86400000 != 0)) * 86400000 AS d,
+	account_id, key_id, model, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),
+	SUM(reasoning_tokens), SUM(estimated), SUM(cost)
+FROM usage_hourly
+GROUP BY d, account_id, key_id, model
+ORDER BY d, account_id, key_id, model;
 -- phase: indexing usage rollups
 CREATE INDEX usage_hourly_account ON usage_hourly(account_id, hour);
 CREATE INDEX usage_hourly_key ON usage_hourly(key_id, hour);
+CREATE INDEX usage_daily_account ON usage_daily(account_id, day);
+CREATE INDEX usage_daily_key ON usage_daily(key_id, day);
 `,
 }
 

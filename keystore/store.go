@@ -139,10 +139,10 @@ type Store struct {
 	// commits again (for WriteBacklog's message).
 	lastWriteErr atomic.Pointer[error]
 	drainTimeout time.Duration
-	commitEvery  time.Duration     // see Options.CommitInterval
-	inserts      map[int]*sql.Stmt // prepared multi-row ledger inserts, by rows
-	upserts      map[int]*sql.Stmt // prepared multi-row rollup upserts, by rows
-	scratch      writerScratch     // the writer's reused buffers, under writeMu
+	commitEvery  time.Duration                        // see Options.CommitInterval
+	inserts      map[int]*sql.Stmt                    // prepared multi-row ledger inserts, by rows
+	upserts      [len(rollupLevels)]map[int]*sql.Stmt // prepared multi-row rollup upserts, by level and rows
+	scratch      writerScratch                        // the writer's reused buffers, under writeMu
 	// batches counts committed usage batches (tests check that rows are
 	// grouped).
 	batches atomic.Int64
@@ -291,6 +291,13 @@ func open(ctx context.Context, opts Options) (*Store, error) {
 		pruneDone:     make(chan struct{}),
 	}
 	s.retention.Store(int64(max(opts.LedgerRetention, 0)))
+	// Prepared before the writer starts, so that its first commit does not
+	// pay for them.
+	if err := s.prepareInserts(ctx); err != nil {
+		s.w.Close()
+		s.r.Close()
+		return nil, err
+	}
 	if err := s.loadAccounts(ctx); err != nil {
 		s.w.Close()
 		s.r.Close()
@@ -338,8 +345,10 @@ func (s *Store) Close() error {
 		for _, st := range s.inserts { // the writer is gone: no one uses them
 			st.Close()
 		}
-		for _, st := range s.upserts {
-			st.Close()
+		for _, m := range s.upserts {
+			for _, st := range m {
+				st.Close()
+			}
 		}
 		err := s.flushLastUsed(context.Background())
 		err = errors.Join(s.writerErr, err, s.r.Close(), s.w.Close())

@@ -486,12 +486,16 @@ func (s *Store) prepareInserts(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("preparing ledger insert: %w", err)
 	}
-	ups, err := prepareChunks(ctx, s.w, upsertRollupRowsSQL)
-	if err != nil {
-		for _, st := range ins {
-			st.Close()
+	var ups [len(rollupLevels)]map[int]*sql.Stmt
+	for i, l := range rollupLevels {
+		if ups[i], err = prepareChunks(ctx, s.w, func(n int) string { return upsertRollupSQL(l, n) }); err != nil {
+			for _, m := range append(ups[:i], ins) {
+				for _, st := range m {
+					st.Close()
+				}
+			}
+			return fmt.Errorf("preparing rollup upsert: %w", err)
 		}
-		return fmt.Errorf("preparing rollup upsert: %w", err)
 	}
 	s.inserts, s.upserts = ins, ups
 	return nil
@@ -545,7 +549,7 @@ func nullText(s string) any {
 type writerScratch struct {
 	accts   map[*accountState]batchAccount
 	touched []*accountState
-	rollup  rollupBatch
+	rollups [len(rollupLevels)]rollupBatch
 	args    []any
 }
 
@@ -561,7 +565,10 @@ func (w *writerScratch) reset() {
 	}
 	clear(w.accts)
 	w.touched = w.touched[:0]
-	w.rollup.reset()
+	for i := range w.rollups {
+		w.rollups[i].unit = rollupLevels[i].unit
+		w.rollups[i].reset()
+	}
 }
 
 // commitUsage writes a batch of usage rows, the matching rollup updates and
@@ -590,18 +597,22 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 		}
 		ba.after += op.row.amount
 		w.accts[op.acct] = ba
-		w.rollup.add(&op.row)
+		for i := range w.rollups {
+			w.rollups[i].add(&op.row)
+		}
 		return appendLedgerArgs(dst, &op.row, ba.id, ba.after)
 	})
 	if err != nil {
 		return fmt.Errorf("inserting ledger rows: %w", err)
 	}
-	sums := w.rollup.sums
-	w.args, err = execChunks(ctx, tx, s.upserts, len(sums), w.args, func(dst []any, i int) []any {
-		return sums[i].appendArgs(dst)
-	})
-	if err != nil {
-		return fmt.Errorf("updating usage rollups: %w", err)
+	for l := range w.rollups {
+		sums := w.rollups[l].sums
+		w.args, err = execChunks(ctx, tx, s.upserts[l], len(sums), w.args, func(dst []any, i int) []any {
+			return sums[i].appendArgs(dst)
+		})
+		if err != nil {
+			return fmt.Errorf("updating usage rollups: %w", err)
+		}
 	}
 	for _, a := range w.touched {
 		if err := addToStoredBalance(ctx, tx, a.id, w.accts[a].after-a.durable); err != nil {
