@@ -31,7 +31,12 @@ const (
 )
 
 // where validates f and renders it as a SQL condition with its arguments.
-func (f *LedgerFilter) where() (string, []any, error) {
+func (f *LedgerFilter) where() (string, []any, error) { return f.whereHinted("", "") }
+
+// whereHinted is where with a prefix for the columns account_id and key_id
+// and one for created_at: "+" keeps SQLite from using their indexes (see
+// usageQueryBuilder.raw).
+func (f *LedgerFilter) whereHinted(byWho, byTime string) (string, []any, error) {
 	switch f.Kind {
 	case "", KindAdjustment, KindUsage:
 	default:
@@ -54,10 +59,10 @@ func (f *LedgerFilter) where() (string, []any, error) {
 		args = append(args, arg)
 	}
 	if f.AccountID != "" {
-		add("account_id = ?", f.AccountID)
+		add(byWho+"account_id = ?", f.AccountID)
 	}
 	if f.KeyID != "" {
-		add("key_id = ?", f.KeyID)
+		add(byWho+"key_id = ?", f.KeyID)
 	}
 	if f.Model != "" {
 		add("model = ?", f.Model)
@@ -66,10 +71,10 @@ func (f *LedgerFilter) where() (string, []any, error) {
 		add("kind = ?", f.Kind)
 	}
 	if !f.Since.IsZero() {
-		add("created_at >= ?", unixMS(f.Since))
+		add(byTime+"created_at >= ?", unixMS(f.Since))
 	}
 	if !f.Until.IsZero() {
-		add("created_at < ?", unixMS(f.Until))
+		add(byTime+"created_at < ?", unixMS(f.Until))
 	}
 	if f.BeforeID > 0 {
 		add("id < ?", f.BeforeID)
@@ -286,7 +291,7 @@ func usageQuery(f LedgerFilter, grouped bool, rawGroup, rollGroup string, cut sq
 	}
 	b.cover(since, until, 0)
 	if f.BeforeID > 0 {
-		b.raw(since, until, " AND id >= ?", []any{f.BeforeID}, "-1*")
+		b.raw(since, until, " AND id >= ?", []any{f.BeforeID}, "-1*", "+")
 	}
 	q := `SELECT grp, COALESCE(SUM(n), 0), COALESCE(SUM(p), 0), COALESCE(SUM(c), 0), COALESCE(SUM(ca), 0),
 		COALESCE(SUM(r), 0), COALESCE(SUM(cost), 0), COALESCE(SUM(e), 0)
@@ -312,7 +317,7 @@ type usageQueryBuilder struct {
 // and finer levels, down to raw rows.
 func (b *usageQueryBuilder) cover(lo, hi *int64, level int) {
 	if level == len(rollupLevels) {
-		b.raw(lo, hi, "", nil, "")
+		b.raw(lo, hi, "", nil, "", "")
 		return
 	}
 	l := rollupLevels[level]
@@ -367,8 +372,12 @@ func (b *usageQueryBuilder) rollup(l rollupLevel, lo, hi *int64) {
 }
 
 // raw adds the part summing the raw usage rows of [lo, hi) that match the
-// filter and extra, multiplied by sign ("" or "-1*").
-func (b *usageQueryBuilder) raw(lo, hi *int64, extra string, extraArgs []any, sign string) {
+// filter and extra, multiplied by sign ("" or "-1*"). The account and key
+// conditions are kept off their indexes, which would read all of an
+// account's or key's rows: the partial hours at the edges read ledger_time
+// (less than an hour of rows), and with byTime "+" (for BeforeID) the rows
+// are found by id.
+func (b *usageQueryBuilder) raw(lo, hi *int64, extra string, extraArgs []any, sign, byTime string) {
 	g := b.f
 	g.BeforeID = 0
 	g.Since, g.Until = time.Time{}, time.Time{}
@@ -378,7 +387,7 @@ func (b *usageQueryBuilder) raw(lo, hi *int64, extra string, extraArgs []any, si
 	if hi != nil {
 		g.Until = fromMS(*hi)
 	}
-	where, wargs, _ := g.where() // validated by UsageTotals
+	where, wargs, _ := g.whereHinted("+", byTime) // validated by UsageTotals
 	b.parts = append(b.parts, `SELECT `+b.rawGroup+` AS grp, `+sign+`COUNT(*) AS n, `+sign+`COALESCE(SUM(prompt_tokens), 0) AS p,
 		`+sign+`COALESCE(SUM(completion_tokens), 0) AS c, `+sign+`COALESCE(SUM(cached_tokens), 0) AS ca,
 		`+sign+`COALESCE(SUM(reasoning_tokens), 0) AS r, `+sign+`(-COALESCE(SUM(amount), 0)) AS cost,

@@ -223,7 +223,7 @@ func (s *Store) KeySpend(ctx context.Context, keyID string) (spent, held int64, 
 }
 
 // lineageSpendSQL sums a lineage's usage charges since the start of its
-// period, an hour boundary, from the usage rollups (so that retention does
+// period, a UTC day boundary, from the usage rollups (so that retention does
 // not forget what a total limit counted).
 const lineageSpendSQL = rollupSpendSQL
 

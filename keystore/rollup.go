@@ -171,8 +171,8 @@ func execChunks(ctx context.Context, tx *sql.Tx, stmts map[int]*sql.Stmt, n int,
 	return args, nil
 }
 
-// rollupSpendSQL sums a key lineage's usage charges since start, an hour
-// boundary (the start of a day, of a month, or 0), from the rollups: exact,
-// and unaffected by retention.
-const rollupSpendSQL = `SELECT COALESCE(SUM(cost), 0) FROM usage_hourly
-	WHERE hour >= ? AND key_id IN (SELECT id FROM api_keys WHERE lineage = ?)`
+// rollupSpendSQL sums a key lineage's usage charges since start, a UTC day
+// boundary (the start of a day, of a month, or 0), from the daily rollups:
+// exact, and unaffected by retention.
+const rollupSpendSQL = `SELECT COALESCE(SUM(cost), 0) FROM usage_daily
+	WHERE day >= ? AND key_id IN (SELECT id FROM api_keys WHERE lineage = ?)`

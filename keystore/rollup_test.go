@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -274,8 +275,8 @@ func TestMigrationBuildsRollups(t *testing.T) {
 
 	var phases []MigrationProgress
 	s := openAt(t, path, Options{Now: clk.Now, OnMigrationProgress: func(p MigrationProgress) { phases = append(phases, p) }})
-	if len(phases) != 5 || phases[0].Version != 4 || phases[0].LedgerRows != 3000 ||
-		phases[1].Phase != "building usage rollups from the ledger" || phases[4].Phase != "done" || phases[4].Step != 5 {
+	if len(phases) != 6 || phases[0].Version != 4 || phases[0].LedgerRows != 3000 ||
+		phases[1].Phase != "building usage rollups from the ledger" || phases[5].Phase != "done" || phases[5].Step != 6 {
 		t.Fatalf("migration progress: %+v", phases)
 	}
 	for a, want := range balances {
@@ -301,7 +302,61 @@ func TestMigrationPhases(t *testing.T) {
 	}
 	names, _ = migrationPhases(migrations[3])
 	if !reflect.DeepEqual(names, []string{"creating tables", "building usage rollups from the ledger",
-		"summing the hourly rollups by day", "indexing usage rollups"}) {
+		"summing the hourly rollups by day", "indexing usage rollups", "re-indexing the ledger"}) {
 		t.Fatalf("%q", names)
+	}
+}
+
+// queryPlan returns SQLite's plan of q, its steps joined by "; ".
+func queryPlan(t *testing.T, db *sql.DB, q string, args ...any) string {
+	t.Helper()
+	rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	plan := ""
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan += detail + "; "
+	}
+	return plan
+}
+
+// TestLedgerQueryPlans pins the indexes each query relies on: listings by
+// account or key walk their index in id order (no sort of all the rows),
+// and usage totals read the ledger only through ledger_time (the partial
+// hours at the edges), never by scanning it or an account's rows.
+func TestLedgerQueryPlans(t *testing.T) {
+	s := openTemp(t, Options{})
+	end := time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)
+	for _, f := range []LedgerFilter{{AccountID: "a"}, {KeyID: "k"}, {AccountID: "a", Kind: KindUsage}} {
+		where, args, err := f.where()
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan := queryPlan(t, s.r, `SELECT id FROM ledger WHERE `+where+` ORDER BY id DESC LIMIT 25`, args...)
+		if strings.Contains(plan, "TEMP B-TREE") || !strings.Contains(plan, "INDEX ledger_") {
+			t.Errorf("listing %+v: %s", f, plan)
+		}
+	}
+	for _, f := range []LedgerFilter{
+		{AccountID: "a", Since: end.Add(-24 * time.Hour)},
+		{KeyID: "k", Since: end.Add(-720 * time.Hour), Until: end},
+		{Since: end.Add(-720 * time.Hour)},
+		{AccountID: "a", Model: "m", Since: end.Add(-90 * time.Minute), Until: end},
+	} {
+		f.Kind = KindUsage
+		raw, roll, _ := usageGroup("model")
+		q, args := usageQuery(f, true, raw, roll, sql.NullInt64{})
+		plan := queryPlan(t, s.r, q, args...)
+		if strings.Contains(plan, "SCAN ledger") || strings.Contains(plan, "ledger_account") ||
+			strings.Contains(plan, "ledger_key") || !strings.Contains(plan, "ledger_time") {
+			t.Errorf("totals %+v: %s", f, plan)
+		}
 	}
 }

@@ -84,11 +84,18 @@ CREATE INDEX api_keys_lineage ON api_keys(lineage);
 	// account, key and model; they are written in the transaction that
 	// inserts the rows they sum, and usage totals read them instead of the
 	// ledger (ledger.go). hour and day are the unix ms of the start of the
-	// period; rows without a key or a model count under ''. ledger_pruned carries forward, per account, what retention
+	// period; rows without a key or a model count under ''. Only
+	// usage_daily has secondary indexes (by account and by key, for
+	// all-time totals and key spend): a report reads at most the 23 hours
+	// at either end of its range from usage_hourly, a short range of its
+	// primary key, and every index costs the writer an upsert per group. ledger_pruned carries forward, per account, what retention
 	// deleted from the ledger: balance = ledger_pruned.amount + sum(ledger).
-	// The ledger's indexes stay: ledger_account_time and ledger_time serve
-	// the partial hours at the edges of a report and Ledger listings,
-	// ledger_key_time listings by key.
+	// The ledger's per-account and per-key indexes lose created_at: with
+	// totals served by rollups they serve Ledger listings, newest first,
+	// which (account_id) and (key_id) give in id order without sorting all
+	// of an account's rows (ledger_account_time made SQLite sort them). The
+	// partial hours at the edges of a report read ledger_time (at most an
+	// hour of rows per end).
 	`
 -- phase: creating tables
 CREATE TABLE usage_hourly (
@@ -145,10 +152,13 @@ FROM usage_hourly
 GROUP BY d, account_id, key_id, model
 ORDER BY d, account_id, key_id, model;
 -- phase: indexing usage rollups
-CREATE INDEX usage_hourly_account ON usage_hourly(account_id, hour);
-CREATE INDEX usage_hourly_key ON usage_hourly(key_id, hour);
 CREATE INDEX usage_daily_account ON usage_daily(account_id, day);
 CREATE INDEX usage_daily_key ON usage_daily(key_id, day);
+-- phase: re-indexing the ledger
+DROP INDEX ledger_account_time;
+DROP INDEX ledger_key_time;
+CREATE INDEX ledger_account ON ledger(account_id);
+CREATE INDEX ledger_key ON ledger(key_id) WHERE key_id IS NOT NULL;
 `,
 }
 

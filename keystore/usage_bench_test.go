@@ -130,6 +130,22 @@ func BenchmarkUsageTotals(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
+	// the dashboard's usage page: 30 days from midnight by day, model and
+	// key, the total, and the 25 newest rows
+	b.Run(fmt.Sprintf("rows=%d/dashboard_page", rows), func(b *testing.B) {
+		since := end.Truncate(24*time.Hour).AddDate(0, 0, -29)
+		f := LedgerFilter{AccountID: "acct07", Since: since}
+		for b.Loop() {
+			for _, by := range []string{"day", "model", "key", ""} {
+				if _, err := s.UsageTotals(ctx, f, by); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := s.Ledger(ctx, LedgerFilter{AccountID: "acct07", Limit: 25}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	for _, sh := range usageBenchShapes {
 		b.Run(fmt.Sprintf("rows=%d/%s", rows, sh.name), func(b *testing.B) {
 			f := sh.filter(end)
