@@ -277,12 +277,18 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, name *string, disa
 	return snap, nil
 }
 
-// LedgerSum returns the sum of an account's committed ledger amounts. For
-// every account it equals the stored balance, and after Flush the balance in
+// LedgerSum returns the sum of an account's committed ledger amounts: the
+// amount carried forward for rows retention pruned (ledger_pruned) plus the
+// sum of the rows still in the ledger. For every account
+//
+//	balance = carried_forward + sum(ledger)
+//
+// so LedgerSum equals the stored balance, and after Flush the balance in
 // memory too; tests and `usage` totals rely on it.
 func (s *Store) LedgerSum(ctx context.Context, accountID string) (int64, error) {
 	var sum int64
-	err := s.r.QueryRowContext(ctx, `SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account_id = ?`, accountID).Scan(&sum)
+	err := s.r.QueryRowContext(ctx, `SELECT COALESCE((SELECT amount FROM ledger_pruned WHERE account_id = ?1), 0)
+		+ COALESCE((SELECT SUM(amount) FROM ledger WHERE account_id = ?1), 0)`, accountID).Scan(&sum)
 	if err != nil {
 		return 0, fmt.Errorf("summing ledger of %q: %w", accountID, err)
 	}

@@ -31,7 +31,12 @@ const (
 )
 
 // where validates f and renders it as a SQL condition with its arguments.
-func (f *LedgerFilter) where() (string, []any, error) {
+func (f *LedgerFilter) where() (string, []any, error) { return f.whereHinted("", "") }
+
+// whereHinted is where with a prefix for the columns account_id and key_id
+// and one for created_at: "+" keeps SQLite from using their indexes (see
+// usageQueryBuilder.raw).
+func (f *LedgerFilter) whereHinted(byWho, byTime string) (string, []any, error) {
 	switch f.Kind {
 	case "", KindAdjustment, KindUsage:
 	default:
@@ -54,10 +59,10 @@ func (f *LedgerFilter) where() (string, []any, error) {
 		args = append(args, arg)
 	}
 	if f.AccountID != "" {
-		add("account_id = ?", f.AccountID)
+		add(byWho+"account_id = ?", f.AccountID)
 	}
 	if f.KeyID != "" {
-		add("key_id = ?", f.KeyID)
+		add(byWho+"key_id = ?", f.KeyID)
 	}
 	if f.Model != "" {
 		add("model = ?", f.Model)
@@ -66,10 +71,10 @@ func (f *LedgerFilter) where() (string, []any, error) {
 		add("kind = ?", f.Kind)
 	}
 	if !f.Since.IsZero() {
-		add("created_at >= ?", unixMS(f.Since))
+		add(byTime+"created_at >= ?", unixMS(f.Since))
 	}
 	if !f.Until.IsZero() {
-		add("created_at < ?", unixMS(f.Until))
+		add(byTime+"created_at < ?", unixMS(f.Until))
 	}
 	if f.BeforeID > 0 {
 		add("id < ?", f.BeforeID)
@@ -172,21 +177,22 @@ type UsageTotal struct {
 	Estimated int64 `json:"estimated"`
 }
 
-// usageGroup returns the SQL expression of UsageTotals' groupBy.
-func usageGroup(groupBy string) (string, bool) {
+// usageGroup returns the SQL expressions of UsageTotals' groupBy over raw
+// ledger rows and over a rollup table, where {t} stands for its time column.
+func usageGroup(groupBy string) (raw, rollup string, ok bool) {
 	switch groupBy {
 	case "":
-		return `''`, true
+		return `''`, `''`, true
 	case "model":
-		return `COALESCE(model, '')`, true
+		return `COALESCE(model, '')`, `model`, true
 	case "day":
-		return `strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')`, true
+		return `strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')`, `strftime('%Y-%m-%d', {t} / 1000, 'unixepoch')`, true
 	case "key":
-		return `COALESCE(key_id, '')`, true
+		return `COALESCE(key_id, '')`, `key_id`, true
 	case "account":
-		return `account_id`, true
+		return `account_id`, `account_id`, true
 	}
-	return "", false
+	return "", "", false
 }
 
 // UsageTotals sums the usage rows (kind "usage") matching f, grouped by
@@ -196,8 +202,17 @@ func usageGroup(groupBy string) (string, bool) {
 // include every charge settled before the call. Fails with ErrInvalid for
 // another groupBy, a filter kind other than "" or "usage", or a malformed
 // filter, and with ErrClosed on a closed store.
+//
+// The totals come from the daily usage rollups for the whole UTC days
+// between Since and Until, the hourly rollups for the whole hours left at
+// either end, and the raw ledger rows of the partial hours left at the ends,
+// so they are exact for any Since and Until. Where retention
+// has pruned the raw rows (before the cut reported by PrunedUntil), a Since
+// or Until off an hour boundary counts from the start of its hour: totals
+// over pruned time are exact to the hour. With BeforeID, the rows with a
+// larger id are read raw and taken off.
 func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string) ([]UsageTotal, error) {
-	group, ok := usageGroup(groupBy)
+	rawGroup, rollGroup, ok := usageGroup(groupBy)
 	if !ok {
 		return nil, fmt.Errorf("%w: group by %q must be one of model, day, key, account or empty", ErrInvalid, groupBy)
 	}
@@ -205,8 +220,7 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 		return nil, fmt.Errorf("%w: usage totals cover only %q rows, not %q", ErrInvalid, KindUsage, f.Kind)
 	}
 	f.Kind = KindUsage
-	where, args, err := f.where()
-	if err != nil {
+	if _, _, err := f.where(); err != nil {
 		return nil, err
 	}
 	if s.isClosed() {
@@ -215,14 +229,19 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 	if err := s.Flush(ctx); err != nil {
 		return nil, err
 	}
-	q := `SELECT ` + group + ` AS grp, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
-		COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), -COALESCE(SUM(amount), 0),
-		COALESCE(SUM(estimated), 0)
-		FROM ledger WHERE ` + where
-	if groupBy != "" {
-		q += ` GROUP BY grp ORDER BY grp`
+	// One read transaction: the cut of retention and the sums are of the
+	// same snapshot.
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("summing usage: %w", err)
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	defer tx.Rollback()
+	var cut sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(until) FROM ledger_pruned`).Scan(&cut); err != nil {
+		return nil, fmt.Errorf("summing usage: %w", err)
+	}
+	q, args := usageQuery(f, groupBy != "", rawGroup, rollGroup, cut)
+	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("summing usage: %w", err)
 	}
@@ -240,4 +259,139 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 		return nil, fmt.Errorf("summing usage: %w", err)
 	}
 	return out, nil
+}
+
+// usageQuery builds UsageTotals' query for a validated filter of usage rows:
+// a UNION ALL of parts, each summed by group, summed again by group
+// outside. The range [since, until) is covered by the whole days inside it
+// (usage_daily), the whole hours left at either end (usage_hourly), and the
+// raw rows of the partial hours left at the ends (ledger); with BeforeID,
+// the raw rows at or after it are taken off. cut, if valid, is the hour
+// before which raw rows may be pruned: an edge before it is rounded down to
+// its hour.
+func usageQuery(f LedgerFilter, grouped bool, rawGroup, rollGroup string, cut sql.NullInt64) (string, []any) {
+	var since, until *int64 // the range, in ms; nil: open
+	if !f.Since.IsZero() {
+		v := unixMS(f.Since)
+		if cut.Valid && v < cut.Int64 {
+			v = hourFloor(v) // its partial hour was pruned: count the whole hour
+		}
+		since = &v
+	}
+	if !f.Until.IsZero() {
+		v := unixMS(f.Until)
+		if cut.Valid && v < cut.Int64 {
+			v = hourFloor(v)
+		}
+		until = &v
+	}
+	b := usageQueryBuilder{f: f, rawGroup: rawGroup, rollGroup: rollGroup}
+	if grouped {
+		b.groupBy = ` GROUP BY grp`
+	}
+	b.cover(since, until, 0)
+	if f.BeforeID > 0 {
+		b.raw(since, until, " AND id >= ?", []any{f.BeforeID}, "-1*", "+")
+	}
+	q := `SELECT grp, COALESCE(SUM(n), 0), COALESCE(SUM(p), 0), COALESCE(SUM(c), 0), COALESCE(SUM(ca), 0),
+		COALESCE(SUM(r), 0), COALESCE(SUM(cost), 0), COALESCE(SUM(e), 0)
+		FROM (` + strings.Join(b.parts, "\n\tUNION ALL\n") + `)`
+	if grouped {
+		q += ` GROUP BY grp HAVING SUM(n) != 0 ORDER BY grp`
+	} else {
+		q = strings.Replace(q, `SELECT grp,`, `SELECT '',`, 1)
+	}
+	return q, b.args
+}
+
+// usageQueryBuilder collects the parts of usageQuery and their arguments.
+type usageQueryBuilder struct {
+	f                   LedgerFilter
+	rawGroup, rollGroup string
+	groupBy             string
+	parts               []string
+	args                []any
+}
+
+// cover adds parts summing [lo, hi) (nil: open) from rollupLevels[level]
+// and finer levels, down to raw rows.
+func (b *usageQueryBuilder) cover(lo, hi *int64, level int) {
+	if level == len(rollupLevels) {
+		b.raw(lo, hi, "", nil, "", "")
+		return
+	}
+	l := rollupLevels[level]
+	a, z := lo, hi // the whole periods of the level
+	if lo != nil {
+		v := ceilTo(*lo, l.unit)
+		a = &v
+	}
+	if hi != nil {
+		v := floorTo(*hi, l.unit)
+		z = &v
+	}
+	if a != nil && z != nil && *a >= *z {
+		b.cover(lo, hi, level+1) // no whole period inside
+		return
+	}
+	b.rollup(l, a, z)
+	if lo != nil && *lo < *a {
+		b.cover(lo, a, level+1)
+	}
+	if hi != nil && *z < *hi {
+		b.cover(z, hi, level+1)
+	}
+}
+
+// rollup adds the part summing level l's rows of [lo, hi).
+func (b *usageQueryBuilder) rollup(l rollupLevel, lo, hi *int64) {
+	conds := []string{"1"}
+	add := func(cond string, arg any) {
+		conds = append(conds, cond)
+		b.args = append(b.args, arg)
+	}
+	if b.f.AccountID != "" {
+		add("account_id = ?", b.f.AccountID)
+	}
+	if b.f.KeyID != "" {
+		add("key_id = ?", b.f.KeyID)
+	}
+	if b.f.Model != "" {
+		add("model = ?", b.f.Model)
+	}
+	if lo != nil {
+		add(l.col+" >= ?", *lo)
+	}
+	if hi != nil {
+		add(l.col+" < ?", *hi)
+	}
+	b.parts = append(b.parts, `SELECT `+strings.ReplaceAll(b.rollGroup, "{t}", l.col)+` AS grp, SUM(requests) AS n,
+		SUM(prompt_tokens) AS p, SUM(completion_tokens) AS c, SUM(cached_tokens) AS ca, SUM(reasoning_tokens) AS r,
+		SUM(cost) AS cost, SUM(estimated) AS e
+		FROM `+l.table+` WHERE `+strings.Join(conds, " AND ")+b.groupBy)
+}
+
+// raw adds the part summing the raw usage rows of [lo, hi) that match the
+// filter and extra, multiplied by sign ("" or "-1*"). The account and key
+// conditions are kept off their indexes, which would read all of an
+// account's or key's rows: the partial hours at the edges read ledger_time
+// (less than an hour of rows), and with byTime "+" (for BeforeID) the rows
+// are found by id.
+func (b *usageQueryBuilder) raw(lo, hi *int64, extra string, extraArgs []any, sign, byTime string) {
+	g := b.f
+	g.BeforeID = 0
+	g.Since, g.Until = time.Time{}, time.Time{}
+	if lo != nil {
+		g.Since = fromMS(*lo)
+	}
+	if hi != nil {
+		g.Until = fromMS(*hi)
+	}
+	where, wargs, _ := g.whereHinted("+", byTime) // validated by UsageTotals
+	b.parts = append(b.parts, `SELECT `+b.rawGroup+` AS grp, `+sign+`COUNT(*) AS n, `+sign+`COALESCE(SUM(prompt_tokens), 0) AS p,
+		`+sign+`COALESCE(SUM(completion_tokens), 0) AS c, `+sign+`COALESCE(SUM(cached_tokens), 0) AS ca,
+		`+sign+`COALESCE(SUM(reasoning_tokens), 0) AS r, `+sign+`(-COALESCE(SUM(amount), 0)) AS cost,
+		`+sign+`COALESCE(SUM(estimated), 0) AS e
+		FROM ledger WHERE `+where+extra+b.groupBy)
+	b.args = append(append(b.args, wargs...), extraArgs...)
 }

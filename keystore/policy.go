@@ -222,9 +222,10 @@ func (s *Store) KeySpend(ctx context.Context, keyID string) (spent, held int64, 
 	return st.spent, st.held, st.resets(), true
 }
 
-// lineageSpendSQL sums a lineage's usage charges since a time.
-const lineageSpendSQL = `SELECT COALESCE(SUM(-amount), 0) FROM ledger
-	WHERE kind = 'usage' AND created_at >= ? AND key_id IN (SELECT id FROM api_keys WHERE lineage = ?)`
+// lineageSpendSQL sums a lineage's usage charges since the start of its
+// period, a UTC day boundary, from the usage rollups (so that retention does
+// not forget what a total limit counted).
+const lineageSpendSQL = rollupSpendSQL
 
 // loadSpendStates builds the spend counters of every lineage with a limit.
 // It runs in Open before the writer starts, so the ledger is complete.

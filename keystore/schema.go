@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
+	"time"
 )
 
 // migrations upgrade the schema one version at a time. migrations[i] takes a
@@ -77,7 +79,88 @@ ALTER TABLE api_keys ADD COLUMN spend_limit INTEGER;
 ALTER TABLE api_keys ADD COLUMN limit_period TEXT;
 CREATE INDEX api_keys_lineage ON api_keys(lineage);
 `,
-	// N (objects): provider-side objects created through the gateway (for
+	// 4: usage rollups and the carried-forward totals of pruned ledger rows.
+	// usage_hourly and usage_daily sum the usage rows per UTC hour (day),
+	// account, key and model; they are written in the transaction that
+	// inserts the rows they sum, and usage totals read them instead of the
+	// ledger (ledger.go). hour and day are the unix ms of the start of the
+	// period; rows without a key or a model count under ''. Only
+	// usage_daily has secondary indexes (by account and by key, for
+	// all-time totals and key spend): a report reads at most the 23 hours
+	// at either end of its range from usage_hourly, a short range of its
+	// primary key, and every index costs the writer an upsert per group. ledger_pruned carries forward, per account, what retention
+	// deleted from the ledger: balance = ledger_pruned.amount + sum(ledger).
+	// The ledger's per-account and per-key indexes lose created_at: with
+	// totals served by rollups they serve Ledger listings, newest first,
+	// which (account_id) and (key_id) give in id order without sorting all
+	// of an account's rows (ledger_account_time made SQLite sort them). The
+	// partial hours at the edges of a report read ledger_time (at most an
+	// hour of rows per end).
+	`
+-- phase: creating tables
+CREATE TABLE usage_hourly (
+	hour              INTEGER NOT NULL,
+	account_id        TEXT    NOT NULL,
+	key_id            TEXT    NOT NULL,
+	model             TEXT    NOT NULL,
+	requests          INTEGER NOT NULL,
+	prompt_tokens     INTEGER NOT NULL,
+	completion_tokens INTEGER NOT NULL,
+	cached_tokens     INTEGER NOT NULL,
+	reasoning_tokens  INTEGER NOT NULL,
+	estimated         INTEGER NOT NULL,
+	cost              INTEGER NOT NULL,     -- nano-units: -sum(amount)
+	PRIMARY KEY (hour, account_id, key_id, model)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE usage_daily (
+	day               INTEGER NOT NULL,
+	account_id        TEXT    NOT NULL,
+	key_id            TEXT    NOT NULL,
+	model             TEXT    NOT NULL,
+	requests          INTEGER NOT NULL,
+	prompt_tokens     INTEGER NOT NULL,
+	completion_tokens INTEGER NOT NULL,
+	cached_tokens     INTEGER NOT NULL,
+	reasoning_tokens  INTEGER NOT NULL,
+	estimated         INTEGER NOT NULL,
+	cost              INTEGER NOT NULL,
+	PRIMARY KEY (day, account_id, key_id, model)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE ledger_pruned (
+	account_id TEXT    PRIMARY KEY REFERENCES accounts(id),
+	amount     INTEGER NOT NULL,            -- sum of the pruned rows' amounts
+	rows       INTEGER NOT NULL,            -- how many rows were pruned
+	until      INTEGER NOT NULL             -- unix ms, an hour boundary: rows before it are pruned
+) STRICT;
+-- phase: building usage rollups from the ledger
+INSERT INTO usage_hourly (hour, account_id, key_id, model, requests, prompt_tokens, completion_tokens,
+	cached_tokens, reasoning_tokens, estimated, cost)
+SELECT (created_at / 3600000 - (created_at < 0 AND created_at % 3600000 != 0)) * 3600000 AS h,
+	account_id, COALESCE(key_id, '') AS k, COALESCE(model, '') AS m, COUNT(*),
+	COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(cached_tokens), 0),
+	COALESCE(SUM(reasoning_tokens), 0), COALESCE(SUM(estimated), 0), -COALESCE(SUM(amount), 0)
+FROM ledger WHERE kind = 'usage'
+GROUP BY h, account_id, k, m
+ORDER BY h, account_id, k, m;
+-- phase: summing the hourly rollups by day
+INSERT INTO usage_daily (day, account_id, key_id, model, requests, prompt_tokens, completion_tokens,
+	cached_tokens, reasoning_tokens, estimated, cost)
+SELECT (hour / 86400000 - (hour < 0 AND hour % 86400000 != 0)) * 86400000 AS d,
+	account_id, key_id, model, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens),
+	SUM(reasoning_tokens), SUM(estimated), SUM(cost)
+FROM usage_hourly
+GROUP BY d, account_id, key_id, model
+ORDER BY d, account_id, key_id, model;
+-- phase: indexing usage rollups
+CREATE INDEX usage_daily_account ON usage_daily(account_id, day);
+CREATE INDEX usage_daily_key ON usage_daily(key_id, day);
+-- phase: re-indexing the ledger
+DROP INDEX ledger_account_time;
+DROP INDEX ledger_key_time;
+CREATE INDEX ledger_account ON ledger(account_id);
+CREATE INDEX ledger_key ON ledger(key_id) WHERE key_id IS NOT NULL;
+`,
+	// 5: provider-side objects created through the gateway (for
 	// now stored Responses API responses), so that only the account that
 	// created one may continue, read or delete it. input_tokens and
 	// output_tokens are the usage of that response: the context the
@@ -101,10 +184,52 @@ CREATE INDEX provider_objects_account ON provider_objects(account_id, created_at
 // SchemaVersion is the schema version this build writes.
 func SchemaVersion() int { return len(migrations) }
 
+// MigrationProgress reports a schema migration as it runs (see
+// Options.OnMigrationProgress). A migration that rewrites a large table
+// (version 4 sums the whole ledger into rollups) can take minutes on a big
+// file; it runs in phases, each reported when it starts, and once more when
+// the migration is committed.
+type MigrationProgress struct {
+	// Version is the schema version the migration moves to.
+	Version int
+	// Phase describes what runs now; "done" once committed.
+	Phase string
+	// Step counts the phases from 1 to Steps; Step > Steps once done.
+	Step, Steps int
+	// LedgerRows is the number of ledger rows at the start of the
+	// migration, the measure of how long it may take.
+	LedgerRows int64
+	// Elapsed is the time since the migration started.
+	Elapsed time.Duration
+}
+
+// phasePrefix starts a line that names the next phase of a migration.
+const phasePrefix = "-- phase: "
+
+// migrationPhases cuts a migration at its phase lines; a migration without
+// them is one phase.
+func migrationPhases(script string) (names, scripts []string) {
+	for i, part := range strings.Split("\n"+script, "\n"+phasePrefix) {
+		name := "migrating"
+		if i > 0 { // the part follows a phase line: its first line is the name
+			name, part, _ = strings.Cut(part, "\n")
+		}
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		names = append(names, name)
+		scripts = append(scripts, part)
+	}
+	return names, scripts
+}
+
 // migrate applies the migrations the database has not seen yet, each in its
 // own transaction together with the bump of PRAGMA user_version. A database
 // written by a newer release is refused rather than misread.
-func migrate(ctx context.Context, db *sql.DB) error {
+func migrate(ctx context.Context, db *sql.DB) error { return migrateReporting(ctx, db, nil) }
+
+// migrateReporting is migrate telling progress, if not nil, about each phase.
+func migrateReporting(ctx context.Context, db *sql.DB, progress func(MigrationProgress)) error {
 	var v int
 	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
 		return fmt.Errorf("reading schema version: %w", err)
@@ -112,22 +237,46 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if v > len(migrations) {
 		return fmt.Errorf("database schema version %d is newer than this build supports (%d)", v, len(migrations))
 	}
+	if progress == nil {
+		progress = func(MigrationProgress) {}
+	}
 	for i := v; i < len(migrations); i++ {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("beginning migration %d: %w", i+1, err)
-		}
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("applying migration %d: %w", i+1, err)
-		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("recording migration %d: %w", i+1, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("committing migration %d: %w", i+1, err)
+		if err := migrateOne(ctx, db, i, progress); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// migrateOne applies migrations[i] in one transaction.
+func migrateOne(ctx context.Context, db *sql.DB, i int, progress func(MigrationProgress)) error {
+	start := time.Now()
+	names, scripts := migrationPhases(migrations[i])
+	p := MigrationProgress{Version: i + 1, Steps: len(names)}
+	if i > 0 { // version 0 has no ledger yet
+		if err := db.QueryRowContext(ctx, `SELECT count(*) FROM ledger`).Scan(&p.LedgerRows); err != nil {
+			return fmt.Errorf("counting ledger rows before migration %d: %w", i+1, err)
+		}
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning migration %d: %w", i+1, err)
+	}
+	defer tx.Rollback()
+	for j, script := range scripts {
+		p.Phase, p.Step, p.Elapsed = names[j], j+1, time.Since(start)
+		progress(p)
+		if _, err := tx.ExecContext(ctx, script); err != nil {
+			return fmt.Errorf("applying migration %d (%s): %w", i+1, names[j], err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
+		return fmt.Errorf("recording migration %d: %w", i+1, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing migration %d: %w", i+1, err)
+	}
+	p.Phase, p.Step, p.Elapsed = "done", len(names)+1, time.Since(start)
+	progress(p)
 	return nil
 }

@@ -51,7 +51,9 @@ type Options struct {
 	// call the Store methods that wait for the writer (Flush, WaitCommitted,
 	// Backup, Ledger, UsageTotals, AdjustBalance, Close): they would
 	// deadlock. Log the error and alert on it: while it fires, charges
-	// accumulate in memory only.
+	// accumulate in memory only. A failed batch of retention pruning
+	// (LedgerRetention) is reported here too; it is retried at the next
+	// pruning round and loses nothing.
 	OnWriteError func(err error, pending int)
 	// MaxPendingWrites and MaxPendingAge bound the backlog of balance
 	// changes waiting for a commit: past either, WriteBacklog and Reserve
@@ -78,6 +80,18 @@ type Options struct {
 	// Close and a full batch cut the wait short. It is also the most
 	// billing a kill -9 can lose. Default 10ms; negative: no pacing.
 	CommitInterval time.Duration
+	// OnMigrationProgress, if set, is called by Open while it upgrades the
+	// schema of an existing database: when each phase of a migration starts
+	// and when the migration is committed. Upgrading a large ledger takes a
+	// while (version 4 builds the usage rollups from every ledger row); log
+	// the calls so that an operator sees why startup waits.
+	OnMigrationProgress func(MigrationProgress)
+	// LedgerRetention, if positive, is how long raw ledger rows are kept:
+	// a background task deletes older rows in small batches (see
+	// Store.PruneLedger), carrying their sum forward per account so that
+	// balances, LedgerSum and usage totals are unchanged. 0 keeps every
+	// row forever.
+	LedgerRetention time.Duration
 }
 
 // Store is the handle on one database. It is safe for concurrent use.
@@ -125,8 +139,10 @@ type Store struct {
 	// commits again (for WriteBacklog's message).
 	lastWriteErr atomic.Pointer[error]
 	drainTimeout time.Duration
-	commitEvery  time.Duration     // see Options.CommitInterval
-	inserts      map[int]*sql.Stmt // prepared multi-row ledger inserts, by rows
+	commitEvery  time.Duration                        // see Options.CommitInterval
+	inserts      map[int]*sql.Stmt                    // prepared multi-row ledger inserts, by rows
+	upserts      [len(rollupLevels)]map[int]*sql.Stmt // prepared multi-row rollup upserts, by level and rows
+	scratch      writerScratch                        // the writer's reused buffers, under writeMu
 	// batches counts committed usage batches (tests check that rows are
 	// grouped).
 	batches atomic.Int64
@@ -137,6 +153,12 @@ type Store struct {
 
 	// objects records provider-side objects (objects.go).
 	objects *objectLog
+	// retention is Options.LedgerRetention (SetLedgerRetention); the prune
+	// goroutine (prune.go) wakes on pruneWake and closes pruneDone when it
+	// has stopped after Close.
+	retention atomic.Int64
+	pruneWake chan struct{}
+	pruneDone chan struct{}
 
 	// lock holds the exclusive process lock (lock.go) until Close.
 	lock *os.File
@@ -216,6 +238,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	go s.flushLoop(opts.LastUsedFlushInterval)
 	go s.writeLoop()
 	go s.objectLoop()
+	go s.pruneLoop()
 	return s, nil
 }
 
@@ -234,7 +257,7 @@ func open(ctx context.Context, opts Options) (*Store, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 
-	if err := migrate(ctx, w); err != nil {
+	if err := migrateReporting(ctx, w, opts.OnMigrationProgress); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("migrating database %s: %w", opts.Path, err)
 	}
@@ -268,6 +291,16 @@ func open(ctx context.Context, opts Options) (*Store, error) {
 		commitEvery:   opts.CommitInterval,
 		writerDone:    make(chan struct{}),
 		objects:       newObjectLog(),
+		pruneWake:     make(chan struct{}, 1),
+		pruneDone:     make(chan struct{}),
+	}
+	s.retention.Store(int64(max(opts.LedgerRetention, 0)))
+	// Prepared before the writer starts, so that its first commit does not
+	// pay for them.
+	if err := s.prepareInserts(ctx); err != nil {
+		s.w.Close()
+		s.r.Close()
+		return nil, err
 	}
 	if err := s.loadAccounts(ctx); err != nil {
 		s.w.Close()
@@ -313,8 +346,14 @@ func (s *Store) Close() error {
 		<-s.writerDone
 		<-s.objects.done
 		<-s.flushDone
+		<-s.pruneDone
 		for _, st := range s.inserts { // the writer is gone: no one uses them
 			st.Close()
+		}
+		for _, m := range s.upserts {
+			for _, st := range m {
+				st.Close()
+			}
 		}
 		err := s.flushLastUsed(context.Background())
 		err = errors.Join(s.writerErr, s.objects.err, err, s.r.Close(), s.w.Close())

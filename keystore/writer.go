@@ -463,7 +463,7 @@ const insertLedgerSQL = `INSERT INTO ledger (created_at, account_id, key_id, kin
 // ledgerArgs returns the arguments of insertLedgerSQL. Empty text is stored
 // as NULL; usage rows store their token counts even when zero.
 func ledgerArgs(r *ledgerRow, balanceAfter int64) []any {
-	return appendLedgerArgs(make([]any, 0, ledgerValues), r, balanceAfter)
+	return appendLedgerArgs(make([]any, 0, ledgerValues), r, nil, balanceAfter)
 }
 
 // ledgerValues is the number of values of one row of insertLedgerSQL.
@@ -474,26 +474,30 @@ const ledgerValues = 16
 // driver spend most of their time.
 var insertChunks = [...]int{64, 16, 4, 1}
 
-// prepareInserts prepares the multi-row INSERTs on the writer connection
-// once. It must run outside a transaction: the writer pool has a single
-// connection, which a transaction holds. Only the writer goroutine calls
-// it, under writeMu.
+// prepareInserts prepares the multi-row ledger INSERTs and rollup upserts
+// on the writer connection once. It must run outside a transaction: the
+// writer pool has a single connection, which a transaction holds. Only the
+// writer goroutine calls it, under writeMu.
 func (s *Store) prepareInserts(ctx context.Context) error {
 	if s.inserts != nil {
 		return nil
 	}
-	stmts := make(map[int]*sql.Stmt, len(insertChunks))
-	for _, n := range insertChunks {
-		st, err := s.w.PrepareContext(ctx, insertLedgerRowsSQL(n))
-		if err != nil {
-			for _, st := range stmts {
-				st.Close()
-			}
-			return fmt.Errorf("preparing ledger insert: %w", err)
-		}
-		stmts[n] = st
+	ins, err := prepareChunks(ctx, s.w, insertLedgerRowsSQL)
+	if err != nil {
+		return fmt.Errorf("preparing ledger insert: %w", err)
 	}
-	s.inserts = stmts
+	var ups [len(rollupLevels)]map[int]*sql.Stmt
+	for i, l := range rollupLevels {
+		if ups[i], err = prepareChunks(ctx, s.w, func(n int) string { return upsertRollupSQL(l, n) }); err != nil {
+			for _, m := range append(ups[:i], ins) {
+				for _, st := range m {
+					st.Close()
+				}
+			}
+			return fmt.Errorf("preparing rollup upsert: %w", err)
+		}
+	}
+	s.inserts, s.upserts = ins, ups
 	return nil
 }
 
@@ -504,23 +508,34 @@ func insertLedgerRowsSQL(n int) string {
 }
 
 // appendLedgerArgs appends the values of one row of insertLedgerSQL.
-func appendLedgerArgs(dst []any, r *ledgerRow, balanceAfter int64) []any {
+// account, if not nil, is r.accountID already boxed (the writer boxes it
+// once per account and batch rather than once per row).
+func appendLedgerArgs(dst []any, r *ledgerRow, account any, balanceAfter int64) []any {
 	var tokens [4]any
 	var status, duration any
+	kind := kindUsageArg
 	if r.kind == KindUsage {
 		tokens = [4]any{r.prompt, r.completion, r.cached, r.reasoning}
 		duration = r.durationMS
 		if r.status != 0 {
 			status = r.status
 		}
+	} else {
+		kind = r.kind
+	}
+	if account == nil {
+		account = r.accountID
 	}
 	estimated := 0
 	if r.estimated {
 		estimated = 1
 	}
-	return append(dst, r.createdAt, r.accountID, nullText(r.keyID), r.kind, r.amount, balanceAfter, nullText(r.note),
+	return append(dst, r.createdAt, account, nullText(r.keyID), kind, r.amount, balanceAfter, nullText(r.note),
 		nullText(r.model), tokens[0], tokens[1], tokens[2], tokens[3], status, duration, nullText(r.requestID), estimated)
 }
+
+// kindUsageArg is KindUsage boxed once, not once per row.
+var kindUsageArg any = KindUsage
 
 func nullText(s string) any {
 	if s == "" {
@@ -529,8 +544,36 @@ func nullText(s string) any {
 	return s
 }
 
-// commitUsage writes a batch of usage rows and the matching balance updates in
-// one transaction. durable moves only if the commit succeeded.
+// writerScratch holds buffers the writer reuses from batch to batch; it
+// belongs to the writer, under writeMu.
+type writerScratch struct {
+	accts   map[*accountState]batchAccount
+	touched []*accountState
+	rollups [len(rollupLevels)]rollupBatch
+	args    []any
+}
+
+// batchAccount is an account's state within one batch.
+type batchAccount struct {
+	after int64 // balance_after of its last row so far
+	id    any   // the account id, boxed once
+}
+
+func (w *writerScratch) reset() {
+	if w.accts == nil {
+		w.accts = make(map[*accountState]batchAccount)
+	}
+	clear(w.accts)
+	w.touched = w.touched[:0]
+	for i := range w.rollups {
+		w.rollups[i].unit = rollupLevels[i].unit
+		w.rollups[i].reset()
+	}
+}
+
+// commitUsage writes a batch of usage rows, the matching rollup updates and
+// balance updates in one transaction. durable moves only if the commit
+// succeeded.
 func (s *Store) commitUsage(batch []*writeOp) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -543,36 +586,36 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 		return err
 	}
 	defer tx.Rollback()
-	after := make(map[*accountState]int64)
-	var touched []*accountState
-	args := make([]any, 0, insertChunks[0]*ledgerValues)
-	for start := 0; start < len(batch); {
-		// the largest chunk size that fits what is left
-		n := insertChunks[len(insertChunks)-1]
-		for _, c := range insertChunks {
-			if c <= len(batch)-start {
-				n = c
-				break
-			}
+	w := &s.scratch
+	w.reset()
+	w.args, err = execChunks(ctx, tx, s.inserts, len(batch), w.args, func(dst []any, i int) []any {
+		op := batch[i]
+		ba, seen := w.accts[op.acct]
+		if !seen {
+			ba = batchAccount{after: op.acct.durable, id: op.acct.id}
+			w.touched = append(w.touched, op.acct)
 		}
-		args = args[:0]
-		for _, op := range batch[start : start+n] {
-			b, seen := after[op.acct]
-			if !seen {
-				b = op.acct.durable
-				touched = append(touched, op.acct)
-			}
-			b += op.row.amount
-			after[op.acct] = b
-			args = appendLedgerArgs(args, &op.row, b)
+		ba.after += op.row.amount
+		w.accts[op.acct] = ba
+		for i := range w.rollups {
+			w.rollups[i].add(&op.row)
 		}
-		if _, err := tx.StmtContext(ctx, s.inserts[n]).ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("inserting ledger rows: %w", err)
-		}
-		start += n
+		return appendLedgerArgs(dst, &op.row, ba.id, ba.after)
+	})
+	if err != nil {
+		return fmt.Errorf("inserting ledger rows: %w", err)
 	}
-	for _, a := range touched {
-		if err := addToStoredBalance(ctx, tx, a.id, after[a]-a.durable); err != nil {
+	for l := range w.rollups {
+		sums := w.rollups[l].sums
+		w.args, err = execChunks(ctx, tx, s.upserts[l], len(sums), w.args, func(dst []any, i int) []any {
+			return sums[i].appendArgs(dst)
+		})
+		if err != nil {
+			return fmt.Errorf("updating usage rollups: %w", err)
+		}
+	}
+	for _, a := range w.touched {
+		if err := addToStoredBalance(ctx, tx, a.id, w.accts[a].after-a.durable); err != nil {
 			return err
 		}
 	}
@@ -584,8 +627,8 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	for _, a := range touched {
-		a.durable = after[a]
+	for _, a := range w.touched {
+		a.durable = w.accts[a].after
 	}
 	s.batches.Add(1)
 	return nil

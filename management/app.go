@@ -59,6 +59,13 @@ type App struct {
 	// traffic) although their answers were delivered.
 	DurableBilling *bool `json:"durable_billing,omitempty"`
 
+	// How long raw ledger rows are kept, e.g. "2160h" (90 days). Older
+	// rows are deleted in the background, a few thousand at a time; their
+	// sum is carried forward per account, so balances and usage totals are
+	// unchanged (totals over pruned time are exact to the hour). Default 0:
+	// keep every row forever.
+	LedgerRetention caddy.Duration `json:"ledger_retention,omitempty"`
+
 	dbPath string
 	logger *zap.Logger
 
@@ -105,6 +112,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.KeyCacheSize < 0 {
 		return fmt.Errorf("key_cache_size must not be negative, got %d", a.KeyCacheSize)
 	}
+	if a.LedgerRetention < 0 {
+		return fmt.Errorf("ledger_retention must not be negative, got %s", time.Duration(a.LedgerRetention))
+	}
 	if a.Currency == "" {
 		a.Currency = "USD"
 	}
@@ -147,9 +157,11 @@ func (a *App) take() error {
 		openCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		s, err := keystore.Open(openCtx, keystore.Options{
-			Path:         path,
-			KeyCacheSize: cacheSize,
-			OnWriteError: writeErrorReporter(path, a.metrics),
+			Path:                path,
+			KeyCacheSize:        cacheSize,
+			OnWriteError:        writeErrorReporter(path, a.metrics),
+			LedgerRetention:     time.Duration(a.LedgerRetention),
+			OnMigrationProgress: migrationLogger(a.logger, path),
 		})
 		if err != nil {
 			return nil, err
@@ -163,6 +175,9 @@ func (a *App) take() error {
 	a.live.store.Store(val.(pooledStore).Store)
 	if !loaded {
 		a.warnIfSwitched()
+	} else {
+		// a reload sharing the open store: apply this config's retention
+		val.(pooledStore).SetLedgerRetention(time.Duration(a.LedgerRetention))
 	}
 	a.logger.Info("ai gateway store ready",
 		zap.String("database", path),
@@ -199,6 +214,24 @@ func writeErrorReporter(path string, m *storeMetrics) func(error, int) {
 		}
 		caddy.Log().Named("ai_gateway.store").Error("ledger write failed; retrying",
 			zap.String("database", path), zap.Int("rows_waiting", pending), zap.Error(err))
+	}
+}
+
+// migrationLogger logs the phases of a schema upgrade, which on a large
+// ledger (building the usage rollups) can hold startup for minutes.
+func migrationLogger(l *zap.Logger, path string) func(keystore.MigrationProgress) {
+	return func(p keystore.MigrationProgress) {
+		if l == nil {
+			return
+		}
+		l.Info("upgrading ai gateway database",
+			zap.String("database", path),
+			zap.Int("schema_version", p.Version),
+			zap.String("phase", p.Phase),
+			zap.Int("step", p.Step),
+			zap.Int("steps", p.Steps),
+			zap.Int64("ledger_rows", p.LedgerRows),
+			zap.Duration("elapsed", p.Elapsed))
 	}
 }
 

@@ -3,6 +3,7 @@ package management
 import (
 	"strconv"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
@@ -20,6 +21,7 @@ func init() {
 //			currency <code>
 //			key_cache_size <n>
 //			durable_billing on|off
+//			ledger_retention <duration>
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -40,6 +42,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		currency <code>
 //		key_cache_size <n>
 //		durable_billing on|off
+//		ledger_retention <duration>
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
@@ -58,6 +61,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.Currency = d.Val()
+		case "ledger_retention":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur < 0 {
+				return d.Errf("ledger_retention must be a duration such as 2160h (0: keep forever), got %q", d.Val())
+			}
+			a.LedgerRetention = caddy.Duration(dur)
 		case "key_cache_size":
 			if !d.NextArg() {
 				return d.ArgErr()
