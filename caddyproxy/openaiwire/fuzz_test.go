@@ -151,100 +151,167 @@ func FuzzParseRequest(f *testing.F) {
 }
 
 // refParseRequest is the encoding/json oracle for ParseRequest; it returns
-// the expected error text, or "".
+// the expected error text, or "". Its steps, in order: the checks of the
+// whole body (refTop), the typed fields model, stream and stream_options
+// (refStreamFields), the counts (refCounts), and the prompt estimate
+// (refPromptEstimate).
 func refParseRequest(t *testing.T, body []byte) (RequestInfo, string) {
 	var info RequestInfo
+	top, bad := refTop(t, body)
+	if bad != "" {
+		return info, bad
+	}
+	if bad := refStreamFields(t, top, &info); bad != "" {
+		return info, bad
+	}
+	if bad := refCounts(t, top, &info); bad != "" {
+		return info, bad
+	}
+	refPromptEstimate(t, top, &info)
+	return info, ""
+}
+
+// refTop checks that body is a JSON object in which none of the members
+// ParseRequest reads appears twice, and returns its members, or the error
+// text.
+func refTop(t *testing.T, body []byte) (map[string]json.RawMessage, string) {
 	if len(bytes.Trim(body, " \t\r\n")) == 0 {
-		return info, "empty"
+		return nil, "empty"
 	}
 	if !json.Valid(body) {
-		return info, "not valid JSON"
+		return nil, "not valid JSON"
 	}
 	var top map[string]json.RawMessage
 	if json.Unmarshal(body, &top) != nil || top == nil {
-		return info, "not a JSON object"
+		return nil, "not a JSON object"
 	}
 	read := []string{"model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
 		"max_output_tokens", "n", "best_of", "messages", "prompt", "input", "instructions", "system", "tools"}
 	if name := refDuplicate(t, body, read); name != "" {
-		return info, "member \"" + name + "\" appears more than once"
+		return nil, "member \"" + name + "\" appears more than once"
 	}
-	decode := func(raw json.RawMessage) any {
-		if raw == nil {
-			return nil
-		}
-		d := json.NewDecoder(bytes.NewReader(raw))
-		d.UseNumber()
-		var v any
-		if err := d.Decode(&v); err != nil {
-			t.Fatalf("oracle: decode %q: %v", raw, err)
-		}
-		return v
+	return top, ""
+}
+
+// refDecode decodes one raw value (numbers as json.Number); an absent
+// value (nil) is nil.
+func refDecode(t *testing.T, raw json.RawMessage) any {
+	if raw == nil {
+		return nil
 	}
-	switch v := decode(top["model"]).(type) {
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		t.Fatalf("oracle: decode %q: %v", raw, err)
+	}
+	return v
+}
+
+// refStreamFields reads model, stream and stream_options.include_usage
+// into info, or returns the error text for the first invalid one.
+func refStreamFields(t *testing.T, top map[string]json.RawMessage, info *RequestInfo) string {
+	switch v := refDecode(t, top["model"]).(type) {
 	case nil:
 	case string:
 		info.Model = v
 	default:
-		return info, "model must be a string"
+		return "model must be a string"
 	}
-	switch v := decode(top["stream"]).(type) {
+	switch v := refDecode(t, top["stream"]).(type) {
 	case nil:
 	case bool:
 		info.Stream = v
 	default:
-		return info, "stream must be a boolean"
+		return "stream must be a boolean"
 	}
-	switch v := decode(top["stream_options"]).(type) {
+	switch v := refDecode(t, top["stream_options"]).(type) {
 	case nil:
 	case map[string]any:
-		if refDuplicate(t, top["stream_options"], []string{"include_usage"}) != "" {
-			return info, "stream_options.include_usage\" appears more than once"
-		}
-		switch inc := v["include_usage"].(type) {
-		case nil:
-		case bool:
-			info.IncludeUsage = inc
-		default:
-			return info, "include_usage must be a boolean"
-		}
+		return refIncludeUsage(t, top["stream_options"], v, info)
 	default:
-		return info, "stream_options must be an object"
+		return "stream_options must be an object"
 	}
-	// largest returns the largest of floor and the counts names hold, or
-	// the error text for the first invalid one.
-	largest := func(floor int64, names ...string) (int64, string) {
-		for _, name := range names {
-			switch v := decode(top[name]).(type) {
-			case nil:
-			case json.Number:
-				n, ok := refCount(string(v))
-				if !ok {
-					return 0, name
-				}
-				floor = max(floor, n)
-			default:
-				return 0, name + " must be a number"
+	return ""
+}
+
+// refIncludeUsage reads include_usage of the stream_options object raw
+// (decoded: opts) into info, or returns the error text.
+func refIncludeUsage(t *testing.T, raw json.RawMessage, opts map[string]any, info *RequestInfo) string {
+	if refDuplicate(t, raw, []string{"include_usage"}) != "" {
+		return "stream_options.include_usage\" appears more than once"
+	}
+	switch inc := opts["include_usage"].(type) {
+	case nil:
+	case bool:
+		info.IncludeUsage = inc
+	default:
+		return "include_usage must be a boolean"
+	}
+	return ""
+}
+
+// refLargest returns the largest of floor and the counts names hold, or
+// the error text for the first invalid one.
+func refLargest(t *testing.T, top map[string]json.RawMessage, floor int64, names ...string) (int64, string) {
+	for _, name := range names {
+		switch v := refDecode(t, top[name]).(type) {
+		case nil:
+		case json.Number:
+			n, ok := refCount(string(v))
+			if !ok {
+				return 0, name
 			}
+			floor = max(floor, n)
+		default:
+			return 0, name + " must be a number"
 		}
-		return floor, ""
 	}
+	return floor, ""
+}
+
+// refCounts reads MaxTokens and Completions (the latter times the number
+// of prompts when prompt is a list of them) into info, or returns the
+// error text.
+func refCounts(t *testing.T, top map[string]json.RawMessage, info *RequestInfo) string {
 	var bad string
-	if info.MaxTokens, bad = largest(0, "max_tokens", "max_completion_tokens", "max_output_tokens"); bad != "" {
-		return info, bad
+	if info.MaxTokens, bad = refLargest(t, top, 0, "max_tokens", "max_completion_tokens", "max_output_tokens"); bad != "" {
+		return bad
 	}
-	if info.Completions, bad = largest(1, "n", "best_of"); bad != "" {
-		return info, bad
+	if info.Completions, bad = refLargest(t, top, 1, "n", "best_of"); bad != "" {
+		return bad
 	}
-	if prompts, ok := decode(top["prompt"]).([]any); ok && len(prompts) > 0 {
+	if prompts, ok := refDecode(t, top["prompt"]).([]any); ok && len(prompts) > 0 {
 		switch prompts[0].(type) {
 		case string, []any:
 			info.Completions = refMulSat(info.Completions, int64(len(prompts)))
 		}
 	}
+	return ""
+}
+
+// refPromptEstimate fills PromptChars, Messages and EstimatedPromptTokens.
+func refPromptEstimate(t *testing.T, top map[string]json.RawMessage, info *RequestInfo) {
+	ids := refTokenIDs(t, top)
+	for _, name := range promptFields() {
+		info.PromptChars += refChars(t, top[name])
+	}
+	if messages, isArr := refDecode(t, top["messages"]).([]any); isArr {
+		info.Messages = len(messages)
+	} else if _, ok := refDecode(t, top["input"]).(string); ok {
+		info.Messages = 1
+	} else if in, ok := refDecode(t, top["input"]).([]any); ok {
+		info.Messages = len(in)
+	}
+	info.EstimatedPromptTokens = EstimateTokens(info.PromptChars) + 4*int64(info.Messages) + ids
+}
+
+// refTokenIDs counts the token ids given in prompt and input: a number in
+// the list is one, a list in it as many as its elements.
+func refTokenIDs(t *testing.T, top map[string]json.RawMessage) int64 {
 	var ids int64
 	for _, name := range []string{"prompt", "input"} {
-		list, _ := decode(top[name]).([]any)
+		list, _ := refDecode(t, top[name]).([]any)
 		for _, e := range list {
 			switch e := e.(type) {
 			case json.Number:
@@ -254,18 +321,7 @@ func refParseRequest(t *testing.T, body []byte) (RequestInfo, string) {
 			}
 		}
 	}
-	for _, name := range promptFields() {
-		info.PromptChars += refChars(t, top[name])
-	}
-	if messages, isArr := decode(top["messages"]).([]any); isArr {
-		info.Messages = len(messages)
-	} else if _, ok := decode(top["input"]).(string); ok {
-		info.Messages = 1
-	} else if in, ok := decode(top["input"]).([]any); ok {
-		info.Messages = len(in)
-	}
-	info.EstimatedPromptTokens = EstimateTokens(info.PromptChars) + 4*int64(info.Messages) + ids
-	return info, ""
+	return ids
 }
 
 // refDuplicate returns the first of names that the JSON object obj has more
@@ -412,93 +468,130 @@ func FuzzParseResponseUsage(f *testing.F) {
 	})
 }
 
-// refResponseUsage is the encoding/json oracle for ParseResponseUsage.
+// refResponseUsage is the encoding/json oracle for ParseResponseUsage. Its
+// steps: find the usage object (refUsageObject), read its counts
+// (refUsageCounts) and details (refUsageDetail), then fall back from the
+// OpenAI names to the Responses and DeepSeek ones (refMergeUsage).
 func refResponseUsage(body []byte) (Usage, bool, bool) {
-	var top map[string]json.RawMessage
-	if json.Unmarshal(body, &top) != nil || top == nil {
-		return Usage{}, false, false // valid JSON, not an object
+	usage, found, bad := refUsageObject(body)
+	if !found {
+		return Usage{}, false, bad
 	}
-	raw := top["usage"]
-	if raw == nil || string(raw) == "null" {
-		return Usage{}, false, false
-	}
-	var usage map[string]json.RawMessage
-	if json.Unmarshal(raw, &usage) != nil {
-		return Usage{}, false, true
-	}
-	// count reads usage[name]; present is false for absent or null.
-	count := func(obj map[string]json.RawMessage, name string) (n int64, present, bad bool) {
-		v, ok := obj[name]
-		if !ok || string(v) == "null" {
-			return 0, false, false
-		}
-		var num json.Number
-		if c := bytes.TrimSpace(v)[0]; c != '-' && (c < '0' || c > '9') {
-			return 0, false, true // json.Number would also take "12"
-		}
-		if json.Unmarshal(v, &num) != nil {
-			return 0, false, true
-		}
-		n, ok = refCount(string(num))
-		return n, true, !ok
-	}
-	var u Usage
-	var bad bool
-	field := func(name string) (int64, bool) {
-		n, present, b := count(usage, name)
-		bad = bad || b
-		return n, present
-	}
-	prompt, hasPrompt := field("prompt_tokens")
-	completion, hasCompletion := field("completion_tokens")
-	total, hasTotal := field("total_tokens")
-	input, hasInput := field("input_tokens")
-	output, hasOutput := field("output_tokens")
-	hit, hasHit := field("prompt_cache_hit_tokens")
+	c, bad := refUsageCounts(usage, "prompt_tokens", "completion_tokens", "total_tokens",
+		"input_tokens", "output_tokens", "prompt_cache_hit_tokens")
 	if bad {
 		return Usage{}, false, true
 	}
-	detail := func(names []string, leaf string) (int64, bool, bool) {
-		for _, name := range names {
-			v, ok := usage[name]
-			if !ok || string(v) == "null" {
-				continue
-			}
-			var obj map[string]json.RawMessage
-			if json.Unmarshal(v, &obj) != nil || obj == nil {
-				return 0, false, true
-			}
-			n, present, b := count(obj, leaf)
-			if b {
-				return 0, false, true
-			}
-			if present {
-				return n, true, false
-			}
-		}
-		return 0, false, false
-	}
-	cached, hasCached, b1 := detail([]string{"prompt_tokens_details", "input_tokens_details"}, "cached_tokens")
-	reasoning, _, b2 := detail([]string{"completion_tokens_details", "output_tokens_details"}, "reasoning_tokens")
+	cached, b1 := refUsageDetail(usage, []string{"prompt_tokens_details", "input_tokens_details"}, "cached_tokens")
+	reasoning, b2 := refUsageDetail(usage, []string{"completion_tokens_details", "output_tokens_details"}, "reasoning_tokens")
 	if b1 || b2 {
 		return Usage{}, false, true
 	}
-	if !hasPrompt && hasInput {
-		prompt, hasPrompt = input, true
+	return refMergeUsage(c, cached, reasoning.n)
+}
+
+// refCounted is one count of a usage object; present is false for absent
+// or null.
+type refCounted struct {
+	n       int64
+	present bool
+}
+
+// refUsageObject returns the members of body's top-level usage object;
+// found is false when there is none (bad then says whether that is an
+// error: a usage value that is not an object).
+func refUsageObject(body []byte) (usage map[string]json.RawMessage, found, bad bool) {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(body, &top) != nil || top == nil {
+		return nil, false, false // valid JSON, not an object
 	}
-	if !hasCompletion && hasOutput {
-		completion, hasCompletion = output, true
+	raw := top["usage"]
+	if raw == nil || string(raw) == "null" {
+		return nil, false, false
 	}
-	if !hasCached && hasHit {
-		cached = hit
+	if json.Unmarshal(raw, &usage) != nil {
+		return nil, false, true
 	}
-	if !hasPrompt && !hasCompletion && !hasTotal {
+	return usage, true, false
+}
+
+// refUsageCount reads obj[name]; present is false for absent or null.
+func refUsageCount(obj map[string]json.RawMessage, name string) (n int64, present, bad bool) {
+	v, ok := obj[name]
+	if !ok || string(v) == "null" {
+		return 0, false, false
+	}
+	var num json.Number
+	if c := bytes.TrimSpace(v)[0]; c != '-' && (c < '0' || c > '9') {
+		return 0, false, true // json.Number would also take "12"
+	}
+	if json.Unmarshal(v, &num) != nil {
+		return 0, false, true
+	}
+	n, ok = refCount(string(num))
+	return n, true, !ok
+}
+
+// refUsageCounts reads the counts names of usage, in order; bad is true
+// when any of them is invalid.
+func refUsageCounts(usage map[string]json.RawMessage, names ...string) ([]refCounted, bool) {
+	var out []refCounted
+	var bad bool
+	for _, name := range names {
+		n, present, b := refUsageCount(usage, name)
+		bad = bad || b
+		out = append(out, refCounted{n, present})
+	}
+	return out, bad
+}
+
+// refUsageDetail reads leaf from the first of the detail objects names
+// that is present (not null) and has it.
+func refUsageDetail(usage map[string]json.RawMessage, names []string, leaf string) (refCounted, bool) {
+	for _, name := range names {
+		v, ok := usage[name]
+		if !ok || string(v) == "null" {
+			continue
+		}
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(v, &obj) != nil || obj == nil {
+			return refCounted{}, true
+		}
+		n, present, b := refUsageCount(obj, leaf)
+		if b {
+			return refCounted{}, true
+		}
+		if present {
+			return refCounted{n, true}, false
+		}
+	}
+	return refCounted{}, false
+}
+
+// refMergeUsage builds the usage from the counts prompt, completion,
+// total, input, output and prompt_cache_hit (c, in that order) and the
+// details: input and output stand in for absent prompt and completion, the
+// cache hits for absent cached tokens, and the total is their sum when
+// absent. Without prompt, completion and total there is no usage.
+func refMergeUsage(c []refCounted, cached refCounted, reasoning int64) (Usage, bool, bool) {
+	prompt, completion, total, input, output, hit := c[0], c[1], c[2], c[3], c[4], c[5]
+	if !prompt.present && input.present {
+		prompt = input
+	}
+	if !completion.present && output.present {
+		completion = output
+	}
+	if !cached.present && hit.present {
+		cached.n = hit.n
+	}
+	if !prompt.present && !completion.present && !total.present {
 		return Usage{}, false, false
 	}
-	if !hasTotal {
-		total = addSat(prompt, completion)
+	if !total.present {
+		total.n = addSat(prompt.n, completion.n)
 	}
-	u = Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: total, CachedTokens: cached, ReasoningTokens: reasoning}
+	u := Usage{PromptTokens: prompt.n, CompletionTokens: completion.n, TotalTokens: total.n,
+		CachedTokens: cached.n, ReasoningTokens: reasoning}
 	return u, true, false
 }
 

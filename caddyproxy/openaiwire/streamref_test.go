@@ -276,7 +276,37 @@ func refStripLine(event []refLine, limit int) int {
 func refWithoutUsage(value []byte) []byte {
 	open := bytes.IndexByte(value, '{')
 	end := bytes.LastIndexByte(value, '}')
-	inside := value[open+1 : end]
+	members, bad := refMembers(refSplitTopLevel(value[open+1:end]), value)
+	if bad != nil {
+		return bad
+	}
+	lastKept := -1
+	for i, mem := range members {
+		if !mem.removed {
+			lastKept = i
+		}
+	}
+	out := append([]byte(nil), value[:open+1]...)
+	if lastKept < 0 {
+		out = append(out, members[0].lead...)
+		out = append(out, members[len(members)-1].trail...)
+		return append(out, value[end:]...)
+	}
+	out = refJoinKept(out, members, lastKept)
+	return append(out, value[end:]...)
+}
+
+// refMember is one member of an object cut by refWithoutUsage: the
+// whitespace before it, the member itself, the whitespace after it, and
+// whether it goes (it is a "usage" member).
+type refMember struct {
+	lead, body, trail []byte
+	removed           bool
+}
+
+// refSplitTopLevel cuts the inside of an object at its top-level commas
+// (not those inside strings, objects or arrays).
+func refSplitTopLevel(inside []byte) [][]byte {
 	var segs [][]byte
 	depth, inString, escaped, start := 0, false, false, 0
 	for i, c := range inside {
@@ -301,35 +331,34 @@ func refWithoutUsage(value []byte) []byte {
 			start = i + 1
 		}
 	}
-	segs = append(segs, inside[start:])
-	type seg struct{ lead, body, trail []byte }
-	var all []seg
-	var removed []bool
-	lastKept := -1
+	return append(segs, inside[start:])
+}
+
+// refMembers parts each of segs into its member and surrounding whitespace
+// and marks the "usage" members. If a seg is not exactly one member, it
+// returns instead a text saying so (which no test expects, so it fails).
+func refMembers(segs [][]byte, value []byte) ([]refMember, []byte) {
+	var all []refMember
 	for _, s := range segs {
 		rest := bytes.TrimLeft(s, " \t\r\n")
 		body := bytes.TrimRight(rest, " \t\r\n")
-		all = append(all, seg{s[:len(s)-len(rest)], body, rest[len(body):]})
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal([]byte("{"+string(body)+"}"), &m); err != nil || len(m) != 1 {
-			return []byte(fmt.Sprintf("oracle bug: member %q of %q", body, value))
+			return nil, []byte(fmt.Sprintf("oracle bug: member %q of %q", body, value))
 		}
 		_, isUsage := m["usage"]
-		removed = append(removed, isUsage)
-		if !isUsage {
-			lastKept = len(all) - 1
-		}
+		all = append(all, refMember{s[:len(s)-len(rest)], body, rest[len(body):], isUsage})
 	}
-	out := append([]byte(nil), value[:open+1]...)
-	if lastKept < 0 {
-		out = append(out, all[0].lead...)
-		out = append(out, all[len(all)-1].trail...)
-		return append(out, value[end:]...)
-	}
+	return all, nil
+}
+
+// refJoinKept appends the kept members to out, comma-separated, passing on
+// the whitespace of removed runs as refWithoutUsage describes.
+func refJoinKept(out []byte, all []refMember, lastKept int) []byte {
 	var carry []byte // lead of the first member of a run of removed ones
 	carrying, first := false, true
 	for i, s := range all {
-		if removed[i] {
+		if s.removed {
 			if !carrying {
 				carry, carrying = s.lead, true
 			}
@@ -350,7 +379,7 @@ func refWithoutUsage(value []byte) []byte {
 		out = append(out, s.body...)
 		out = append(out, trail...)
 	}
-	return append(out, value[end:]...)
+	return out
 }
 
 // refDataValue splits an SSE line at its first colon and returns the value

@@ -680,14 +680,18 @@ func (cs *chatStream) chunk(delta map[string]any, text string, finish any) map[s
 	return c
 }
 
-// responses answers /v1/responses.
+// responsesRequest is what the mock reads of a /v1/responses request.
+type responsesRequest struct {
+	Model              string `json:"model"`
+	Stream             bool   `json:"stream"`
+	Store              *bool  `json:"store"`
+	PreviousResponseID string `json:"previous_response_id"`
+}
+
+// responses answers /v1/responses, and keeps the response (even a stream
+// cut by X-Mock-Cut) unless the request says store: false.
 func (m *MockProvider) responses(aw *answerWriter, body []byte) {
-	var req struct {
-		Model              string `json:"model"`
-		Stream             bool   `json:"stream"`
-		Store              *bool  `json:"store"`
-		PreviousResponseID string `json:"previous_response_id"`
-	}
+	var req responsesRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		aw.json(http.StatusBadRequest, errBody("mock: bad json: "+err.Error(), "invalid_json"))
 		return
@@ -696,59 +700,85 @@ func (m *MockProvider) responses(aw *answerWriter, body []byte) {
 		aw.json(http.StatusNotFound, errBody("Previous response with id '"+req.PreviousResponseID+"' not found.", "previous_response_not_found"))
 		return
 	}
-	respID, msgID := m.newResponseID(), "msg_mock"
+	ra := &responsesAnswer{aw: aw, req: req, respID: m.newResponseID(), msgID: "msg_mock"}
 	defer func() {
 		if req.Store == nil || *req.Store {
-			m.keepResponse(respID, req.Model, body, aw.a)
+			m.keepResponse(ra.respID, req.Model, body, aw.a)
 		}
 	}()
-	response := func(status string, text string, u *Usage) map[string]any {
-		out := map[string]any{
-			"id": respID, "object": "response", "created_at": 1700000000, "status": status,
-			"model": req.Model, "output": []any{}, "usage": nil,
-		}
-		if status == "completed" {
-			out["output"] = []any{map[string]any{
-				"type": "message", "id": msgID, "status": "completed", "role": "assistant",
-				"content": []any{map[string]any{"type": "output_text", "text": text, "annotations": []any{}}},
-			}}
-		}
-		if u != nil {
-			out["usage"] = map[string]any{
-				"input_tokens": u.Prompt, "output_tokens": u.Completion, "total_tokens": u.Prompt + u.Completion,
-				"input_tokens_details":  map[string]any{"cached_tokens": u.Cached},
-				"output_tokens_details": map[string]any{"reasoning_tokens": u.Reasoning},
-			}
-		}
-		return out
-	}
 	if !req.Stream {
 		aw.a.Text = jsonText
-		aw.json(http.StatusOK, response("completed", jsonText, aw.usage()))
+		aw.json(http.StatusOK, ra.response("completed", jsonText, aw.usage()))
 		return
 	}
-	aw.startStream()
-	seq := 0
-	ev := func(typ string, v map[string]any) {
-		v["type"] = typ
-		v["sequence_number"] = seq
-		seq++
-		aw.event(typ, v)
+	ra.send()
+}
+
+// responsesAnswer is one /v1/responses answer being written.
+type responsesAnswer struct {
+	aw            *answerWriter
+	req           responsesRequest
+	respID, msgID string
+	seq           int // sequence number of the next stream event
+}
+
+// responsesUsageJSON renders usage the way the Responses API reports it.
+func responsesUsageJSON(u Usage) map[string]any {
+	return map[string]any{
+		"input_tokens": u.Prompt, "output_tokens": u.Completion, "total_tokens": u.Prompt + u.Completion,
+		"input_tokens_details":  map[string]any{"cached_tokens": u.Cached},
+		"output_tokens_details": map[string]any{"reasoning_tokens": u.Reasoning},
 	}
-	ev("response.created", map[string]any{"response": response("in_progress", "", nil)})
+}
+
+// response is the response object with status; a completed one holds one
+// message with text. Its usage is u, or null when u is nil.
+func (ra *responsesAnswer) response(status string, text string, u *Usage) map[string]any {
+	out := map[string]any{
+		"id": ra.respID, "object": "response", "created_at": 1700000000, "status": status,
+		"model": ra.req.Model, "output": []any{}, "usage": nil,
+	}
+	if status == "completed" {
+		out["output"] = []any{map[string]any{
+			"type": "message", "id": ra.msgID, "status": "completed", "role": "assistant",
+			"content": []any{map[string]any{"type": "output_text", "text": text, "annotations": []any{}}},
+		}}
+	}
+	if u != nil {
+		out["usage"] = responsesUsageJSON(*u)
+	}
+	return out
+}
+
+// event sends v as a stream event of type typ with the next sequence
+// number.
+func (ra *responsesAnswer) event(typ string, v map[string]any) {
+	v["type"] = typ
+	v["sequence_number"] = ra.seq
+	ra.seq++
+	ra.aw.event(typ, v)
+}
+
+// send writes the stream: response.created, the text deltas (cut where
+// X-Mock-Cut says), response.output_text.done and, last,
+// response.completed with the usage.
+func (ra *responsesAnswer) send() {
+	aw := ra.aw
+	aw.startStream()
+	ra.event("response.created", map[string]any{"response": ra.response("in_progress", "", nil)})
 	for i, piece := range StreamPieces {
 		aw.cutAfter(i)
-		ev("response.output_text.delta", map[string]any{
-			"item_id": msgID, "output_index": 0, "content_index": 0, "delta": piece,
+		ra.event("response.output_text.delta", map[string]any{
+			"item_id": ra.msgID, "output_index": 0, "content_index": 0, "delta": piece,
 		})
 		aw.a.Text += piece
 	}
 	aw.cutAfter(len(StreamPieces))
-	ev("response.output_text.done", map[string]any{
-		"item_id": msgID, "output_index": 0, "content_index": 0, "text": aw.a.Text,
+	ra.event("response.output_text.done", map[string]any{
+		"item_id": ra.msgID, "output_index": 0, "content_index": 0, "text": aw.a.Text,
 	})
-	v := map[string]any{"type": "response.completed", "sequence_number": seq,
-		"response": response("completed", aw.a.Text, aw.usage())}
+	v := map[string]any{"type": "response.completed", "sequence_number": ra.seq,
+		"response": ra.response("completed", aw.a.Text, aw.usage())}
 	aw.sendEvent("response.completed", v, true)
 }
 
