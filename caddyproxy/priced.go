@@ -1,8 +1,11 @@
 package caddyproxy
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -107,18 +110,58 @@ func (g *BalanceGuard) checkAllowlist(r *http.Request, id keystore.Identity) *op
 	if len(id.AllowedModels) == 0 {
 		return nil
 	}
-	if model, ok, refusal := g.formModel(r); refusal != nil || ok {
-		if refusal == nil && model != "" && !allowed(id, model, g.upstreamModel(model)) {
-			refusal = modelNotAllowed(id, model)
+	model, ok, refusal := g.formModel(r)
+	if refusal != nil {
+		return refusal
+	}
+	if !ok || model == "" {
+		// Not a form, or a form that names no model: whatever the
+		// Content-Type says, a provider may still read the body as JSON
+		// (curl sends JSON as a form by default), so the gateway does too.
+		if model, refusal = g.anyJSONModel(r); refusal != nil {
+			return refusal
 		}
-		return refusal // multipart and urlencoded bodies: multipart.go
 	}
-	b, ok, rerr := ReadBody(r, g.MaxRequestBody, false)
-	if rerr != nil {
-		return openaiwire.FromRequestError(rerr)
-	}
-	if ok && b.Info.Model != "" && !allowed(id, b.Info.Model, g.upstreamModel(b.Info.Model)) {
-		return modelNotAllowed(id, b.Info.Model)
+	if model != "" && !allowed(id, model, g.upstreamModel(model)) {
+		return modelNotAllowed(id, model)
 	}
 	return nil
+}
+
+// anyJSONModel reads the model of a body that is JSON whatever its
+// Content-Type says, and puts the body back. A body that is not JSON names
+// no model; one that is JSON but that the gateway refuses to read (a
+// repeated model, a model that is not a string) is refused.
+func (g *BalanceGuard) anyJSONModel(r *http.Request) (string, *openaiwire.APIError) {
+	switch r.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch:
+	default:
+		return "", nil
+	}
+	var raw []byte
+	if b, ok := caddyhttp.GetVar(r.Context(), BodyVar).(*Body); ok && b != nil {
+		raw = b.Raw // already read (as JSON, or as a form that named no model)
+	} else {
+		if r.Body == nil || r.Body == http.NoBody {
+			return "", nil
+		}
+		var err error
+		raw, err = io.ReadAll(io.LimitReader(r.Body, g.MaxRequestBody+1))
+		body := raw
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		if err != nil || int64(len(raw)) > g.MaxRequestBody {
+			return "", openaiwire.FromRequestError(&openaiwire.RequestError{Status: http.StatusRequestEntityTooLarge,
+				Code: openaiwire.CodeRequestTooLarge, Err: fmt.Errorf("request body unreadable or over %d bytes", g.MaxRequestBody),
+				Message: "The request body is too large for this gateway to check its model, so it was not sent."})
+		}
+	}
+	if !json.Valid(raw) {
+		return "", nil
+	}
+	info, perr := openaiwire.ParseRequest(raw)
+	if perr != nil {
+		return "", openaiwire.FromRequestError(openaiwire.InvalidJSON(perr))
+	}
+	return info.Model, nil
 }

@@ -190,6 +190,13 @@ func refTop(t *testing.T, body []byte) (map[string]json.RawMessage, string) {
 	if name := refDuplicate(t, body, read); name != "" {
 		return nil, "member \"" + name + "\" appears more than once"
 	}
+	for k := range top { // a key equal to a read member in another case
+		for _, n := range read {
+			if k != n && strings.EqualFold(k, n) {
+				return nil, "only in letter case"
+			}
+		}
+	}
 	return top, ""
 }
 

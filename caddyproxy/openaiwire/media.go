@@ -51,6 +51,7 @@ func ParseMediaJSON(body []byte) (MediaRequest, error) {
 		return req, err
 	}
 	var vals [len(mediaFields)][]byte
+	var variant error // reported after repeated members, as ParseRequest does
 	it, _ := newObjectIter(body)
 	for {
 		m, more := it.next()
@@ -65,9 +66,15 @@ func ParseMediaJSON(body []byte) (MediaRequest, error) {
 				vals[i] = m.val
 			}
 		}
+		if key, name, ok := caseVariant(m.key, mediaFields[:]); ok && variant == nil {
+			variant = fmt.Errorf("%w: member %q differs from %q only in letter case (parsers disagree on whether they are the same member)", ErrInvalidJSON, key, name)
+		}
 	}
 	if !it.ok {
 		return req, fmt.Errorf("%w: request body is not a JSON object", ErrInvalidJSON)
+	}
+	if variant != nil {
+		return req, variant
 	}
 	req.Images = 1
 	for i, name := range mediaFields {

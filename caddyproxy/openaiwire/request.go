@@ -3,6 +3,7 @@ package openaiwire
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ErrInvalidJSON is wrapped by every error about a body that is not JSON, not
@@ -120,6 +121,8 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 		return info, err
 	}
 	var f requestFields
+	names := requestMembers()
+	var variant error // reported after repeated members
 	it, _ := newObjectIter(body)
 	for {
 		m, more := it.next()
@@ -129,9 +132,15 @@ func ParseRequest(body []byte) (RequestInfo, error) {
 		if name, dup := f.take(m); dup {
 			return info, fmt.Errorf("%w: member %q appears more than once", ErrInvalidJSON, name)
 		}
+		if key, name, ok := caseVariant(m.key, names[:]); ok && variant == nil {
+			variant = fmt.Errorf("%w: member %q differs from %q only in letter case (parsers disagree on whether they are the same member)", ErrInvalidJSON, key, name)
+		}
 	}
 	if !it.ok {
 		return info, fmt.Errorf("%w: request body is not a JSON object", ErrInvalidJSON)
+	}
+	if variant != nil {
+		return info, variant
 	}
 
 	if !isNull(f[mModel]) {
@@ -258,6 +267,29 @@ func (f *requestFields) take(m member) (name string, dup bool) {
 		}
 	}
 	return "", false
+}
+
+// caseVariant reports a key that is not one of the members ParseRequest
+// reads but equals one of them in another letter case ("Model",
+// "MAX_TOKENS", or with the Kelvin sign for a k): encoding/json, which
+// many providers use, matches member names that way, so such a key could
+// set the model or limit the provider uses behind the gateway's back.
+func caseVariant(rawKey []byte, names []string) (key, name string, ok bool) {
+	for _, n := range names {
+		if len(rawKey) == len(n) && string(rawKey) == n {
+			return "", "", false
+		}
+	}
+	k, decoded := decodeRawString(rawKey)
+	if !decoded {
+		return "", "", false
+	}
+	for _, n := range names {
+		if k != n && strings.EqualFold(k, n) {
+			return k, n, true
+		}
+	}
+	return "", "", false
 }
 
 // boolField reads an optional boolean member (absent or null is false).

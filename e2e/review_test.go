@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/metask/caddy-ai-gateway/internal/gwtest"
+)
+
+// TestAllowlistWhateverTheContentType: a key limited to one model cannot
+// reach another model on a free or operator-listed endpoint by sending its
+// JSON body under a Content-Type that is not JSON (text/plain, or curl's
+// default application/x-www-form-urlencoded): a provider may read it as
+// JSON anyway. Found by the outsider review.
+func TestAllowlistWhateverTheContentType(t *testing.T) {
+	mock := gwtest.NewMockProvider(t)
+	g := gwtest.New(t)
+	g.LoadSite(epSite(mock.URL, "\n\t\t\tendpoint POST /v1/custom/thing free"))
+	g.NewAccount("acme", "10")
+	keyID, key := g.NewKey("acme", "limited")
+	g.MustAdmin("PATCH", "/ai-gateway/keys/"+keyID, map[string]any{"allowed_models": []string{"mock-mini"}}, http.StatusOK, nil)
+	body := `{"model":"mock-model","input":"x"}`
+	for _, path := range []string{"/v1/moderations", "/v1/custom/thing"} {
+		for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "application/octet-stream"} {
+			status, h, b := postTyped(t, g, path, key, ct, []byte(body), nil)
+			gwtest.CheckError(t, status, h, b, http.StatusForbidden, "invalid_request_error", "model_not_allowed")
+		}
+	}
+	if mock.Count() != 0 {
+		t.Fatalf("the provider saw %d requests for a model outside the allowlist", mock.Count())
+	}
+	// the allowed model still goes through, and a body that is not JSON
+	// names no model
+	if status, _, b := postTyped(t, g, "/v1/moderations", key, "text/plain", []byte(`{"model":"mock-mini","input":"x"}`), nil); status != http.StatusOK {
+		t.Fatalf("allowed model as text/plain: %d %s", status, b)
+	}
+	if status, _, b := postTyped(t, g, "/v1/custom/thing", key, "application/octet-stream", []byte("\x00\x01binary"), nil); status == http.StatusForbidden {
+		t.Fatalf("a body that is not JSON names no model: %d %s", status, b)
+	}
+}
+
+// TestModelInAnotherLetterCaseRefused: {"model":"cheap","Model":"dear"}
+// is billed as "cheap" by a parser that matches names exactly but served
+// as "dear" by one that matches them in any case (Go's encoding/json, used
+// by Ollama and others), so it is refused like a repeated member, on every
+// metered endpoint, before it reaches the provider.
+func TestModelInAnotherLetterCaseRefused(t *testing.T) {
+	mock := gwtest.NewMockProvider(t)
+	g := gwtest.New(t)
+	g.LoadSite(epSite(mock.URL, mediaGuard))
+	g.NewAccount("acme", "10")
+	_, key := g.NewKey("acme", "k")
+	for path, body := range map[string]string{
+		"/v1/chat/completions":   `{"model":"mock-mini","Model":"mock-model","messages":[{"role":"user","content":"hi"}]}`,
+		"/v1/embeddings":         `{"model":"mock-mini","MODEL":"mock-model","input":"hi"}`,
+		"/v1/responses":          `{"model":"mock-mini","input":"hi","MAX_OUTPUT_TOKENS":100000}`,
+		"/v1/images/generations": `{"model":"dall-e-2","Model":"dall-e-3","prompt":"a cat","size":"1024x1024"}`,
+		"/v1/audio/speech":       `{"model":"tts-1","Input":"a much longer text","input":"hi","voice":"alloy"}`,
+		"/v1/chat/completions#k": `{"model":"mock-mini","max_to\u212aens":5,"messages":[]}`,
+	} {
+		path = strings.TrimSuffix(path, "#k")
+		status, h, b, err := gwtest.Post(g, path, key, body, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gwtest.CheckError(t, status, h, b, http.StatusBadRequest, "invalid_request_error", "invalid_json")
+		if !strings.Contains(string(b), "only in letter case") {
+			t.Errorf("%s: the refusal does not say why: %s", path, b)
+		}
+	}
+	if mock.Count() != 0 {
+		t.Fatalf("the provider saw %d requests", mock.Count())
+	}
+}
