@@ -104,7 +104,7 @@ func (b *billing) settle(handlerErr error) {
 		Cost:             cost,
 		PromptTokens:     u.PromptTokens,
 		CompletionTokens: u.CompletionTokens,
-		CachedTokens:     u.CachedTokens,
+		CachedTokens:     min(u.CachedTokens, u.PromptTokens), // a provider's excess is not a token that was read
 		ReasoningTokens:  u.ReasoningTokens,
 		Status:           status,
 		Duration:         time.Since(b.start),

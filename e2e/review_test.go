@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 
@@ -71,5 +72,31 @@ func TestModelInAnotherLetterCaseRefused(t *testing.T) {
 	}
 	if mock.Count() != 0 {
 		t.Fatalf("the provider saw %d requests", mock.Count())
+	}
+}
+
+// TestUnreachableProviderAnswersInOpenAIShape: the handle_errors block of
+// Caddyfile.example turns reverse_proxy's empty 502 for a provider that
+// cannot be reached into the OpenAI error shape, and the request costs
+// nothing.
+func TestUnreachableProviderAnswersInOpenAIShape(t *testing.T) {
+	example, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(example)
+	i := strings.Index(s, "\thandle_errors 502 503 504 {")
+	if i < 0 {
+		t.Fatal("Caddyfile.example has no handle_errors 502 503 504 block")
+	}
+	block := s[i : i+strings.Index(s[i:], "\n\t}\n")+4]
+	g := gwtest.New(t)
+	g.LoadSite(block + gwtest.Site("http://127.0.0.1:1"))
+	g.NewAccount("acme", "1")
+	_, key := g.NewKey("acme", "k")
+	resp, body := gwtest.RawPost(t, g, []string{"Bearer " + key})
+	gwtest.CheckOpenAIError(t, resp, body, http.StatusBadGateway, "server_error", "upstream_unavailable", "nothing was charged")
+	if bal := gwtest.Balance(t, g, "acme"); bal != 1_000_000_000 {
+		t.Fatalf("balance %d after an unreachable provider, want 1.00", bal)
 	}
 }

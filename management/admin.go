@@ -209,7 +209,7 @@ func decode(r *http.Request, v any) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ErrEmptyBody), errors.Is(err, ErrTrailingData):
+	case errors.Is(err, ErrEmptyBody), errors.Is(err, ErrTrailingData), errors.Is(err, ErrRepeatedMember):
 		return apiErr(http.StatusBadRequest, err)
 	}
 	return apiErr(http.StatusBadRequest, fmt.Errorf("decoding request body: %w", err))
@@ -430,8 +430,11 @@ func (h adminHandler) rotateKey(w http.ResponseWriter, r *http.Request, id strin
 	var grace time.Duration
 	if req.Grace != "" {
 		d, err := caddy.ParseDuration(req.Grace)
-		if err != nil || d < 0 {
-			return apiErr(http.StatusBadRequest, fmt.Errorf("grace %q is not a non-negative duration", req.Grace))
+		switch {
+		case err != nil:
+			return apiErr(http.StatusBadRequest, fmt.Errorf("grace %q is not a duration such as 24h or 7d: %w", req.Grace, err))
+		case d < 0:
+			return apiErr(http.StatusBadRequest, fmt.Errorf("grace %q must not be negative", req.Grace))
 		}
 		grace = d
 	}

@@ -14,6 +14,7 @@ package management
 // amount as a JSON number, so that no float is ever parsed as money.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -443,7 +444,14 @@ var (
 // never silently does nothing. It returns ErrEmptyBody, ErrTrailingData
 // or the decoder's error.
 func ReadJSON(body io.Reader, limit int64, v any) error {
-	dec := json.NewDecoder(io.LimitReader(body, limit))
+	raw, err := io.ReadAll(io.LimitReader(body, limit))
+	if err != nil {
+		return err
+	}
+	if name, ok := repeatedMember(raw); ok {
+		return fmt.Errorf("%w: %q", ErrRepeatedMember, name)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -455,4 +463,64 @@ func ReadJSON(body io.Reader, limit int64, v any) error {
 		return ErrTrailingData
 	}
 	return nil
+}
+
+// ErrRepeatedMember: a JSON object names a member twice (in any letter
+// case, as encoding/json matches names), so which value counts would be a
+// guess; the last one would win silently.
+var ErrRepeatedMember = errors.New("a member appears more than once in the JSON body")
+
+// repeatedMember finds a member name repeated in one object of raw, in any
+// letter case. Malformed JSON is left to the decoder.
+func repeatedMember(raw []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	type frame struct {
+		object bool
+		keys   []string
+		key    bool // the next string token of an object is a key
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				if top != nil && top.object {
+					top.key = true // the object or array is a member's value
+				}
+				stack = append(stack, &frame{object: t == '{', key: t == '{'})
+			default:
+				stack = stack[:len(stack)-1]
+				if len(stack) == 0 {
+					return "", false
+				}
+			}
+		case string:
+			if top != nil && top.object && top.key {
+				for _, k := range top.keys {
+					if strings.EqualFold(k, t) {
+						return t, true
+					}
+				}
+				top.keys = append(top.keys, t)
+				top.key = false
+				continue
+			}
+			if top != nil && top.object {
+				top.key = true
+			}
+		default:
+			if top != nil && top.object {
+				top.key = true
+			}
+		}
+	}
 }

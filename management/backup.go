@@ -40,6 +40,9 @@ func (h adminHandler) backup(w http.ResponseWriter, r *http.Request) error {
 		if errors.Is(err, fs.ErrExist) {
 			return apiErr(http.StatusConflict, fmt.Errorf("%s exists; the backup never overwrites a file: %w", req.Path, err))
 		}
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+			return apiErr(http.StatusBadRequest, fmt.Errorf("cannot create %s (its directory must exist and be writable by Caddy): %w", req.Path, err))
+		}
 		return storeErr(fmt.Errorf("backing up to %s: %w", req.Path, err))
 	}
 	out := BackupView{Path: req.Path, Database: h.app.DatabasePath()}

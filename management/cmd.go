@@ -886,6 +886,13 @@ func (p *policyFlags) read(cmd *cobra.Command) (keyPolicy, error) {
 	}
 	out.clearModels = p.anyModel
 	if cmd.Flags().Changed("limit") {
+		if n, err := keystore.ParseAmount(p.limit); err != nil || n <= 0 {
+			msg := fmt.Sprintf("--limit %q must be a decimal amount greater than zero, such as 5.00", p.limit)
+			if err != nil {
+				msg += ": " + err.Error()
+			}
+			return out, usageError(cmd, errors.New(msg))
+		}
 		amount, _ := json.Marshal(p.limit)
 		out.limit = &LimitRequest{Amount: amount, Period: p.limitPeriod}
 	} else if cmd.Flags().Changed("limit-period") {

@@ -52,9 +52,9 @@ provider reported no usage (for example a stream cut before its end).`,
 					q.Set(name, v)
 				}
 			}
-			if f.limit != 0 {
-				if f.limit < 0 {
-					return usageError(cmd, fmt.Errorf("--limit must be positive"))
+			if cmd.Flags().Changed("limit") {
+				if f.limit < 1 || f.limit > 10000 {
+					return usageError(cmd, fmt.Errorf("--limit must be from 1 to 10000, got %d", f.limit))
 				}
 				q.Set("limit", strconv.Itoa(f.limit))
 			}

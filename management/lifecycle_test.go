@@ -1130,9 +1130,11 @@ func TestAdminAPIErrors(t *testing.T) {
 		} {
 			expectErr("POST", "/ai-gateway/accounts/acme/balance", body, 400, "invalid argument")
 		}
-		for _, body := range []string{`{"amount":5}`, `{"amount":5.5}`, `{"amount":"5","amount":6}`, `{"note":"no amount"}`, `{"amount":true}`} {
+		for _, body := range []string{`{"amount":5}`, `{"amount":5.5}`, `{"note":"no amount"}`, `{"amount":true}`} {
 			expectErr("POST", "/ai-gateway/accounts/acme/balance", body, 400, "decimal string")
 		}
+		// a repeated member is refused before its values are looked at
+		expectErr("POST", "/ai-gateway/accounts/acme/balance", `{"amount":"5","amount":6}`, 400, "more than once")
 		expectErr("POST", "/ai-gateway/accounts/acme/balance", `{"amount":"0"}`, 400, "must not be zero")
 		expectErr("POST", "/ai-gateway/accounts/acme/balance", `{"amount":"-0.000"}`, 400, "must not be zero")
 		expectErr("POST", "/ai-gateway/accounts/ghost/balance", `{"amount":"1"}`, 404, "not found")
@@ -1162,8 +1164,8 @@ func TestAdminAPIErrors(t *testing.T) {
 		expectErr("POST", "/ai-gateway/accounts", `{"id":"newco"} {"id":"x"}`, 400, "data after the JSON object")
 		expectErr("POST", "/ai-gateway/accounts", ``, 400, "must be a JSON object")
 		expectErr("POST", "/ai-gateway/accounts", `[1]`, 400, "decoding request body")
-		expectErr("POST", "/ai-gateway/keys/"+keyID+"/rotate", `{"grace":"soon"}`, 400, "not a non-negative duration")
-		expectErr("POST", "/ai-gateway/keys/"+keyID+"/rotate", `{"grace":"-1s"}`, 400, "not a non-negative duration")
+		expectErr("POST", "/ai-gateway/keys/"+keyID+"/rotate", `{"grace":"soon"}`, 400, "is not a duration such as 24h")
+		expectErr("POST", "/ai-gateway/keys/"+keyID+"/rotate", `{"grace":"-1s"}`, 400, "must not be negative")
 		if after := accountIDs(); after != before {
 			t.Fatalf("accounts changed from %q to %q", before, after)
 		}

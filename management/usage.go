@@ -37,8 +37,8 @@ func parseUsageFilter(q url.Values, now time.Time) (keystore.LedgerFilter, strin
 		return f, "", fmt.Errorf("until: %w", err)
 	}
 	if s := q.Get("limit"); s != "" {
-		if f.Limit, err = strconv.Atoi(s); err != nil || f.Limit < 1 {
-			return f, "", fmt.Errorf("limit must be a positive integer, got %q", s)
+		if f.Limit, err = strconv.Atoi(s); err != nil || f.Limit < 1 || f.Limit > 10000 {
+			return f, "", fmt.Errorf("limit must be an integer from 1 to 10000, got %q", s)
 		}
 	}
 	if s := q.Get("before"); s != "" {
