@@ -154,6 +154,8 @@ func (g *BalanceGuard) checkStoredResponses(ctx context.Context, id keystore.Ide
 		return refs, backgroundRefused()
 	case refs.Conversation:
 		return refs, conversationNotFound()
+	case refs.ItemReference:
+		return refs, itemReferenceNotFound()
 	case refs.PreviousResponseID == "":
 		return refs, nil
 	}
@@ -245,6 +247,13 @@ func conversationNotFound() *openaiwire.APIError {
 	return &openaiwire.APIError{
 		Status: http.StatusNotFound, Type: openaiwire.TypeInvalidRequest, Code: openaiwire.CodeObjectNotFound, Reason: openaiwire.CodeObjectNotFound,
 		Message: "The conversation named in this request does not exist for this account (conversations cannot be created through this gateway), so the request was not sent. Continue a response with previous_response_id instead.",
+	}
+}
+
+func itemReferenceNotFound() *openaiwire.APIError {
+	return &openaiwire.APIError{
+		Status: http.StatusNotFound, Type: openaiwire.TypeInvalidRequest, Code: openaiwire.CodeObjectNotFound, Reason: openaiwire.CodeObjectNotFound,
+		Message: "An input item of type item_reference names a stored item this gateway cannot tie to your account, so the request was not sent. Send the item's content instead, or continue the response with previous_response_id.",
 	}
 }
 

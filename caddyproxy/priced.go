@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -138,6 +139,12 @@ func (g *BalanceGuard) anyJSONModel(r *http.Request) (string, *openaiwire.APIErr
 	default:
 		return "", nil
 	}
+	if enc := strings.TrimSpace(r.Header.Get("Content-Encoding")); enc != "" && !strings.EqualFold(enc, "identity") {
+		// The provider may decode what the gateway cannot check.
+		return "", &openaiwire.APIError{Status: http.StatusBadRequest, Type: openaiwire.TypeInvalidRequest,
+			Code: "unsupported_content_encoding", Reason: "unsupported_content_encoding",
+			Message: fmt.Sprintf("This key may use only some models, and the gateway cannot read a request body with Content-Encoding %q to check which one it names; send it uncompressed. The request was not sent.", enc)}
+	}
 	var raw []byte
 	if b, ok := caddyhttp.GetVar(r.Context(), BodyVar).(*Body); ok && b != nil {
 		raw = b.Raw // already read (as JSON, or as a form that named no model)
@@ -156,10 +163,16 @@ func (g *BalanceGuard) anyJSONModel(r *http.Request) (string, *openaiwire.APIErr
 				Message: "The request body is too large for this gateway to check its model, so it was not sent."})
 		}
 	}
-	if !json.Valid(raw) {
-		return "", nil
+	body := bytes.TrimPrefix(raw, []byte("\xef\xbb\xbf")) // a BOM some parsers skip
+	if !json.Valid(body) {
+		if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] == '{' {
+			// It means to be JSON; a lenient parser (trailing commas,
+			// single quotes) might read a model in it.
+			return "", openaiwire.FromRequestError(openaiwire.InvalidJSON(fmt.Errorf("%w: request body is not valid JSON", openaiwire.ErrInvalidJSON)))
+		}
+		return "", nil // not JSON: it names no model
 	}
-	info, perr := openaiwire.ParseRequest(raw)
+	info, perr := openaiwire.ParseRequest(body)
 	if perr != nil {
 		return "", openaiwire.FromRequestError(openaiwire.InvalidJSON(perr))
 	}

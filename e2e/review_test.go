@@ -100,3 +100,65 @@ func TestUnreachableProviderAnswersInOpenAIShape(t *testing.T) {
 		t.Fatalf("balance %d after an unreachable provider, want 1.00", bal)
 	}
 }
+
+// TestAllowlistBodiesTheGatewayCannotRead: for a key limited to some
+// models, a free or listed endpoint refuses a body it cannot read for its
+// model (compressed, or meant as JSON but not valid JSON that a lenient
+// parser might still read), and reads one behind a byte-order mark.
+// Found by the second outsider review.
+func TestAllowlistBodiesTheGatewayCannotRead(t *testing.T) {
+	mock := gwtest.NewMockProvider(t)
+	g := gwtest.New(t)
+	g.LoadSite(epSite(mock.URL, ""))
+	g.NewAccount("acme", "10")
+	keyID, key := g.NewKey("acme", "limited")
+	g.MustAdmin("PATCH", "/ai-gateway/keys/"+keyID, map[string]any{"allowed_models": []string{"mock-mini"}}, http.StatusOK, nil)
+	cases := []struct {
+		name, ct, enc, body string
+		status              int
+		code                string
+	}{
+		{"gzip", "application/json", "gzip", "\x1f\x8b\x08\x00", http.StatusBadRequest, "unsupported_content_encoding"},
+		{"BOM", "application/json", "", "\xef\xbb\xbf{\"model\":\"mock-model\"}", http.StatusForbidden, "model_not_allowed"},
+		{"trailing comma", "application/json", "", `{"model":"mock-model",}`, http.StatusBadRequest, "invalid_json"},
+		{"single quotes", "text/plain", "", `{'model':'mock-model'}`, http.StatusBadRequest, "invalid_json"},
+	}
+	for _, c := range cases {
+		h := map[string]string{}
+		if c.enc != "" {
+			h["Content-Encoding"] = c.enc
+		}
+		status, _, b := postTyped(t, g, "/v1/moderations", key, c.ct, []byte(c.body), h)
+		if status != c.status || !strings.Contains(string(b), `"code":"`+c.code+`"`) {
+			t.Errorf("%s: %d %s, want %d %s", c.name, status, b, c.status, c.code)
+		}
+	}
+	if mock.Count() != 0 {
+		t.Fatalf("the provider saw %d requests", mock.Count())
+	}
+}
+
+// TestItemReferenceRefused: an input item of type item_reference names an
+// item the provider stored with some response, of any account; the gateway
+// cannot tie it to the caller, so it is refused like an unknown object.
+func TestItemReferenceRefused(t *testing.T) {
+	mock := gwtest.NewMockProvider(t)
+	g := gwtest.New(t)
+	g.LoadSite(gwtest.Site(mock.URL))
+	g.NewAccount("acme", "10")
+	_, key := g.NewKey("acme", "k")
+	body := `{"model":"mock-model","input":[{"type":"item_reference","id":"msg_of_someone_else"}]}`
+	status, h, b, err := gwtest.Post(g, "/v1/responses", key, body, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwtest.CheckError(t, status, h, b, http.StatusNotFound, "invalid_request_error", "object_not_found")
+	// a message that only talks about item references is not one
+	ok := `{"model":"mock-model","input":[{"role":"user","content":"what is an item_reference?"}]}`
+	if status, _, b, _ := gwtest.Post(g, "/v1/responses", key, ok, nil); status != http.StatusOK {
+		t.Fatalf("a plain input mentioning item_reference: %d %s", status, b)
+	}
+	if mock.Count() != 1 {
+		t.Fatalf("the provider saw %d requests, want 1", mock.Count())
+	}
+}

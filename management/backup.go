@@ -40,7 +40,8 @@ func (h adminHandler) backup(w http.ResponseWriter, r *http.Request) error {
 		if errors.Is(err, fs.ErrExist) {
 			return apiErr(http.StatusConflict, fmt.Errorf("%s exists; the backup never overwrites a file: %w", req.Path, err))
 		}
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+		var pathErr *fs.PathError
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.As(err, &pathErr) {
 			return apiErr(http.StatusBadRequest, fmt.Errorf("cannot create %s (its directory must exist and be writable by Caddy): %w", req.Path, err))
 		}
 		return storeErr(fmt.Errorf("backing up to %s: %w", req.Path, err))

@@ -202,6 +202,13 @@ func (h adminHandler) export(w http.ResponseWriter, r *http.Request) error {
 			return storeErr(err)
 		}
 	}
+	// The filter is checked by the store before the 200 goes out, so a bad
+	// one is a 400 and never an empty "successful" export.
+	probe := f
+	probe.Limit = 1
+	if _, err := h.store.Ledger(r.Context(), probe); err != nil {
+		return storeErr(err)
+	}
 	hd := w.Header()
 	hd.Set("Content-Type", map[string]string{ExportCSV: "text/csv; charset=utf-8", ExportJSONL: "application/jsonl"}[format])
 	hd.Set("Cache-Control", "no-store")

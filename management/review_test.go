@@ -2,6 +2,7 @@ package management
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,5 +50,25 @@ func TestReviewAdminAndCLIInput(t *testing.T) {
 	status, b = g.Admin("POST", "/ai-gateway/keys/"+id+"/rotate", map[string]string{"grace": "99999999h"})
 	if status != http.StatusBadRequest || strings.Contains(string(b), "non-negative") {
 		t.Fatalf("a grace out of range: %d %s", status, b)
+	}
+}
+
+// TestReviewBackupAndExportInput: a backup whose directory is a file, and
+// an export with a filter the store refuses, are 400s before anything is
+// written or streamed.
+func TestReviewBackupAndExportInput(t *testing.T) {
+	g, _ := startCLIGateway(t)
+	file := filepath.Join(t.TempDir(), "plain-file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	status, b := g.Admin("POST", "/ai-gateway/backup", map[string]string{"path": filepath.Join(file, "x.db")})
+	if status != http.StatusBadRequest {
+		t.Fatalf("backup under a file: %d %s, want 400", status, b)
+	}
+	for _, q := range []string{"kind=bogus", "since=2030-01-01&until=2020-01-01"} {
+		if status, b := g.Admin("GET", "/ai-gateway/usage/export?"+q, nil); status != http.StatusBadRequest {
+			t.Fatalf("export?%s: %d %s, want 400", q, status, b)
+		}
 	}
 }

@@ -1,6 +1,11 @@
 package openaiwire
 
-import "fmt"
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+)
 
 // Provider-side objects of the Responses API: the members of a request that
 // refer to objects the provider stores, and the id of the response object a
@@ -27,6 +32,9 @@ type ResponseRefs struct {
 	Background bool
 	// NotStored reports "store": false: the provider keeps no response.
 	NotStored bool
+	// ItemReference reports an "input" item of type item_reference: an
+	// item the provider stored with some earlier response, by id.
+	ItemReference bool
 }
 
 // ParseResponseRefs reads the object references of a Responses API request
@@ -38,7 +46,7 @@ func ParseResponseRefs(body []byte) (ResponseRefs, error) {
 	if err := validObject(body, "request body"); err != nil {
 		return refs, err
 	}
-	names := [...]string{"previous_response_id", "conversation", "background", "store"}
+	names := [...]string{"previous_response_id", "conversation", "background", "store", "input"}
 	var vals [len(names)][]byte
 	it, _ := newObjectIter(body)
 	for {
@@ -75,7 +83,30 @@ func ParseResponseRefs(body []byte) (ResponseRefs, error) {
 	} else if _, err := boolField(vals[3], "store"); err != nil {
 		return refs, err
 	}
+	refs.ItemReference = hasItemReference(vals[4])
 	return refs, nil
+}
+
+// hasItemReference reports whether an "input" array holds an item of type
+// item_reference. Most inputs never mention one, so they are not decoded.
+func hasItemReference(input []byte) bool {
+	if kind(input) != '[' || !bytes.Contains(input, []byte("item_reference")) {
+		return false
+	}
+	var items []map[string]json.RawMessage
+	if json.Unmarshal(input, &items) != nil {
+		return true // an array that mentions one but is not plain objects: assume it does
+	}
+	for _, it := range items {
+		for k, v := range it {
+			if strings.EqualFold(k, "type") {
+				if t, ok := stringValue(v); ok && t == "item_reference" {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // ResponseID returns the top-level "id" of a Responses API response body
