@@ -65,14 +65,7 @@ func (b *billing) settle(handlerErr error) {
 	b.done = true
 	defer b.releaseRecorded()
 	m := b.meter
-	status := m.status
-	if !m.wroteHeader {
-		status = http.StatusBadGateway
-		var he caddyhttp.HandlerError
-		if errors.As(handlerErr, &he) && he.StatusCode != 0 {
-			status = he.StatusCode
-		}
-	}
+	status := finalStatus(m.wroteHeader, m.status, handlerErr)
 	u, ok, chars := m.usage()
 	cost := b.rate.cost(u)
 	note := ""
@@ -240,3 +233,17 @@ func (b *billing) record(c keystore.Charge, status int) {
 type amount int64
 
 func (a amount) String() string { return keystore.FormatAmount(int64(a)) }
+
+// finalStatus is the status a request ended with: what the handler wrote,
+// or, when nothing was written, the status of the handler's error (502 when
+// it has none, as reverse_proxy answers a provider it cannot reach).
+func finalStatus(wroteHeader bool, written int, handlerErr error) int {
+	if wroteHeader {
+		return written
+	}
+	var he caddyhttp.HandlerError
+	if errors.As(handlerErr, &he) && he.StatusCode != 0 {
+		return he.StatusCode
+	}
+	return http.StatusBadGateway
+}

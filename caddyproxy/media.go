@@ -314,14 +314,7 @@ func (b *billing) settleMedia(mr *mediaRate, req openaiwire.MediaRequest, holdAm
 	}
 	b.done = true
 	m := b.meter
-	status := m.status
-	if !m.wroteHeader {
-		status = http.StatusBadGateway
-		var he caddyhttp.HandlerError
-		if errors.As(handlerErr, &he) && he.StatusCode != 0 {
-			status = he.StatusCode
-		}
-	}
+	status := finalStatus(m.wroteHeader, m.status, handlerErr)
 	u, reported, _ := m.usage()
 	charge := keystore.Charge{
 		KeyID: b.id.KeyID, Model: b.info.Model, RequestID: b.requestID(),

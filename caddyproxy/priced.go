@@ -68,14 +68,7 @@ func (g *BalanceGuard) holdCovered(id keystore.Identity, e *Endpoint) (*keystore
 // provider answered 2xx, else nothing, in one ledger row with the model
 // named by the endpoint's path.
 func (g *BalanceGuard) settlePriced(w *scrubWriter, r *http.Request, id keystore.Identity, e *Endpoint, hold *keystore.Hold, start time.Time, handlerErr error) {
-	status := w.status
-	if status == 0 {
-		status = http.StatusBadGateway
-		var he caddyhttp.HandlerError
-		if errors.As(handlerErr, &he) && he.StatusCode != 0 {
-			status = he.StatusCode
-		}
-	}
+	status := finalStatus(w.status != 0, w.status, handlerErr)
 	var cost int64
 	if w.status >= 200 && w.status < 300 {
 		cost = e.price
