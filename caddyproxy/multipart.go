@@ -172,6 +172,11 @@ func queryModels(r *http.Request) ([]string, error) {
 		}
 		return nil, nil
 	}
+	for name := range q {
+		if name != "model" && strings.EqualFold(name, "model") {
+			return nil, fmt.Errorf("query parameter %q differs from \"model\" only in letter case", name)
+		}
+	}
 	return q["model"], nil
 }
 

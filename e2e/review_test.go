@@ -162,3 +162,31 @@ func TestItemReferenceRefused(t *testing.T) {
 		t.Fatalf("the provider saw %d requests, want 1", mock.Count())
 	}
 }
+
+// TestFieldNamesInAnotherLetterCase: form fields and query parameters named
+// like "model" in another case are refused, as JSON members are, since a
+// provider that matches names in any case could read them instead.
+func TestFieldNamesInAnotherLetterCase(t *testing.T) {
+	mock := gwtest.NewMockProvider(t)
+	g := gwtest.New(t)
+	g.LoadSite(epSite(mock.URL, mediaGuard))
+	g.NewAccount("acme", "10")
+	_, key := g.NewKey("acme", "k")
+	status, _, b := postTyped(t, g, "/v1/images/generations", key, "application/x-www-form-urlencoded",
+		[]byte("model=dall-e-2&Model=dall-e-3&prompt=cat&size=1024x1024"), nil)
+	if status != http.StatusBadRequest || !strings.Contains(string(b), "only in letter case") {
+		t.Errorf("form: %d %s", status, b)
+	}
+	ct, body := multipartBody(t, map[string]string{"model": "dall-e-2", "MODEL": "dall-e-3", "prompt": "cat"}, "image", "a.png", []byte("png"))
+	status, _, b = postTyped(t, g, "/v1/images/edits", key, ct, body, nil)
+	if status != http.StatusBadRequest || !strings.Contains(string(b), "only in letter case") {
+		t.Errorf("multipart: %d %s", status, b)
+	}
+	status, _, b, _ = gwtest.Post(g, "/v1/chat/completions?MODEL=mock-model", key, `{"model":"mock-mini","messages":[]}`, nil)
+	if status != http.StatusBadRequest || !strings.Contains(string(b), "only in letter case") {
+		t.Errorf("query: %d %s", status, b)
+	}
+	if mock.Count() != 0 {
+		t.Fatalf("the provider saw %d requests", mock.Count())
+	}
+}

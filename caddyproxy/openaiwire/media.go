@@ -179,6 +179,9 @@ func ParseMediaMultipart(body []byte, boundary string) (MediaRequest, error) {
 			return MediaRequest{}, fmt.Errorf("%w: malformed multipart body: %w", ErrInvalidForm, err)
 		}
 		name := p.FormName()
+		if v := caseVariantField(name); v != "" {
+			return MediaRequest{}, fmt.Errorf("%w: field %q differs from %q only in letter case", ErrInvalidForm, name, v)
+		}
 		if !isMediaField(name) {
 			if _, err := io.Copy(io.Discard, p); err != nil {
 				return MediaRequest{}, fmt.Errorf("%w: malformed multipart body: %w", ErrInvalidForm, err)
@@ -213,6 +216,11 @@ func ParseMediaForm(body []byte) (MediaRequest, error) {
 	if err != nil {
 		return MediaRequest{}, fmt.Errorf("%w: %w", ErrInvalidForm, err)
 	}
+	for name := range vals {
+		if v := caseVariantField(name); v != "" {
+			return MediaRequest{}, fmt.Errorf("%w: field %q differs from %q only in letter case", ErrInvalidForm, name, v)
+		}
+	}
 	fields := map[string]string{}
 	for _, name := range mediaFields {
 		vs, ok := vals[name]
@@ -228,4 +236,16 @@ func ParseMediaForm(body []byte) (MediaRequest, error) {
 		fields[name] = vs[0]
 	}
 	return fromFields(fields)
+}
+
+// caseVariantField returns the field the gateway reads that name equals in
+// another letter case ("Model"), or "": a provider that matches names in
+// any case could read it instead of the one the gateway checked.
+func caseVariantField(name string) string {
+	for _, f := range mediaFields {
+		if name != f && strings.EqualFold(name, f) {
+			return f
+		}
+	}
+	return ""
 }
