@@ -9,11 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
 
 	"github.com/metask/caddy-ai-gateway/internal/gwtest"
 	"github.com/metask/caddy-ai-gateway/keystore"
@@ -29,32 +26,14 @@ import (
 func TestFailedLedgerWritesFailClosedAndRecover(t *testing.T) {
 	mock := gwtest.NewMockProvider(t)
 	g := gwtest.New(t)
-	var failing atomic.Bool
 	diskFull := errors.New("injected fault: database or disk is full")
 	// The app shares a store the pool already holds for its path, so the
 	// test opens it first, with the fault hook and a small bound.
-	_, _, err := storePool.LoadOrNew(g.DBPath, func() (caddy.Destructor, error) {
-		s, err := keystore.Open(context.Background(), keystore.Options{
-			Path:             g.DBPath,
-			MaxPendingWrites: 5,
-			CommitInterval:   time.Millisecond,
-			OnWriteError:     writeErrorReporter(g.DBPath, nil),
-			CommitHook: func() error {
-				if failing.Load() {
-					return diskFull
-				}
-				return nil
-			},
-		})
-		if err != nil {
-			return nil, err
-		}
-		return pooledStore{s}, nil
+	failing := faultyStore(t, g, diskFull, keystore.Options{
+		MaxPendingWrites: 5,
+		CommitInterval:   time.Millisecond,
+		OnWriteError:     writeErrorReporter(g.DBPath, nil),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _, _ = storePool.Delete(g.DBPath) })
 	// Without durable billing, so that requests complete while their rows
 	// queue (TestDurableBillingWithholdsUntilCommitted covers the other).
 	cfg, _ := json.Marshal(reloadJSON(t, g.Caddyfile(gwtest.Site(mock.URL), ""), func(cfg map[string]any) {

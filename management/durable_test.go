@@ -17,21 +17,21 @@ import (
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
-// faultyStore opens the store of g's database into the pool, with commits
-// failing while the returned flag is set.
-func faultyStore(t *testing.T, g *gwtest.Gateway) *atomic.Bool {
+// faultyStore opens the store of g's database into the pool (the app then
+// shares it), with commits failing with fault while the returned flag is
+// set. opts sets the other options; Path and CommitHook are the helper's.
+func faultyStore(t *testing.T, g *gwtest.Gateway, fault error, opts keystore.Options) *atomic.Bool {
 	t.Helper()
 	failing := new(atomic.Bool)
+	opts.Path = g.DBPath
+	opts.CommitHook = func() error {
+		if failing.Load() {
+			return fault
+		}
+		return nil
+	}
 	_, _, err := storePool.LoadOrNew(g.DBPath, func() (caddy.Destructor, error) {
-		s, err := keystore.Open(context.Background(), keystore.Options{
-			Path: g.DBPath,
-			CommitHook: func() error {
-				if failing.Load() {
-					return errors.New("injected fault: disk I/O error")
-				}
-				return nil
-			},
-		})
+		s, err := keystore.Open(context.Background(), opts)
 		if err != nil {
 			return nil, err
 		}
@@ -53,7 +53,7 @@ func faultyStore(t *testing.T, g *gwtest.Gateway) *atomic.Bool {
 func TestDurableBillingWithholdsUntilCommitted(t *testing.T) {
 	mock := gwtest.NewMockProvider(t)
 	g := gwtest.New(t)
-	failing := faultyStore(t, g)
+	failing := faultyStore(t, g, errors.New("injected fault: disk I/O error"), keystore.Options{})
 	g.LoadSite(gwtest.Site(mock.URL))
 	g.NewAccount("acme", "10")
 	_, secret := g.NewKey("acme", "app")
