@@ -113,21 +113,31 @@ func (b *billing) settle(handlerErr error) {
 		charge.Note = joinNotes(charge.Note, c)
 	}
 	b.recordResponse(status, charge)
+	if b.commitCharge(charge) {
+		b.record(charge, status)
+	}
+}
+
+// commitCharge replaces the hold with charge and, with durable billing,
+// releases the end of the answer once the ledger row is committed. It
+// reports false when the charge could not be settled (logged; the hold is
+// released); a hold already ended counts as settled.
+func (b *billing) commitCharge(charge keystore.Charge) bool {
 	entry, err := b.hold.Settle(charge)
 	if err == nil {
 		b.awaitCommit(func(ctx context.Context) error { return b.g.st().WaitCommitted(ctx, entry) })
-	} else {
-		b.hold.Release()
-		if !errors.Is(err, keystore.ErrSettled) {
-			b.g.logger.Error("settling a request failed; it was not charged",
-				zap.String("account", b.id.AccountID), zap.String("key_id", b.id.KeyID),
-				zap.String("model", b.info.Model), zap.Int64("cost_nano", charge.Cost),
-				zap.Int64("prompt_tokens", charge.PromptTokens), zap.Int64("completion_tokens", charge.CompletionTokens),
-				zap.Error(err))
-			return
-		}
+		return true
 	}
-	b.record(charge, status)
+	b.hold.Release()
+	if errors.Is(err, keystore.ErrSettled) {
+		return true
+	}
+	b.g.logger.Error("settling a request failed; it was not charged",
+		zap.String("account", b.id.AccountID), zap.String("key_id", b.id.KeyID),
+		zap.String("model", b.info.Model), zap.Int64("cost_nano", charge.Cost),
+		zap.Int64("prompt_tokens", charge.PromptTokens), zap.Int64("completion_tokens", charge.CompletionTokens),
+		zap.Error(err))
+	return false
 }
 
 // joinNotes joins two ledger notes with "; ".

@@ -1,7 +1,6 @@
 package caddyproxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"go.uber.org/zap"
 
 	"github.com/metask/caddy-ai-gateway/caddyproxy/openaiwire"
 	"github.com/metask/caddy-ai-gateway/keystore"
@@ -340,19 +338,9 @@ func (b *billing) settleMedia(mr *mediaRate, req openaiwire.MediaRequest, holdAm
 		charge.Cost, charge.Estimated = holdAmount, true
 		charge.Note = "estimated: no usage reported and no media price; charged the hold"
 	}
-	entry, err := b.hold.Settle(charge)
-	if err == nil {
-		b.awaitCommit(func(ctx context.Context) error { return b.g.st().WaitCommitted(ctx, entry) })
-	} else {
-		b.hold.Release()
-		if !errors.Is(err, keystore.ErrSettled) {
-			b.g.logger.Error("settling a request failed; it was not charged",
-				zap.String("account", b.id.AccountID), zap.String("key_id", b.id.KeyID),
-				zap.String("model", b.info.Model), zap.Int64("cost_nano", charge.Cost), zap.Error(err))
-			return
-		}
+	if b.commitCharge(charge) {
+		b.record(charge, status)
 	}
-	b.record(charge, status)
 }
 
 // note is the ledger note of a charge by media price.

@@ -13,7 +13,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
@@ -48,26 +47,6 @@ func jsonConfig(t *testing.T, g *gwtest.Gateway, siteBody, handler string, edit 
 	return out
 }
 
-// loadJSON loads cfg and waits until the admin endpoint answers.
-func loadJSON(t *testing.T, g *gwtest.Gateway, cfg []byte) {
-	t.Helper()
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatalf("loading config: %v", err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get("http://" + g.AdminAddr + "/config/")
-		if err == nil {
-			resp.Body.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("admin endpoint %s did not come up: %v", g.AdminAddr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestAPIKeyProviderJSON: the api_key provider in Caddy's authentication
 // handler refuses a request without a valid key (401, WWW-Authenticate:
 // Bearer) and admits a valid one with the key id as user id, the account in
@@ -77,7 +56,7 @@ func TestAPIKeyProviderJSON(t *testing.T) {
 	site := `
 	balance_guard
 	respond "{http.auth.user.id}|{http.auth.user.account}|{http.auth.user.key_name}|{http.request.header.Authorization}"`
-	loadJSON(t, g, jsonConfig(t, g, site, `{"handler":"authentication","providers":{"api_key":{}}}`, nil))
+	g.LoadJSON(jsonConfig(t, g, site, `{"handler":"authentication","providers":{"api_key":{}}}`, nil))
 	g.NewAccount("acme", "")
 	keyID, secret := g.NewKey("acme", "ci")
 
