@@ -2,7 +2,6 @@ package caddyauth
 
 import (
 	"net/http"
-	"net/url"
 	"strings"
 )
 
@@ -60,8 +59,7 @@ func scrubCredentials(r *http.Request) (found string) {
 func hasCredentialParam(rawQuery string) bool {
 	lower := strings.ToLower(rawQuery)
 	for _, p := range credentialParams {
-		if strings.HasPrefix(lower, p+"=") || strings.Contains(lower, "&"+p+"=") ||
-			strings.HasPrefix(lower, url.QueryEscape(p)+"=") {
+		if strings.HasPrefix(lower, p+"=") || strings.Contains(lower, "&"+p+"=") {
 			return true
 		}
 	}

@@ -139,22 +139,21 @@ func (g *BalanceGuard) anyJSONModel(r *http.Request) (string, *openaiwire.APIErr
 			Message: fmt.Sprintf("This key may use only some models, and the gateway cannot read a request body with Content-Encoding %q to check which one it names; send it uncompressed. The request was not sent.", enc)}
 	}
 	var raw []byte
-	if b, ok := caddyhttp.GetVar(r.Context(), BodyVar).(*Body); ok && b != nil {
-		raw = b.Raw // already read (as JSON, or as a form that named no model)
+	cached, _ := caddyhttp.GetVar(r.Context(), BodyVar).(*Body)
+	if cached != nil {
+		raw = cached.Raw // already read (as JSON, or as a form that named no model)
 	} else {
 		if r.Body == nil || r.Body == http.NoBody {
 			return "", nil
 		}
-		var err error
-		raw, err = io.ReadAll(io.LimitReader(r.Body, g.MaxRequestBody+1))
-		body := raw
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		if err != nil || int64(len(raw)) > g.MaxRequestBody {
-			return "", openaiwire.FromRequestError(&openaiwire.RequestError{Status: http.StatusRequestEntityTooLarge,
-				Code: openaiwire.CodeRequestTooLarge, Err: fmt.Errorf("request body unreadable or over %d bytes", g.MaxRequestBody),
-				Message: "The request body is too large for this gateway to check its model, so it was not sent."})
+		var rerr *openaiwire.RequestError
+		if raw, rerr = readLimited(r, g.MaxRequestBody); rerr != nil {
+			return "", openaiwire.FromRequestError(rerr)
 		}
+		// Put it back for the provider. A JSON body that parses is cached
+		// below as ReadBody would cache it, for ai_model matchers after us.
+		r.Body = io.NopCloser(bytes.NewReader(raw))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil }
 	}
 	body := bytes.TrimPrefix(raw, []byte("\xef\xbb\xbf")) // a BOM some parsers skip
 	if !json.Valid(body) {
@@ -168,6 +167,9 @@ func (g *BalanceGuard) anyJSONModel(r *http.Request) (string, *openaiwire.APIErr
 	info, perr := openaiwire.ParseRequest(body)
 	if perr != nil {
 		return "", openaiwire.FromRequestError(openaiwire.InvalidJSON(perr))
+	}
+	if cached == nil && len(body) == len(raw) && hasJSONBody(r) {
+		SetBody(r, &Body{Raw: raw, Info: info, Model: g.upstreamModel(info.Model)})
 	}
 	return info.Model, nil
 }
