@@ -47,7 +47,7 @@ const (
 	// pruneSelect picks the next batch: ?1 the first id to keep, ?2 the
 	// batch size. Both statements of a batch run in one transaction and
 	// select the same rows.
-	pruneSelect   = `SELECT id FROM ledger WHERE id < ?1 ORDER BY id LIMIT ?2`
+	pruneSelect = `SELECT id FROM ledger WHERE id < ?1 ORDER BY id LIMIT ?2`
 	// pruneCarrySQL carries a batch forward; {max} is the two-argument
 	// maximum of the dialect.
 	pruneCarrySQL = `INSERT INTO ledger_pruned (account_id, amount, rows, until)
