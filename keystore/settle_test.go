@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -610,7 +609,7 @@ func BenchmarkSettle(b *testing.B) {
 
 func benchmarkSettle(b *testing.B, sustained bool) {
 	ctx := context.Background()
-	s, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "ks.db")})
+	s, err := Open(ctx, Options{Path: tempDB(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -657,7 +656,7 @@ func benchmarkSettle(b *testing.B, sustained bool) {
 // BenchmarkAdjustBalance is the one-transaction-per-row baseline.
 func BenchmarkAdjustBalance(b *testing.B) {
 	ctx := context.Background()
-	s, err := Open(ctx, Options{Path: filepath.Join(b.TempDir(), "ks.db")})
+	s, err := Open(ctx, Options{Path: tempDB(b)})
 	if err != nil {
 		b.Fatal(err)
 	}
