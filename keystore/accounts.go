@@ -139,9 +139,20 @@ func (s *Store) CreateAccount(ctx context.Context, id, name string) (Account, er
 		return Account{}, fmt.Errorf("account %q: %w", id, ErrExists)
 	}
 	now := unixMS(s.now())
-	if _, err := s.w.ExecContext(ctx,
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return Account{}, fmt.Errorf("creating account %q: %w", id, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx,
 		`INSERT INTO accounts (id, name, balance, disabled, created_at) VALUES (?, ?, 0, 0, ?)`,
 		id, name, now); err != nil {
+		return Account{}, fmt.Errorf("creating account %q: %w", id, err)
+	}
+	if err := s.writeAudit(ctx, tx, id, id, ActionAccountCreate, map[string]any{"name": name}); err != nil {
+		return Account{}, err
+	}
+	if err := tx.Commit(); err != nil {
 		return Account{}, fmt.Errorf("creating account %q: %w", id, err)
 	}
 	a := &accountState{id: id, name: name, createdAt: now}
@@ -261,13 +272,36 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, name *string, disa
 	if !ok {
 		return Account{}, fmt.Errorf("account %q: %w", id, ErrNotFound)
 	}
+	prev := cur
 	if name != nil {
 		cur.name = newName
 	}
 	if disabled != nil {
 		cur.disabled = *disabled
 	}
-	if _, err := s.w.ExecContext(ctx, `UPDATE accounts SET name = ?, disabled = ? WHERE id = ?`, cur.name, cur.disabled, id); err != nil {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return Account{}, fmt.Errorf("updating account %q: %w", id, err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE accounts SET name = ?, disabled = ? WHERE id = ?`, cur.name, cur.disabled, id); err != nil {
+		return Account{}, fmt.Errorf("updating account %q: %w", id, err)
+	}
+	if cur.name != prev.name {
+		if err := s.writeAudit(ctx, tx, id, id, ActionAccountUpdate, map[string]any{"name": Change{prev.name, cur.name}}); err != nil {
+			return Account{}, err
+		}
+	}
+	if cur.disabled != prev.disabled {
+		action := ActionAccountEnable
+		if cur.disabled {
+			action = ActionAccountDisable
+		}
+		if err := s.writeAudit(ctx, tx, id, id, action, nil); err != nil {
+			return Account{}, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
 		return Account{}, fmt.Errorf("updating account %q: %w", id, err)
 	}
 	s.acctMu.Lock()
