@@ -37,13 +37,31 @@ type AccountView struct {
 	Currency string `json:"currency"`
 	HeldNano int64  `json:"held_nano"`
 	Held     string `json:"held"`
+	// Status is "active" or "disabled" (always set by NewAccountView and
+	// AccountSummaryViews).
+	Status string `json:"status,omitempty"`
+	// SpendMonthNano and SpendMonth are what the account's requests cost
+	// in the current calendar month (UTC), and Keys its number of keys
+	// neither deleted nor expired; only in lists of accounts
+	// (AccountSummaryViews).
+	SpendMonthNano *int64 `json:"spend_month_nano,omitempty"`
+	SpendMonth     string `json:"spend_month,omitempty"`
+	Keys           *int   `json:"keys,omitempty"`
+}
+
+// accountStatus is AccountView.Status of a.
+func accountStatus(a keystore.Account) string {
+	if a.Disabled {
+		return "disabled"
+	}
+	return "active"
 }
 
 // NewAccountView shows account a of store s in currency.
 func NewAccountView(s *keystore.Store, a keystore.Account, currency string) AccountView {
 	_, held, _ := s.Available(a.ID)
 	return AccountView{Account: a, Balance: keystore.FormatAmount(a.Balance), Currency: currency,
-		HeldNano: held, Held: keystore.FormatAmount(held)}
+		HeldNano: held, Held: keystore.FormatAmount(held), Status: accountStatus(a)}
 }
 
 // AccountViews shows every account of store s.
@@ -54,6 +72,23 @@ func AccountViews(ctx context.Context, s *keystore.Store, currency string) []Acc
 		out = append(out, NewAccountView(s, a, currency))
 	}
 	return out
+}
+
+// AccountSummaryViews shows every account of store s with its spend this
+// month and its number of live keys (keystore.AccountSummaries).
+func AccountSummaryViews(ctx context.Context, s *keystore.Store, currency string) ([]AccountView, error) {
+	sums, err := s.AccountSummaries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AccountView, 0, len(sums))
+	for _, a := range sums {
+		spend, keys := a.SpendMonth, a.Keys
+		out = append(out, AccountView{Account: a.Account, Balance: keystore.FormatAmount(a.Balance), Currency: currency,
+			HeldNano: a.Held, Held: keystore.FormatAmount(a.Held), Status: accountStatus(a.Account),
+			SpendMonthNano: &spend, SpendMonth: keystore.FormatAmount(spend), Keys: &keys})
+	}
+	return out, nil
 }
 
 // CreateAccountRequest is the body that creates an account.
@@ -221,6 +256,7 @@ type CreateKeyRequest struct {
 // null remove that part of the policy, which is why they are kept raw.
 type UpdateKeyRequest struct {
 	Name          *string         `json:"name,omitempty"`
+	Disabled      *bool           `json:"disabled,omitempty"`
 	ExpiresAt     json.RawMessage `json:"expires_at,omitempty"`
 	ExpiresIn     string          `json:"expires_in,omitempty"`
 	AllowedModels json.RawMessage `json:"allowed_models,omitempty"`
@@ -388,6 +424,22 @@ type SessionView struct {
 type KeyListView struct {
 	Keys []KeyView `json:"keys"`
 }
+
+// --- audit ---
+
+// AuditEntryView is an entry of the audit log.
+type AuditEntryView = keystore.AuditEntry
+
+// AuditView answers GET /ai-gateway/audit: entries newest first.
+type AuditView struct {
+	Entries []AuditEntryView `json:"entries"`
+	// NextBefore, when set, fetches the next (older) page with ?before=.
+	NextBefore int64 `json:"next_before,omitempty"`
+}
+
+// ActorHeader is the request header in which the CLI names its user for
+// the audit log (see adminActor).
+const ActorHeader = "X-Ai-Gateway-Actor"
 
 // --- amounts ---
 
