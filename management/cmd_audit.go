@@ -16,8 +16,8 @@ import (
 // auditFlags are the filters of `caddy ai-gateway audit`.
 type auditFlags struct {
 	account, target, action, actor, since, until string
-	limit                                         int
-	before                                        int64
+	limit                                        int
+	before                                       int64
 }
 
 func (c *gatewayCLI) auditCommand() *cobra.Command {

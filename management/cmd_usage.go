@@ -13,8 +13,8 @@ import (
 // usageFlags are the filters of `caddy ai-gateway usage`.
 type usageFlags struct {
 	account, key, model, status, since, until, by string
-	limit                                 int
-	adjustments                           bool
+	limit                                         int
+	adjustments                                   bool
 }
 
 func (c *gatewayCLI) usageCommand() *cobra.Command {
