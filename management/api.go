@@ -140,13 +140,13 @@ type BalanceAdjustedView struct {
 // current period (amount, spent*, held*, resets_at; resets_at is absent
 // for a total limit); the dashboard sends only amount_nano and period.
 type SpendLimitView struct {
-	AmountNano int64      `json:"amount_nano"`
-	Amount     string     `json:"amount,omitempty"`
-	Period     string     `json:"period"`
-	SpentNano  *int64     `json:"spent_nano,omitempty"`
-	Spent      string     `json:"spent,omitempty"`
-	HeldNano   *int64     `json:"held_nano,omitempty"`
-	Held       string     `json:"held,omitempty"`
+	AmountNano int64  `json:"amount_nano"`
+	Amount     string `json:"amount,omitempty"`
+	Period     string `json:"period"`
+	SpentNano  *int64 `json:"spent_nano,omitempty"`
+	Spent      string `json:"spent,omitempty"`
+	HeldNano   *int64 `json:"held_nano,omitempty"`
+	Held       string `json:"held,omitempty"`
 	// RemainingNano and Remaining are what requests may still spend in the
 	// period: amount - spent - held, at least 0.
 	RemainingNano *int64     `json:"remaining_nano,omitempty"`
