@@ -23,6 +23,7 @@ var copyTables = []struct{ name, order string }{
 	{"usage_hourly", "hour, account_id, key_id, model"},
 	{"usage_daily", "day, account_id, key_id, model"},
 	{"provider_objects", "id"},
+	{"audit", "id"},
 }
 
 // CopyReport is what CopyToPostgres copied: rows per table, in copy order.
@@ -113,9 +114,11 @@ func CopyToPostgres(ctx context.Context, from, to string, progress func(table st
 		rep.Tables = append(rep.Tables, CopiedTable{Name: t.name, Rows: n})
 		progress(t.name, n)
 	}
-	// New ledger rows continue after the copied ids.
-	if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('ledger', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM ledger`); err != nil {
-		return rep, fmt.Errorf("advancing the ledger id sequence: %w", err)
+	// New ledger and audit rows continue after the copied ids.
+	for _, table := range []string{"ledger", "audit"} {
+		if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('`+table+`', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM `+table); err != nil {
+			return rep, fmt.Errorf("advancing the %s id sequence: %w", table, err)
+		}
 	}
 	if rep.AccountsChecked, err = verifyCopy(ctx, stx, tx, rep); err != nil {
 		return rep, err
