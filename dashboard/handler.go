@@ -91,7 +91,7 @@ func (Dashboard) CaddyModule() caddy.ModuleInfo {
 // Provision finds the key store and checks the configuration.
 func (d *Dashboard) Provision(ctx caddy.Context) error {
 	d.logger = ctx.Logger()
-	secret, err := loadCSRFSecret()
+	secret, err := loadCSRFSecret(ctx.Storage(), d.logger)
 	if err != nil {
 		return fmt.Errorf("%w", err)
 	}
@@ -178,9 +178,7 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		if isAPI {
 			return writeError(w, errStoreUnavailable)
 		}
-		return d.renderDenied(w, http.StatusServiceUnavailable, "Key store unavailable",
-			"The gateway's key store is not open, so the dashboard cannot show anything. "+
-				"Reload the page in a moment; if this persists, tell the operator of this gateway.")
+		return d.renderDenied(w, http.StatusServiceUnavailable, "Database unavailable", databaseUnavailable)
 	}
 	s := d.session(user)
 
@@ -198,6 +196,12 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	_, err := w.Write([]byte("404 page not found\n"))
 	return err
 }
+
+// databaseUnavailable explains the page that is shown while the gateway's
+// database is not open (or a reload switched to another one): it says
+// nothing about the user's account, which may well exist.
+const databaseUnavailable = "The gateway's database is unavailable, so the dashboard cannot show your account right now. " +
+	"Reload the page in a moment; if this persists, tell the operator of this gateway."
 
 // session is who is asking, as far as the dashboard is concerned.
 type session struct {
@@ -230,7 +234,7 @@ func (d *Dashboard) servePage(w http.ResponseWriter, r *http.Request, s session)
 		if _, err := d.st().Account(r.Context(), s.own); err != nil {
 			if errors.Is(err, keystore.ErrNotFound) && d.storeProblem(r.Context()) != nil {
 				d.logger.Warn("dashboard: the key store is closed or no longer the gateway's", zap.String("user", s.user))
-				return d.renderDenied(w, http.StatusServiceUnavailable, "Key store unavailable", errStoreUnavailable.message)
+				return d.renderDenied(w, http.StatusServiceUnavailable, "Database unavailable", databaseUnavailable)
 			}
 			if errors.Is(err, keystore.ErrNotFound) {
 				d.logger.Info("dashboard user has no account", zap.String("user", s.user), zap.String("account", s.own))
