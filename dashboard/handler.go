@@ -174,7 +174,11 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 			"This dashboard needs you to sign in, but the server did not identify you. "+
 				"If you run this server: put basic_auth (or another authenticator) before ai_dashboard.")
 	}
-	if _, err := d.app.WaitStore(r.Context()); err != nil {
+	if strings.HasPrefix(p, "/assets/") {
+		// the page's files need no store (the error pages use them too)
+		return serveAsset(w, r, strings.TrimPrefix(p, "/assets/"))
+	}
+	if _, err := d.app.WaitStore(r.Context()); err != nil || d.storeProblem(r.Context()) != nil {
 		if isAPI {
 			return writeError(w, errStoreUnavailable)
 		}
@@ -185,8 +189,6 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	switch {
 	case isAPI:
 		return d.serveAPI(w, r, s, strings.TrimPrefix(p, "/api/"))
-	case strings.HasPrefix(p, "/assets/"):
-		return serveAsset(w, r, strings.TrimPrefix(p, "/assets/"))
 	case p == "/" || p == "/index.html":
 		return d.servePage(w, r, s)
 	}

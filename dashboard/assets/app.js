@@ -670,6 +670,8 @@
 		return el('span', { title: id, class: 'key-label' }, el('span', { class: 'key-name-ref', text: shown }), mark ? ' ' : null, mark);
 	}
 
+	const RECENT = 10;
+
 	async function loadUsage() {
 		const [u, keys] = await Promise.all([api('GET', 'usage?days=' + state.days), api('GET', 'keys')]);
 		state.keys = keys.keys || [];
@@ -692,9 +694,11 @@
 		fillTotals('#bykey-table', '#bykey-body', '#bykey-empty', u.by_key, (t) => keyLabel(t.group, t.name, t.deleted));
 		const body = $('#recent-body');
 		body.replaceChildren();
-		$('#recent-table').hidden = u.recent.length === 0;
-		$('#recent-empty').hidden = u.recent.length > 0;
-		for (const r of u.recent) {
+		// the latest few: the usage log has every row
+		const recent = u.recent.slice(0, RECENT);
+		$('#recent-table').hidden = recent.length === 0;
+		$('#recent-empty').hidden = recent.length > 0;
+		for (const r of recent) {
 			const usage = r.kind === 'usage';
 			body.append(el('tr', {},
 				el('td', { 'data-label': 'Time', title: r.created_at, class: 'time' }, fmtDateTime(r.created_at)),
