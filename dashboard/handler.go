@@ -91,11 +91,6 @@ func (Dashboard) CaddyModule() caddy.ModuleInfo {
 // Provision finds the key store and checks the configuration.
 func (d *Dashboard) Provision(ctx caddy.Context) error {
 	d.logger = ctx.Logger()
-	secret, err := loadCSRFSecret(ctx.Storage(), d.logger)
-	if err != nil {
-		return fmt.Errorf("%w", err)
-	}
-	d.csrf = secret
 	if d.UserID == "" {
 		d.UserID = "{http.auth.user.id}"
 	}
@@ -130,6 +125,9 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	}
 	if d.denied, err = template.ParseFS(assetsFS, "assets/denied.html"); err != nil {
 		return fmt.Errorf("parsing the error page template: %w", err)
+	}
+	if d.csrf, err = loadCSRFSecret(ctx.Storage(), d.logger); err != nil {
+		return err
 	}
 	return nil
 }
