@@ -630,7 +630,10 @@
 			g.append(svg('title', {}, label + ': ' + money(d.cost) + ', ' + plural(d.requests, 'request')));
 			root.append(g);
 			if ((days.length - 1 - i) % labelEvery === 0) {
-				root.append(svg('text', { x: L + slot * i + slot / 2, y: H - 8, class: 'tick', 'text-anchor': 'middle' }, label));
+				// the last label ends at the right edge rather than past it
+				const cx = L + slot * i + slot / 2;
+				const end = cx + 24 > W;
+				root.append(svg('text', { x: end ? W - 2 : cx, y: H - 8, class: 'tick', 'text-anchor': end ? 'end' : 'middle' }, label));
 			}
 		});
 		box.append(root);
@@ -705,7 +708,7 @@
 				el('td', { 'data-label': 'What', class: 'what' }, whatOf(r)),
 				el('td', { 'data-label': 'Key', class: 'key' }, usage ? keyLabel(r.key_id, r.key_name) : ''),
 				el('td', { class: 'num tok', 'data-label': 'Tokens in / out' }, usage ? tokens(r) : ''),
-				el('td', { class: 'num status', 'data-label': 'Status' }, usage && r.status ? String(r.status) : ''),
+				el('td', { class: 'num status' + (r.status >= 200 && r.status < 300 ? ' ok' : ''), 'data-label': 'Status' }, usage && r.status ? String(r.status) : ''),
 				el('td', { class: 'num amount ' + (r.amount_nano < 0 ? 'neg' : 'pos'), 'data-label': 'Amount' }, money(r.amount, false)),
 				el('td', { class: 'num opt', 'data-label': 'Balance after' }, money(r.balance_after, false))));
 		}
@@ -793,7 +796,7 @@
 				el('td', { 'data-label': 'Key', class: 'key' }, usage ? keyLabel(r.key_id, r.key_name) : ''),
 				el('td', { class: 'num tok', 'data-label': 'Tokens in / out' }, usage ? tokens(r) : ''),
 				el('td', { class: 'num opt', 'data-label': 'Cached' }, usage && r.cached_tokens ? numFmt.format(r.cached_tokens) : ''),
-				el('td', { class: 'num status', 'data-label': 'Status' }, usage && r.status ? String(r.status) : ''),
+				el('td', { class: 'num status' + (r.status >= 200 && r.status < 300 ? ' ok' : ''), 'data-label': 'Status' }, usage && r.status ? String(r.status) : ''),
 				el('td', { class: 'num amount', 'data-label': 'Cost' }, money(r.cost, false))));
 		}
 		const t = res.totals || {};
