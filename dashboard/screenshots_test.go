@@ -72,6 +72,19 @@ func seedHistory(t *testing.T, dbPath string) {
 	}
 }
 
+// newSeededEnv is newEnv with a month of history for carol (seedHistory)
+// and the account team-b.
+func newSeededEnv(t *testing.T) *env {
+	t.Helper()
+	mock := gwtest.NewMockProvider(t)
+	g := gwtest.New(t)
+	seedHistory(t, g.DBPath)
+	e := &env{t: t, g: g, mock: mock, AccessLog: filepath.Join(g.Dir, "access.log")}
+	g.LoadSite(dashboardSite(t, g, mock.URL, e.AccessLog))
+	g.NewAccount("team-b", "12.5")
+	return e
+}
+
 // TestScreenshots writes the README's screenshots (PNG) into the directory
 // named by DASHBOARD_SCREENSHOTS; without it the test skips.
 //
@@ -84,12 +97,7 @@ func TestScreenshots(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	mock := gwtest.NewMockProvider(t)
-	g := gwtest.New(t)
-	seedHistory(t, g.DBPath)
-	e := &env{t: t, g: g, mock: mock, AccessLog: filepath.Join(g.Dir, "access.log")}
-	g.LoadSite(dashboardSite(t, g, mock.URL, e.AccessLog))
-	g.NewAccount("team-b", "12.5")
+	e := newSeededEnv(t)
 
 	save := func(name string, png []byte) {
 		t.Helper()
