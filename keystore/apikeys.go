@@ -535,6 +535,8 @@ func (s *Store) flushLastUsed(ctx context.Context) error {
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	ctx, cancel := s.backgroundWriteContext(ctx)
+	defer cancel()
 	err := func() error {
 		tx, err := s.w.BeginTx(ctx, nil)
 		if err != nil {

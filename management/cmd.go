@@ -37,7 +37,7 @@ func init() {
 }
 
 const (
-	aiGatewayUsage = "<accounts|keys|usage|audit|backup> [command] [flags]"
+	aiGatewayUsage = "<accounts|keys|usage|audit|backup|db> [command] [flags]"
 	aiGatewayShort = "Manages AI gateway accounts, API keys and usage of a running Caddy"
 	aiGatewayLong  = `
 Manages the accounts and API keys of the AI gateway (the ai_gateway app)
@@ -109,7 +109,7 @@ func configureAIGatewayCommand(cmd *cobra.Command) {
 	pf.BoolVar(&c.json, "json", false, "Print the admin API's JSON answer instead of a table")
 	cmd.RunE = groupRunE
 	cmd.PersistentPreRunE = refuseKeysInCommandLine
-	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand(), c.auditCommand(), c.backupCommand())
+	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand(), c.auditCommand(), c.backupCommand(), c.dbCommand())
 }
 
 // groupRunE runs a command that only groups subcommands: without arguments
