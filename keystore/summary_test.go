@@ -30,7 +30,7 @@ func TestLedgerStatusFilter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := bruteUsageTotals(t, s.r, LedgerFilter{AccountID: "acme", Status: c.status}, "")
+		want := bruteUsageTotals(t, s, LedgerFilter{AccountID: "acme", Status: c.status}, "")
 		if len(tot) != 1 || tot[0] != want[0] {
 			t.Errorf("status %q: totals %+v, want %+v", c.status, tot, want)
 		}
@@ -38,7 +38,7 @@ func TestLedgerStatusFilter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if wantN := bruteUsageTotals(t, s.r, LedgerFilter{AccountID: "acme", Status: c.status}, "model"); len(byModel) != len(wantN) {
+		if wantN := bruteUsageTotals(t, s, LedgerFilter{AccountID: "acme", Status: c.status}, "model"); len(byModel) != len(wantN) {
 			t.Errorf("status %q by model: %+v, want %+v", c.status, byModel, wantN)
 		}
 	}
