@@ -153,7 +153,7 @@ CREATE TABLE provider_objects (
 );
 CREATE INDEX provider_objects_account ON provider_objects(account_id, created_at);
 `,
-	// 6
+	// 6: disabled keys, operators' policies, the audit log.
 	`
 ALTER TABLE api_keys ADD COLUMN disabled_at BIGINT;
 ALTER TABLE api_keys ADD COLUMN disabled_by_admin BIGINT NOT NULL DEFAULT 0;
