@@ -33,6 +33,20 @@ func (b *browser) waitFor(js string) {
 // page then gets the 401.
 func (b *browser) cancelLoginPrompts() {
 	b.t.Helper()
+	b.answerLoginPrompts(&fetch.AuthChallengeResponse{Response: fetch.AuthChallengeResponseResponseCancelAuth})
+}
+
+// rememberLogin answers the browser's login prompt with the user's
+// credentials, as a browser that remembers a basic_auth login does for
+// requests the page's headers do not reach (downloads).
+func (b *browser) rememberLogin(user string) {
+	b.t.Helper()
+	b.answerLoginPrompts(&fetch.AuthChallengeResponse{Response: fetch.AuthChallengeResponseResponseProvideCredentials,
+		Username: user, Password: password(user)})
+}
+
+func (b *browser) answerLoginPrompts(answer *fetch.AuthChallengeResponse) {
+	b.t.Helper()
 	ctx := b.ctx
 	chromedp.Listen(ctx, func(ev any) {
 		switch e := ev.(type) {
@@ -40,7 +54,7 @@ func (b *browser) cancelLoginPrompts() {
 			go chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: e.RequestID})
 		case *fetch.EventAuthRequired:
 			go chromedp.Call(ctx, fetch.ContinueWithAuth, fetch.ContinueWithAuthParams{RequestID: e.RequestID,
-				AuthChallengeResponse: &fetch.AuthChallengeResponse{Response: fetch.AuthChallengeResponseResponseCancelAuth}})
+				AuthChallengeResponse: answer})
 		}
 	})
 	on := true

@@ -162,6 +162,14 @@
 		return e;
 	}
 
+	// nanoAmount turns nano-units into a decimal string.
+	function nanoAmount(n) {
+		if (typeof n !== 'number') return String(n == null ? '' : n);
+		const neg = n < 0, a = Math.abs(n);
+		const f = String(a % 1e9).padStart(9, '0').replace(/0+$/, '');
+		return (neg ? '-' : '') + Math.floor(a / 1e9) + (f ? '.' + f : '');
+	}
+
 	function plural(n, one, many) { return numFmt.format(n) + ' ' + (n === 1 ? one : (many || one + 's')); }
 
 	// ---- feedback ---------------------------------------------------------
@@ -370,9 +378,12 @@
 		expired: ['bad', 'Expired'],
 		rotated: ['warn', 'Rotated'],
 	};
+	function isAdmin() { return !!(state.session && state.session.admin); }
+
 	function keyStatus(k) {
 		const st = statusOf(k);
-		const [cls, text] = statusBadges[st] || ['', st];
+		let [cls, text] = statusBadges[st] || ['', st];
+		if (st === 'disabled' && k.disabled_by_admin) text = 'Disabled by the operator';
 		return el('span', { class: 'badge ' + cls, 'data-status': st, text: text });
 	}
 
@@ -401,6 +412,13 @@
 		} else {
 			out.push(el('li', { 'data-policy': 'spend' }, el('span', { class: 'muted', text: 'Spend limit: ' }), 'none'));
 		}
+		const ap = k.admin_policy;
+		if (ap && ((ap.allowed_models && ap.allowed_models.length) || ap.spend_limit)) {
+			const parts = [];
+			if (ap.allowed_models && ap.allowed_models.length) parts.push('models ' + ap.allowed_models.join(', '));
+			if (ap.spend_limit) parts.push(money(ap.spend_limit.amount != null ? ap.spend_limit.amount : nanoAmount(ap.spend_limit.amount_nano)) + ' ' + (periodNames[ap.spend_limit.period] || ap.spend_limit.period));
+			out.push(el('li', { 'data-policy': 'operator' }, el('span', { class: 'muted', text: 'Set by the operator (you can only narrow it): ' }), parts.join(' · ')));
+		}
 		for (const r of k.rate_limits || []) {
 			let t = numFmt.format(r.limit) + ' ' + (rateNames[r.kind] || r.kind);
 			if (r.scope) t += ' (' + r.scope + ')';
@@ -426,7 +444,8 @@
 				'data-action': action, 'data-key': k.id, 'aria-label': label + ' ' + k.name, text: text });
 			const actions = el('div', { class: 'row-actions' },
 				btn('edit', 'Edit', 'Edit key'),
-				st === 'rotated' || st === 'expired' ? null : (disabled ? btn('enable', 'Enable', 'Enable key') : btn('disable', 'Disable', 'Disable key')),
+				st === 'rotated' || st === 'expired' || (disabled && k.disabled_by_admin && !isAdmin()) ? null
+					: (disabled ? btn('enable', 'Enable', 'Enable key') : btn('disable', 'Disable', 'Disable key')),
 				st === 'rotated' ? null : btn('rotate', 'Rotate', 'Rotate key'),
 				btn('delete', 'Delete', 'Delete key', 'danger-text'));
 			body.append(el('tr', { 'data-key': k.id, class: disabled ? 'off' : null },
@@ -434,8 +453,8 @@
 					el('div', { class: 'name-line' }, el('span', { class: 'key-name', text: k.name }), ' ', keyStatus(k)),
 					policyLines(k)),
 				el('td', { 'data-label': 'Key' }, el('code', { text: k.hint })),
-				el('td', { 'data-label': 'Created', title: k.created_at }, fmtDate(k.created_at)),
-				el('td', { 'data-label': 'Last used', title: k.last_used_at || '', class: 'last-used' }, fmtAgo(k.last_used_at)),
+				el('td', { 'data-label': 'Created', title: k.created_at, class: 'nowrap' }, fmtDate(k.created_at)),
+				el('td', { 'data-label': 'Last used', title: k.last_used_at || '', class: 'last-used nowrap' }, fmtAgo(k.last_used_at)),
 				el('td', { 'data-label': 'Expires', title: k.expires_at || '' }, expires),
 				el('td', { class: 'actions-cell' }, actions)));
 		}
@@ -782,8 +801,16 @@
 		if (cursor) q.set('cursor', cursor);
 		q.set('limit', String(LOG_PAGE));
 		const res = await api('GET', 'usage/log?' + q.toString());
-		lg.next = res.next_cursor || null;
 		const rows = res.rows || [];
+		if (rows.length === 0 && lg.page > 0) {
+			// the previous page was the last one after all: stay on it
+			lg.page--;
+			lg.next = null;
+			$('#log-next').disabled = true;
+			toast('No more rows: this is the last page.');
+			return;
+		}
+		lg.next = res.next_cursor || null;
 		const body = $('#log-body');
 		body.replaceChildren();
 		$('#log-table').hidden = rows.length === 0;
@@ -793,7 +820,7 @@
 			body.append(el('tr', { 'data-row': r.id },
 				el('td', { 'data-label': 'Time', title: r.time, class: 'time' }, fmtDateTime(r.time)),
 				el('td', { 'data-label': 'What', class: 'what' }, whatOf(r)),
-				el('td', { 'data-label': 'Key', class: 'key' }, usage ? keyLabel(r.key_id, r.key_name) : ''),
+				el('td', { 'data-label': 'Key', class: 'key' }, usage ? keyLabel(r.key_id, r.key_name, r.key_deleted) : ''),
 				el('td', { class: 'num tok', 'data-label': 'Tokens in / out' }, usage ? tokens(r) : ''),
 				el('td', { class: 'num opt', 'data-label': 'Cached' }, usage && r.cached_tokens ? numFmt.format(r.cached_tokens) : ''),
 				el('td', { class: 'num status' + (r.status >= 200 && r.status < 300 ? ' ok' : ''), 'data-label': 'Status' }, usage && r.status ? String(r.status) : ''),
@@ -826,8 +853,8 @@
 		const lg = state.log;
 		if (!lg.next) return;
 		lg.cursors[lg.page + 1] = lg.next;
-		lg.page++;
-		act(loadLog).then(() => $('#log-title').scrollIntoView());
+		const page = ++lg.page;
+		act(loadLog).then(() => { if (state.log.page === page) $('#log-title').scrollIntoView(); });
 	});
 	$('#log-first').addEventListener('click', () => {
 		state.log.page = 0;
@@ -835,6 +862,18 @@
 	});
 
 	// ---- audit ----------------------------------------------------------------
+
+	// detailText says what an audit entry changed: "name: a → b", one
+	// field after the other.
+	function detailText(d) {
+		if (d == null) return '';
+		if (typeof d !== 'object') return String(d);
+		const show = (v) => v == null || v === '' ? '–' : (Array.isArray(v) ? (v.length ? v.join(', ') : 'all') : (typeof v === 'object' ? JSON.stringify(v) : String(v)));
+		return Object.entries(d).filter(([k]) => !k.endsWith('_nano')).map(([k, v]) => {
+			if (v && typeof v === 'object' && !Array.isArray(v) && ('old' in v || 'new' in v)) return k + ': ' + show(v.old) + ' → ' + show(v.new);
+			return k + ': ' + show(v);
+		}).join('; ');
+	}
 
 	async function loadAudit() {
 		const admin = state.session && state.session.admin;
@@ -866,12 +905,12 @@
 		for (const r of rows) {
 			if (r.action && !known.has(r.action)) { known.add(r.action); actions.append(el('option', { value: r.action })); }
 			body.append(el('tr', {},
-				el('td', { 'data-label': 'Time', title: r.time, class: 'time' }, fmtDateTime(r.time)),
+				el('td', { 'data-label': 'Time', title: r.time, class: 'time nowrap' }, fmtDateTime(r.time)),
 				el('td', { 'data-label': 'Actor', class: 'wrap' }, r.actor || ''),
 				el('td', { 'data-label': 'Account', class: 'wrap' }, r.account || ''),
 				el('td', { 'data-label': 'Action' }, el('code', { text: r.action || '' })),
 				el('td', { 'data-label': 'Target', class: 'wrap' }, r.target || ''),
-				el('td', { 'data-label': 'Detail', class: 'wrap' }, typeof r.detail === 'string' ? r.detail : (r.detail ? JSON.stringify(r.detail) : ''))));
+				el('td', { 'data-label': 'Detail', class: 'detail' }, detailText(r.detail))));
 		}
 		$('#audit-next').disabled = !au.next;
 		$('#audit-first').disabled = au.page === 0;
@@ -912,7 +951,6 @@
 		openDialog($('#dlg-account'), '#account-id');
 	}
 	$('#new-account').addEventListener('click', openNewAccount);
-	$('#new-account-2').addEventListener('click', openNewAccount);
 	$('#create-account-empty').addEventListener('click', openNewAccount);
 
 	runForm($('#dlg-account'), async () => {
@@ -954,6 +992,7 @@
 		if ($('#accounts-status').value) q.set('status', $('#accounts-status').value);
 		const res = await api('GET', 'accounts' + (q.toString() ? '?' + q.toString() : ''), null, { account: '' });
 		const rows = Array.isArray(res) ? res : (res.accounts || []);
+		$('#accounts-currency').textContent = currency();
 		const body = $('#accounts-body');
 		body.replaceChildren();
 		$('#accounts-table').hidden = rows.length === 0;
@@ -965,7 +1004,7 @@
 			body.append(el('tr', { 'data-account': a.id, class: off ? 'off' : null },
 				el('td', { 'data-label': 'Account', class: 'name-cell' }, el('span', { class: 'key-name', text: a.id }),
 					a.name && a.name !== a.id ? el('div', { class: 'muted', text: a.name }) : null),
-				el('td', { class: 'num' + (a.balance_nano <= 0 ? ' negative' : ''), 'data-label': 'Balance' }, money(a.balance)),
+				el('td', { class: 'num' + (a.balance_nano <= 0 ? ' negative' : ''), 'data-label': 'Balance' }, money(a.balance, false)),
 				el('td', { class: 'num', 'data-label': 'Held' }, money(a.held, false)),
 				el('td', { class: 'num', 'data-label': 'Spent this month' }, a.spend_month != null ? money(a.spend_month, false) : '–'),
 				el('td', { class: 'num', 'data-label': 'Keys' }, a.keys != null ? numFmt.format(a.keys) : '–'),
