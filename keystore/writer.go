@@ -727,6 +727,16 @@ func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount in
 	if err := s.recordChange(ctx, tx, change{kind: changeBalance, accountID: a.id}); err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
 	}
+	action := ActionBalanceTopup
+	if amount < 0 {
+		action = ActionBalanceCorrection
+	}
+	if err := s.writeAudit(ctx, tx, a.id, a.id, action, map[string]any{
+		"amount": FormatAmount(amount), "amount_nano": amount, "note": note, "ledger_id": id,
+		"balance_after": FormatAmount(after),
+	}); err != nil {
+		return Account{}, LedgerEntry{}, err
+	}
 	if err := tx.Commit(); err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
 	}
