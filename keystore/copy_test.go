@@ -243,3 +243,32 @@ func TestStatusAndMigrate(t *testing.T) {
 		}
 	}
 }
+
+// tableColumns returns a table's column names in order.
+func tableColumns(t *testing.T, s *Store, table string) []string {
+	t.Helper()
+	rows, err := s.r.Query(`SELECT * FROM ` + table + ` LIMIT 0`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cols
+}
+
+// The two schemas have the same tables with the same columns in the same
+// order: the store's SQL and scans are shared, and db copy moves rows
+// column by column.
+func TestSchemasMatch(t *testing.T) {
+	lite := openAt(t, filepath.Join(t.TempDir(), "ks.db"), Options{})
+	pg := openAt(t, pgDB(t), Options{})
+	for _, tb := range copyTables {
+		a, b := tableColumns(t, lite, tb.name), tableColumns(t, pg, tb.name)
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("table %s: SQLite columns %v, PostgreSQL columns %v", tb.name, a, b)
+		}
+	}
+}
