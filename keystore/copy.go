@@ -24,6 +24,7 @@ var copyTables = []struct{ name, order string }{
 	{"usage_daily", "day, account_id, key_id, model"},
 	{"provider_objects", "id"},
 	{"audit", "id"},
+	{"rate_counts", "instance, scope, span, bucket"}, // empty on SQLite (ratelimit_sync.go)
 }
 
 // CopyReport is what CopyToPostgres copied: rows per table, in copy order.
@@ -45,7 +46,8 @@ type CopiedTable struct {
 // created if missing; a database with rows in any of them is refused):
 // accounts, keys (hashes, lineages, policies: the same plaintexts keep
 // working), the ledger with its ids and balance_after values, the carried-
-// forward totals of pruned rows, the usage rollups and provider objects.
+// forward totals of pruned rows, the usage rollups, provider objects and
+// the audit log.
 //
 // The source is opened like Open does (so it is migrated to this build's
 // schema first, and no running Caddy may have it open: ErrLocked), and read
@@ -119,6 +121,10 @@ func CopyToPostgres(ctx context.Context, from, to string, progress func(table st
 		if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('`+table+`', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM `+table); err != nil {
 			return rep, fmt.Errorf("advancing the %s id sequence: %w", table, err)
 		}
+	}
+	// So do new audit entries.
+	if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('audit', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM audit`); err != nil {
+		return rep, fmt.Errorf("advancing the audit id sequence: %w", err)
 	}
 	if rep.AccountsChecked, err = verifyCopy(ctx, stx, tx, rep); err != nil {
 		return rep, err

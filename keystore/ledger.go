@@ -287,7 +287,7 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 	if f.Status != "" {
 		// The rollups do not keep the status: sum the rows still in the
 		// ledger.
-		q, args = rawUsageQuery(f, groupBy != "", rawGroup)
+		q, args = rawUsageQuery(s.dialect, f, groupBy != "", rawGroup)
 	}
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -360,13 +360,17 @@ func usageQuery(d dialect, f LedgerFilter, grouped bool, rawGroup, rollGroup str
 
 // rawUsageQuery sums the raw ledger rows matching a validated filter,
 // grouped by rawGroup if grouped.
-func rawUsageQuery(f LedgerFilter, grouped bool, rawGroup string) (string, []any) {
+func rawUsageQuery(d dialect, f LedgerFilter, grouped bool, rawGroup string) (string, []any) {
 	where, args, _ := f.where()
 	q := `SELECT ` + rawGroup + ` AS grp, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
 		COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), -COALESCE(SUM(amount), 0), COALESCE(SUM(estimated), 0)
 		FROM ledger WHERE ` + where
 	if grouped {
-		q += ` GROUP BY grp ORDER BY grp`
+		order := `grp`
+		if d == dialectPostgres {
+			order = `(` + rawGroup + `) COLLATE "C"` // byte order, as SQLite sorts
+		}
+		q += ` GROUP BY 1 ORDER BY ` + order
 	} else {
 		q = strings.Replace(q, `SELECT `+rawGroup+` AS grp,`, `SELECT '',`, 1)
 	}

@@ -577,7 +577,8 @@ func (w *writerScratch) reset() {
 func (s *Store) commitUsage(batch []*writeOp) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	ctx := context.Background()
+	ctx, cancel := s.backgroundWriteContext(context.Background())
+	defer cancel()
 	if err := s.prepareInserts(ctx); err != nil {
 		return err
 	}
@@ -632,6 +633,24 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 	}
 	s.batches.Add(1)
 	return nil
+}
+
+// pgWriteTimeout bounds a background transaction (a usage batch, provider
+// objects, last-used times, a pruning batch) on PostgreSQL. A connection
+// the network silently dropped would otherwise hang the writer, which holds
+// writeMu, until TCP keepalive notices (many minutes); cancelled, the
+// transaction fails, is retried on a new connection, and meanwhile the
+// backlog bound closes admission. SQLite needs none: its busy timeout bounds
+// waiting for the file.
+const pgWriteTimeout = 30 * time.Second
+
+// backgroundWriteContext returns the context of a background transaction:
+// ctx, with pgWriteTimeout on PostgreSQL.
+func (s *Store) backgroundWriteContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.dialect == dialectPostgres {
+		return context.WithTimeout(ctx, pgWriteTimeout)
+	}
+	return ctx, func() {}
 }
 
 // addToStoredBalance adds delta to an account row's balance inside tx.
@@ -690,6 +709,9 @@ func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount in
 	}
 	row := ledgerRow{createdAt: unixMS(s.now()), accountID: a.id, kind: KindAdjustment, amount: amount, note: note}
 
+	// It runs on the writer goroutine: bounded like a usage batch.
+	ctx, cancel := s.backgroundWriteContext(ctx)
+	defer cancel()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)

@@ -45,6 +45,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// DurableEnv, set to 1, starts the server with its durability settings
+// (fsync and full_page_writes on), for benchmarks that compare it with
+// SQLite's synchronous commits.
+const DurableEnv = "AIGW_PGTEST_DURABLE"
+
 // RequireEnv is the environment variable that turns a missing PostgreSQL
 // into a test failure instead of a skip.
 const RequireEnv = "AIGW_REQUIRE_PG"
@@ -128,6 +133,9 @@ func NewDatabase(tb testing.TB) string {
 // findBin finds the directory holding initdb and postgres.
 func findBin() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real // the package's bin directory, which has pg_dump too
+		}
 		dir := filepath.Dir(p)
 		if _, err := os.Stat(filepath.Join(dir, "postgres")); err == nil {
 			return dir, nil
@@ -217,11 +225,13 @@ func (c *Cluster) Start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(c.bin, "postgres"), "-D", c.dataDir,
-		"-k", c.root, "-c", "listen_addresses=",
-		"-c", "fsync=off", "-c", "full_page_writes=off",
+	args := []string{"-D", c.dataDir, "-k", c.root, "-c", "listen_addresses=",
 		"-c", "max_connections=400", "-c", "shared_buffers=32MB",
-		"-c", "log_min_messages=warning", "-c", "logging_collector=off")
+		"-c", "log_min_messages=warning", "-c", "logging_collector=off"}
+	if os.Getenv(DurableEnv) != "1" {
+		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off")
+	}
+	cmd := exec.Command(filepath.Join(c.bin, "postgres"), args...)
 	cmd.Dir = c.root
 	cmd.Stdout, cmd.Stderr = logf, logf
 	c.setUser(cmd)
@@ -360,4 +370,19 @@ func DatabaseName(dsn string) string {
 func (c *Cluster) Destroy() {
 	c.StopImmediate()
 	os.RemoveAll(c.root)
+}
+
+// Dump returns the plain SQL dump (pg_dump) of database db: what an
+// operator's backup of it would hold. bytea values appear in hex.
+func (c *Cluster) Dump(db string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(c.bin, "pg_dump"), "--host", c.root, "--username", c.user, "--no-password", db)
+	c.setUser(cmd)
+	cmd.SysProcAttr.Pdeathsig = 0
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("pg_dump %s: %w: %s", db, err, stderr.String())
+	}
+	return out, nil
 }
