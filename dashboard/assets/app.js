@@ -780,6 +780,7 @@
 		add('key', $('#log-key').value);
 		add('model', $('#log-model').value.trim());
 		add('status', $('#log-status').value);
+		add('kind', $('#log-kind').value);
 		return q;
 	}
 
@@ -833,7 +834,8 @@
 				el('td', { class: 'num tok', 'data-label': 'Tokens in / out' }, usage ? tokens(r) : ''),
 				el('td', { class: 'num opt', 'data-label': 'Cached' }, usage && r.cached_tokens ? numFmt.format(r.cached_tokens) : ''),
 				el('td', { class: 'num status' + (r.status >= 200 && r.status < 300 ? ' ok' : ''), 'data-label': 'Status' }, usage && r.status ? String(r.status) : ''),
-				el('td', { class: 'num amount', 'data-label': 'Cost' }, money(r.cost, false))));
+				el('td', { class: 'num amount' + (usage ? '' : ' pos'), 'data-label': usage ? 'Cost' : 'Amount' },
+					usage ? money(r.cost, false) : (r.amount_nano >= 0 ? '+' : '') + money(r.amount, false))));
 		}
 		const t = res.totals || {};
 		$('#log-totals').textContent = 'Selection: ' + plural(t.requests || 0, 'request') + ' · ' +
@@ -855,6 +857,7 @@
 		for (const id of ['#log-from', '#log-to', '#log-model']) $(id).value = '';
 		$('#log-key').value = '';
 		$('#log-status').value = '';
+		$('#log-kind').value = '';
 		state.log = { cursors: [''], page: 0, next: null };
 		act(loadLog);
 	});
