@@ -159,9 +159,10 @@ type Store struct {
 	instanceID    string
 	rateSyncEvery time.Duration
 	rateRemote    map[string]*remoteCounts
-	rateOthers    int        // live other instances at the last sync (under acctMu)
-	rateSyncMu    sync.Mutex // one SyncRates at a time
-	rateSyncRound int        // under rateSyncMu
+	rateOthers    int          // live other instances at the last sync (under acctMu)
+	rateSynced    []*rateState // every state that syncs (under acctMu)
+	rateSyncMu    sync.Mutex   // one SyncRates at a time
+	rateSyncRound int          // under rateSyncMu
 	rateSyncDone  chan struct{}
 
 	lastUsed *lastUsedTracker
