@@ -1,0 +1,155 @@
+package keystore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// The tables and triggers that let several instances share one PostgreSQL
+// database (cluster.go). They exist only in PostgreSQL and are versioned on
+// their own (aigw_cluster_schema), applied by clusterMigrate under an
+// advisory lock so that instances starting together apply them once.
+//
+// aigw_changes is the change feed. A trigger appends a row for every
+// administrative change of a key (insert, or any update other than the
+// last-used time) or of an account (insert, or any update that leaves the
+// balance alone: name, disabled), and wakes the instances with pg_notify.
+// Every transaction that may append takes the advisory lock
+// changeFeedLock before its first write (statement triggers) and holds it to
+// its commit, so change rows are numbered in commit order: an instance that
+// has applied every row up to seq n has seen every change committed before
+// the commit of n, and polling seq > n never skips a row committed later.
+//
+// aigw_leases holds, per instance and account, the part of the balance that
+// instance may spend without asking the database again (lease.go);
+// expires_at lets the leases of an instance that died lapse.
+//
+// aigw_settle_batches records the id of every committed batch of usage
+// rows, so that a batch whose COMMIT had an unknown outcome (the connection
+// broke during it) is not applied twice on retry.
+var clusterMigrations = []string{
+	// 1: change feed, leases, settled batch ids.
+	`
+CREATE TABLE aigw_changes (
+	seq        bigint GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,
+	at         timestamptz NOT NULL DEFAULT now(),
+	kind       text NOT NULL,            -- 'key' | 'account'
+	account_id text NOT NULL,
+	key_hash   bytea,                    -- kind 'key'
+	lineage    text                      -- kind 'key'
+);
+CREATE INDEX aigw_changes_at ON aigw_changes(at);
+
+CREATE FUNCTION aigw_change_lock() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_advisory_xact_lock(` + changeFeedLockSQL + `);
+	RETURN NULL;
+END $$;
+
+CREATE FUNCTION aigw_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_advisory_xact_lock(` + changeFeedLockSQL + `);
+	INSERT INTO aigw_changes (kind, account_id, key_hash, lineage)
+		VALUES ('key', NEW.account_id, NEW.hash, NEW.lineage);
+	PERFORM pg_notify('aigw_changes', '');
+	RETURN NULL;
+END $$;
+
+CREATE FUNCTION aigw_account_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_advisory_xact_lock(` + changeFeedLockSQL + `);
+	INSERT INTO aigw_changes (kind, account_id) VALUES ('account', NEW.id);
+	PERFORM pg_notify('aigw_changes', '');
+	RETURN NULL;
+END $$;
+
+-- The lock first, before any row lock of the statement, so that two
+-- administrative transactions never wait for each other in opposite orders.
+-- The last-used flush takes it too (a statement trigger cannot look at the
+-- rows); it is a short transaction every few seconds.
+CREATE TRIGGER aigw_keys_lock BEFORE INSERT OR UPDATE ON api_keys
+	FOR EACH STATEMENT EXECUTE FUNCTION aigw_change_lock();
+CREATE TRIGGER aigw_keys_insert AFTER INSERT ON api_keys
+	FOR EACH ROW EXECUTE FUNCTION aigw_key_changed();
+CREATE TRIGGER aigw_keys_update AFTER UPDATE ON api_keys
+	FOR EACH ROW WHEN (OLD.last_used_at IS NOT DISTINCT FROM NEW.last_used_at)
+	EXECUTE FUNCTION aigw_key_changed();
+-- Balance updates (every batch of usage rows) take no lock and append
+-- nothing: instances learn balances from the database when they need them.
+CREATE TRIGGER aigw_accounts_lock BEFORE INSERT OR UPDATE OF name, disabled ON accounts
+	FOR EACH STATEMENT EXECUTE FUNCTION aigw_change_lock();
+CREATE TRIGGER aigw_accounts_insert AFTER INSERT ON accounts
+	FOR EACH ROW EXECUTE FUNCTION aigw_account_changed();
+CREATE TRIGGER aigw_accounts_update AFTER UPDATE ON accounts
+	FOR EACH ROW WHEN (OLD.balance = NEW.balance)
+	EXECUTE FUNCTION aigw_account_changed();
+
+CREATE TABLE aigw_leases (
+	instance_id text   NOT NULL,
+	account_id  text   NOT NULL,
+	amount      bigint NOT NULL,          -- nano-units reserved for the instance
+	expires_at  timestamptz NOT NULL,
+	PRIMARY KEY (account_id, instance_id)
+);
+CREATE INDEX aigw_leases_instance ON aigw_leases(instance_id);
+
+CREATE TABLE aigw_settle_batches (
+	id         text PRIMARY KEY,          -- instance id '/' batch number
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+`,
+}
+
+// changeFeedLock is the advisory lock that orders the change feed
+// ("aigwchg1"); changeFeedLockSQL is the same number in SQL.
+const (
+	changeFeedLock    int64 = 0x6169677763686731
+	changeFeedLockSQL       = "7019255256700184369"
+	// clusterMigrateLock serialises clusterMigrate ("aigwclu1").
+	clusterMigrateLock int64 = 0x61696777636c7531
+)
+
+// clusterMigrate applies the cluster migrations the database lacks, each in
+// its own transaction, under a session advisory lock; a database with a newer
+// cluster schema is refused.
+func clusterMigrate(ctx context.Context, pool *pgxpool.Pool) error {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrating cluster tables: %w", err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, clusterMigrateLock); err != nil {
+		return fmt.Errorf("migrating cluster tables: %w", err)
+	}
+	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, clusterMigrateLock)
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS aigw_cluster_schema (version integer NOT NULL)`); err != nil {
+		return fmt.Errorf("migrating cluster tables: %w", err)
+	}
+	var v int
+	if err := conn.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM aigw_cluster_schema`).Scan(&v); err != nil {
+		return fmt.Errorf("reading cluster schema version: %w", err)
+	}
+	if v > len(clusterMigrations) {
+		return fmt.Errorf("cluster schema version %d is newer than this build supports (%d)", v, len(clusterMigrations))
+	}
+	for i := v; i < len(clusterMigrations); i++ {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("applying cluster migration %d: %w", i+1, err)
+		}
+		if _, err := tx.Exec(ctx, clusterMigrations[i]); err != nil {
+			tx.Rollback(ctx)
+			return fmt.Errorf("applying cluster migration %d: %w", i+1, err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM aigw_cluster_schema; INSERT INTO aigw_cluster_schema VALUES (`+fmt.Sprint(i+1)+`)`); err != nil {
+			tx.Rollback(ctx)
+			return fmt.Errorf("recording cluster migration %d: %w", i+1, err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return fmt.Errorf("committing cluster migration %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
