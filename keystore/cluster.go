@@ -3,6 +3,7 @@ package keystore
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -114,20 +115,52 @@ func (o ClusterOptions) withDefaults() (ClusterOptions, error) {
 	return o, nil
 }
 
-// change is one row of the change feed.
-type change struct {
+// feedRow is one row of the change feed.
+type feedRow struct {
 	seq       int64
-	kind      string // "key" or "account"
+	kind      string // changeKey, changeAccount or changeBalance
 	accountID string
-	keyHash   []byte
-	lineage   string
+	keyID     string
+	keyHash   []byte // kind changeKey: nil, or a hash whose cached state is stale
+}
+
+// execer runs a statement in a transaction (*sql.Tx).
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// appendChange appends an administrative change to the feed inside its
+// transaction tx, which must commit (or roll back) right after: it takes
+// changeFeedLock, held until then, so that rows are numbered in commit
+// order. A key change appends a row per hash; pg_notify wakes the
+// instances once the transaction commits.
+func appendChange(ctx context.Context, tx execer, kind, accountID, keyID string, hashes [][32]byte) error {
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, changeFeedLock); err != nil {
+		return fmt.Errorf("ordering change feed: %w", err)
+	}
+	if len(hashes) == 0 {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO aigw_changes (kind, account_id, key_id) VALUES ($1, $2, $3)`,
+			kind, accountID, keyID); err != nil {
+			return fmt.Errorf("appending to change feed: %w", err)
+		}
+	}
+	for _, h := range hashes {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO aigw_changes (kind, account_id, key_id, key_hash) VALUES ($1, $2, $3, $4)`,
+			kind, accountID, keyID, h[:]); err != nil {
+			return fmt.Errorf("appending to change feed: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT pg_notify('aigw_changes', '')`); err != nil {
+		return fmt.Errorf("appending to change feed: %w", err)
+	}
+	return nil
 }
 
 // changeApplier is what the feed changes: the Store (feed_apply.go).
 type changeApplier interface {
 	// applyChanges makes the caches forget what the changes touched. An
 	// error leaves the changes to be applied again by the next poll.
-	applyChanges(ctx context.Context, cs []change) error
+	applyChanges(ctx context.Context, rows []feedRow) error
 	// resetCaches drops every cache, after a gap in the feed.
 	resetCaches(ctx context.Context) error
 }
@@ -281,15 +314,15 @@ func (c *cluster) pollOnce(ctx context.Context, sent int64) error {
 		c.applied.Store(last)
 	}
 	for {
-		rows, err := c.pool.Query(ctx, `SELECT seq, kind, account_id, key_hash, COALESCE(lineage, '')
+		rows, err := c.pool.Query(ctx, `SELECT seq, kind, account_id, key_id, key_hash
 			FROM aigw_changes WHERE seq > $1 ORDER BY seq LIMIT `+fmt.Sprint(changeBatch), c.applied.Load())
 		if err != nil {
 			return fmt.Errorf("polling change feed: %w", err)
 		}
-		var cs []change
+		var cs []feedRow
 		for rows.Next() {
-			var ch change
-			if err := rows.Scan(&ch.seq, &ch.kind, &ch.accountID, &ch.keyHash, &ch.lineage); err != nil {
+			var ch feedRow
+			if err := rows.Scan(&ch.seq, &ch.kind, &ch.accountID, &ch.keyID, &ch.keyHash); err != nil {
 				rows.Close()
 				return fmt.Errorf("polling change feed: %w", err)
 			}

@@ -12,15 +12,15 @@ import (
 // their own (aigw_cluster_schema), applied by clusterMigrate under an
 // advisory lock so that instances starting together apply them once.
 //
-// aigw_changes is the change feed. A trigger appends a row for every
-// administrative change of a key (insert, or any update other than the
-// last-used time) or of an account (insert, or any update that leaves the
-// balance alone: name, disabled), and wakes the instances with pg_notify.
-// Every transaction that may append takes the advisory lock
-// changeFeedLock before its first write (statement triggers) and holds it to
-// its commit, so change rows are numbered in commit order: an instance that
-// has applied every row up to seq n has seen every change committed before
-// the commit of n, and polling seq > n never skips a row committed later.
+// aigw_changes is the change feed: a row for every administrative change
+// (a key created, updated, rotated or deleted: one row per key hash it made
+// stale; an account created, renamed, disabled or enabled; a balance
+// adjusted), appended by Store.logChange inside the change's own
+// transaction, just before it commits. logChange first takes the advisory
+// lock changeFeedLock, held to the commit, so change rows are numbered in
+// commit order: polling seq > n never skips a row committed later than n.
+// The lock is the last one such a transaction takes (it has made all its
+// row changes), so it cannot be part of a deadlock.
 //
 // aigw_leases holds, per instance and account, the part of the balance that
 // instance may spend without asking the database again (lease.go);
@@ -35,56 +35,12 @@ var clusterMigrations = []string{
 CREATE TABLE aigw_changes (
 	seq        bigint GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,
 	at         timestamptz NOT NULL DEFAULT now(),
-	kind       text NOT NULL,            -- 'key' | 'account'
-	account_id text NOT NULL,
-	key_hash   bytea,                    -- kind 'key'
-	lineage    text                      -- kind 'key'
+	kind       text NOT NULL,            -- 'key' | 'account' | 'balance'
+	account_id text NOT NULL DEFAULT '',
+	key_id     text NOT NULL DEFAULT '', -- kind 'key'
+	key_hash   bytea                     -- kind 'key': a hash whose cached state is stale
 );
 CREATE INDEX aigw_changes_at ON aigw_changes(at);
-
-CREATE FUNCTION aigw_change_lock() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-	PERFORM pg_advisory_xact_lock(` + changeFeedLockSQL + `);
-	RETURN NULL;
-END $$;
-
-CREATE FUNCTION aigw_key_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-	PERFORM pg_advisory_xact_lock(` + changeFeedLockSQL + `);
-	INSERT INTO aigw_changes (kind, account_id, key_hash, lineage)
-		VALUES ('key', NEW.account_id, NEW.hash, NEW.lineage);
-	PERFORM pg_notify('aigw_changes', '');
-	RETURN NULL;
-END $$;
-
-CREATE FUNCTION aigw_account_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-	PERFORM pg_advisory_xact_lock(` + changeFeedLockSQL + `);
-	INSERT INTO aigw_changes (kind, account_id) VALUES ('account', NEW.id);
-	PERFORM pg_notify('aigw_changes', '');
-	RETURN NULL;
-END $$;
-
--- The lock first, before any row lock of the statement, so that two
--- administrative transactions never wait for each other in opposite orders.
--- The last-used flush takes it too (a statement trigger cannot look at the
--- rows); it is a short transaction every few seconds.
-CREATE TRIGGER aigw_keys_lock BEFORE INSERT OR UPDATE ON api_keys
-	FOR EACH STATEMENT EXECUTE FUNCTION aigw_change_lock();
-CREATE TRIGGER aigw_keys_insert AFTER INSERT ON api_keys
-	FOR EACH ROW EXECUTE FUNCTION aigw_key_changed();
-CREATE TRIGGER aigw_keys_update AFTER UPDATE ON api_keys
-	FOR EACH ROW WHEN (OLD.last_used_at IS NOT DISTINCT FROM NEW.last_used_at)
-	EXECUTE FUNCTION aigw_key_changed();
--- Balance updates (every batch of usage rows) take no lock and append
--- nothing: instances learn balances from the database when they need them.
-CREATE TRIGGER aigw_accounts_lock BEFORE INSERT OR UPDATE OF name, disabled ON accounts
-	FOR EACH STATEMENT EXECUTE FUNCTION aigw_change_lock();
-CREATE TRIGGER aigw_accounts_insert AFTER INSERT ON accounts
-	FOR EACH ROW EXECUTE FUNCTION aigw_account_changed();
-CREATE TRIGGER aigw_accounts_update AFTER UPDATE ON accounts
-	FOR EACH ROW WHEN (OLD.balance = NEW.balance)
-	EXECUTE FUNCTION aigw_account_changed();
 
 CREATE TABLE aigw_leases (
 	instance_id text   NOT NULL,
@@ -103,10 +59,9 @@ CREATE TABLE aigw_settle_batches (
 }
 
 // changeFeedLock is the advisory lock that orders the change feed
-// ("aigwchg1"); changeFeedLockSQL is the same number in SQL.
+// ("aigwchg1").
 const (
-	changeFeedLock    int64 = 0x6169677763686731
-	changeFeedLockSQL       = "7019255256700184369"
+	changeFeedLock int64 = 0x6169677763686731
 	// clusterMigrateLock serialises clusterMigrate ("aigwclu1").
 	clusterMigrateLock int64 = 0x61696777636c7531
 )
