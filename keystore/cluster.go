@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // Several gateway instances may share one PostgreSQL database. Each Store
@@ -170,7 +171,11 @@ type changeApplier interface {
 type cluster struct {
 	opts  ClusterOptions
 	pool  *pgxpool.Pool
+	db    *sql.DB // the same pool through database/sql
 	apply changeApplier
+
+	leaseMu sync.Mutex
+	leases  map[string]*leaseState // by account id (lease.go)
 
 	base time.Time // origin of clock (monotonic)
 	// fresh is the clock (ns since base, plus one) at which the last fully
@@ -206,8 +211,8 @@ func startCluster(ctx context.Context, pool *pgxpool.Pool, opts ClusterOptions, 
 	if err := clusterMigrate(ctx, pool); err != nil {
 		return nil, err
 	}
-	c := &cluster{opts: opts, pool: pool, apply: apply, base: time.Now(),
-		wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	c := &cluster{opts: opts, pool: pool, db: stdlib.OpenDBFromPool(pool), apply: apply, base: time.Now(),
+		leases: make(map[string]*leaseState), wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	var last int64
 	sent := c.clock()
 	if err := pool.QueryRow(ctx, `SELECT COALESCE(max(seq), 0) FROM aigw_changes`).Scan(&last); err != nil {

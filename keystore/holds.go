@@ -96,24 +96,37 @@ func (s *Store) ReserveFor(id Identity, amount int64, opts ...ReserveOption) (*H
 	if err := s.WriteBacklog(); err != nil {
 		return nil, err
 	}
+	if s.cluster != nil {
+		return s.reserveCluster(id, amount, opt)
+	}
 	s.acctMu.Lock()
 	defer s.acctMu.Unlock()
 	a, ok := s.accounts[accountID]
 	if !ok {
 		return nil, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
 	}
+	return s.reserveLocked(a, id, amount, opt, false)
+}
+
+// reserveLocked is ReserveFor's rule and hold on account a; the caller holds
+// s.acctMu. admitted skips the balance rule: the caller applied it already
+// (exact mode across instances, lease.go), and amount is the hold.
+func (s *Store) reserveLocked(a *accountState, id Identity, amount int64, opt ReserveOption, admitted bool) (*Hold, error) {
+	accountID := a.id
 	if a.disabled {
 		return nil, fmt.Errorf("account %q: %w", accountID, ErrAccountDisabled)
 	}
-	avail, ok := subInt64(a.balance, a.held)
-	if !ok {
-		avail = math.MinInt64 // only reachable with absurd balances
-	}
-	if amount, ok = opt.fit(amount, avail); !ok {
-		return nil, &BalanceError{AccountID: accountID, Balance: a.balance, Held: a.held, Wanted: opt.wanted(amount)}
-	}
-	if avail <= 0 {
-		return nil, fmt.Errorf("account %q: available balance %s: %w", accountID, FormatAmount(avail), ErrInsufficientBalance)
+	if !admitted {
+		avail, ok := subInt64(a.balance, a.held)
+		if !ok {
+			avail = math.MinInt64 // only reachable with absurd balances
+		}
+		if amount, ok = opt.fit(amount, avail); !ok {
+			return nil, &BalanceError{AccountID: accountID, Balance: a.balance, Held: a.held, Wanted: opt.wanted(amount)}
+		}
+		if avail <= 0 {
+			return nil, fmt.Errorf("account %q: available balance %s: %w", accountID, FormatAmount(avail), ErrInsufficientBalance)
+		}
 	}
 	held, ok := addInt64(a.held, amount)
 	if !ok {

@@ -160,6 +160,10 @@ type Store struct {
 	pruneWake chan struct{}
 	pruneDone chan struct{}
 
+	// cluster links the store with the other instances on its PostgreSQL
+	// database (cluster.go); nil on SQLite.
+	cluster *cluster
+
 	// lock holds the exclusive process lock (lock.go) until Close.
 	lock *os.File
 
