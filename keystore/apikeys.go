@@ -353,6 +353,13 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 	if s.isClosed() {
 		return Identity{}, ErrClosed
 	}
+	if s.cluster != nil {
+		// Another instance may have revoked the key: trust the cache only
+		// while the change feed is fresh.
+		if err := s.cluster.check(); err != nil {
+			return Identity{}, err
+		}
+	}
 	now := unixMS(s.now())
 	h := HashKey(plaintext)
 	e, unknownUntil, epoch := s.keys.get(h)

@@ -198,6 +198,9 @@ type cluster struct {
 	listenerPID atomic.Uint32
 	// lastErr is the last poll error, for ErrUnavailable's message.
 	lastErr atomic.Pointer[error]
+	// uncertain is the id of the batch of usage rows whose COMMIT last
+	// failed (writer.go); only the writer uses it, under writeMu.
+	uncertain string
 }
 
 // startCluster migrates the cluster tables, reads the feed's current

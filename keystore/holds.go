@@ -248,6 +248,14 @@ func (s *Store) Available(accountID string) (balance, held int64, err error) {
 	if !ok {
 		return 0, 0, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
 	}
+	if s.cluster != nil {
+		// Shared database: the balance and the sum of every instance's
+		// leases as of this instance's last lease transaction.
+		if l := s.cluster.peekLease(accountID); l != nil && l.seen {
+			return l.seenBalance, l.seenLeased, nil
+		}
+		return 0, 0, nil
+	}
 	return a.balance, a.held, nil
 }
 

@@ -88,6 +88,20 @@ func (c *cluster) leaseOf(accountID string) *leaseState {
 	return l
 }
 
+// peekLease returns the lease state of an account, nil if it has none.
+func (c *cluster) peekLease(accountID string) *leaseState {
+	c.leaseMu.Lock()
+	defer c.leaseMu.Unlock()
+	return c.leases[accountID]
+}
+
+// noteBalance records an account's committed balance as just seen (for
+// Available and Balance); the caller holds Store.acctMu.
+func (c *cluster) noteBalance(accountID string, balance int64) {
+	l := c.leaseOf(accountID)
+	l.seenBalance, l.seen = balance, true
+}
+
 // grantResult is what a grant transaction saw and did.
 type grantResult struct {
 	balance int64 // committed balance

@@ -581,11 +581,32 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 	if err := s.prepareInserts(ctx); err != nil {
 		return err
 	}
+	var batchID string
+	if c := s.cluster; c != nil {
+		batchID = c.batchID(batch)
+		if c.uncertain == batchID {
+			// The last attempt's COMMIT failed: it may have committed.
+			done, err := c.batchCommitted(ctx, batchID)
+			if err != nil {
+				return fmt.Errorf("checking batch %s: %w", batchID, err)
+			}
+			c.uncertain = ""
+			if done {
+				s.batches.Add(1)
+				return nil
+			}
+		}
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	if s.cluster != nil {
+		if err := s.cluster.lockBatchAccounts(ctx, tx, batch); err != nil {
+			return err
+		}
+	}
 	w := &s.scratch
 	w.reset()
 	w.args, err = execChunks(ctx, tx, s.inserts, len(batch), w.args, func(dst []any, i int) []any {
@@ -619,16 +640,35 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 			return err
 		}
 	}
+	if c := s.cluster; c != nil {
+		charged := make(map[string]int64, len(w.touched))
+		for _, a := range w.touched {
+			charged[a.id] = a.durable - w.accts[a].after
+		}
+		if err := c.settleLeases(ctx, tx, batchID, charged); err != nil {
+			return err
+		}
+	}
 	if s.commitHook != nil {
 		if err := s.commitHook(); err != nil {
 			return err // rolled back by the deferred Rollback
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		if s.cluster != nil {
+			s.cluster.uncertain = batchID
+		}
 		return err
 	}
 	for _, a := range w.touched {
 		a.durable = w.accts[a].after
+	}
+	if s.cluster != nil {
+		s.acctMu.Lock()
+		for _, a := range w.touched {
+			s.cluster.noteBalance(a.id, a.durable)
+		}
+		s.acctMu.Unlock()
 	}
 	s.batches.Add(1)
 	return nil
@@ -664,6 +704,18 @@ func (s *Store) runAdjustment(op *writeOp) {
 func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount int64, note string) (Account, LedgerEntry, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
+	}
+	defer tx.Rollback()
+	if s.cluster != nil {
+		// Other instances charge the account too: the chain continues
+		// from the row as locked now.
+		if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`, a.id).Scan(&a.durable); err != nil {
+			return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
+		}
+	}
 	s.acctMu.RLock()
 	mem := a.balance
 	s.acctMu.RUnlock()
@@ -673,12 +725,6 @@ func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount in
 		return Account{}, LedgerEntry{}, fmt.Errorf("%w: balance would overflow", ErrInvalid)
 	}
 	row := ledgerRow{createdAt: unixMS(s.now()), accountID: a.id, kind: KindAdjustment, amount: amount, note: note}
-
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
-	}
-	defer tx.Rollback()
 	if err := addToStoredBalance(ctx, tx, a.id, amount); err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance: %w", err)
 	}
@@ -695,8 +741,17 @@ func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount in
 	}
 	a.durable = after
 	s.acctMu.Lock()
-	a.balance += amount
+	if s.cluster == nil {
+		a.balance += amount
+	} else {
+		l := s.cluster.leaseOf(a.id)
+		l.denyUntil = 0 // spendable at once here; elsewhere through the feed
+		s.cluster.noteBalance(a.id, after)
+	}
 	snap := a.snapshot()
+	if s.cluster != nil {
+		snap.Balance = after
+	}
 	s.acctMu.Unlock()
 	return snap, row.entry(id, after), nil
 }
