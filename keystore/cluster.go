@@ -79,8 +79,9 @@ const (
 	defaultLease               = NanoPerUnit
 	defaultLeaseTTL            = 30 * time.Second
 	// changeRetention is how long rows of the change feed are kept; an
-	// instance cut off for longer than staleReset drops all its caches
-	// when it comes back instead of relying on rows that may be gone.
+	// instance cut off for longer than staleReset (or a third of the lease
+	// TTL) drops all its caches and its budgets when it comes back instead
+	// of relying on rows that may be gone and leases that may have lapsed.
 	changeRetention = time.Hour
 	staleReset      = 10 * time.Minute
 	changeBatch     = 1000
@@ -203,10 +204,9 @@ type cluster struct {
 	uncertain string
 }
 
-// startCluster migrates the cluster tables, reads the feed's current
-// position and starts the poller and the listener. The caller has loaded its
-// caches after the position was read or will treat the feed from there on.
-func startCluster(ctx context.Context, pool *pgxpool.Pool, opts ClusterOptions, apply changeApplier) (*cluster, error) {
+// newCluster migrates the cluster tables and reads the feed's current
+// position; the caller loads its caches after that and then calls run.
+func newCluster(ctx context.Context, pool *pgxpool.Pool, opts ClusterOptions, apply changeApplier) (*cluster, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -223,11 +223,30 @@ func startCluster(ctx context.Context, pool *pgxpool.Pool, opts ClusterOptions, 
 	}
 	c.applied.Store(last)
 	c.fresh.Store(sent + 1)
+	return c, nil
+}
+
+// run starts the poller and the listener, and extra, if not nil, on the
+// same lifetime (it must call c.wg.Done when it returns).
+func (c *cluster) run(extra func(context.Context)) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.wg.Add(2)
 	go c.pollLoop(runCtx)
 	go c.listenLoop(runCtx)
+	if extra != nil {
+		c.wg.Add(1)
+		go extra(runCtx)
+	}
+}
+
+// startCluster is newCluster then run.
+func startCluster(ctx context.Context, pool *pgxpool.Pool, opts ClusterOptions, apply changeApplier) (*cluster, error) {
+	c, err := newCluster(ctx, pool, opts, apply)
+	if err != nil {
+		return nil, err
+	}
+	c.run(nil)
 	return c, nil
 }
 
@@ -238,7 +257,9 @@ func (c *cluster) clock() int64 { return int64(time.Since(c.base)) }
 func (c *cluster) close() {
 	c.stopOnce.Do(func() {
 		close(c.stop)
-		c.cancel()
+		if c.cancel != nil {
+			c.cancel()
+		}
 		c.wg.Wait()
 	})
 }
@@ -311,7 +332,7 @@ func (c *cluster) pollLoop(ctx context.Context) {
 func (c *cluster) pollOnce(ctx context.Context, sent int64) error {
 	ctx, cancel := context.WithTimeout(ctx, max(c.opts.RevocationStaleness, time.Second))
 	defer cancel()
-	if at := c.fresh.Load(); at != 0 && time.Duration(sent-(at-1)) > staleReset {
+	if at := c.fresh.Load(); at != 0 && time.Duration(sent-(at-1)) > min(staleReset, c.opts.LeaseTTL/3) {
 		var last int64
 		if err := c.pool.QueryRow(ctx, `SELECT COALESCE(max(seq), 0) FROM aigw_changes`).Scan(&last); err != nil {
 			return fmt.Errorf("polling change feed: %w", err)

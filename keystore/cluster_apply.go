@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // How a Store sharing its database applies the change feed (cluster.go),
@@ -54,11 +56,79 @@ func (s *Store) applyChanges(ctx context.Context, rows []feedRow) error {
 	return nil
 }
 
-// resetCaches drops every cached key and reloads every account, after a
-// gap in the feed.
+// resetCaches drops every cached key, reloads every account and drops the
+// budgets beyond the holds in flight (the leases behind them may have
+// lapsed), after a long gap in the feed.
 func (s *Store) resetCaches(ctx context.Context) error {
 	s.keys.clear()
+	s.acctMu.Lock()
+	for _, a := range s.accounts {
+		a.balance = min(a.balance, a.held)
+	}
+	s.acctMu.Unlock()
 	return s.reloadAccounts(ctx, nil)
+}
+
+// joinCluster links a store on PostgreSQL with the other instances on the
+// same database: it opens the cluster's own connections on dsn, reads the
+// feed position, then reloads what Open loaded (a change committed in
+// between is either in the reload or after the position), starts with no
+// budget on any account, and starts the feed and lease goroutines. Open
+// calls it before the store's own goroutines start.
+func (s *Store) joinCluster(ctx context.Context, dsn string, opts ClusterOptions) error {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return fmt.Errorf("cluster connection: %w", err)
+	}
+	cfg.MaxConns = 4
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "caddy-ai-gateway-cluster"
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("cluster connection: %w", err)
+	}
+	c, err := newCluster(ctx, pool, opts, s)
+	if err != nil {
+		pool.Close()
+		return err
+	}
+	s.cluster = c
+	fail := func(err error) error {
+		s.cluster = nil
+		pool.Close()
+		return err
+	}
+	if err := s.reloadAccounts(ctx, nil); err != nil {
+		return fail(err)
+	}
+	s.acctMu.Lock()
+	for _, a := range s.accounts {
+		a.balance = 0
+	}
+	s.acctMu.Unlock()
+	clear(s.spend)
+	if err := s.loadSpendStates(ctx); err != nil {
+		return fail(err)
+	}
+	c.run(s.leaseLoop)
+	return nil
+}
+
+// leaveCluster stops the feed and lease goroutines, gives back this
+// instance's leases and closes the cluster's connections. Close calls it
+// once every charge is committed.
+func (s *Store) leaveCluster() error {
+	c := s.cluster
+	c.close()
+	err := c.dropLeases()
+	c.db.Close()
+	c.pool.Close()
+	return err
 }
 
 // reloadAccounts reads account rows (ids nil: all) and updates memory:
