@@ -169,7 +169,13 @@ func (s *Store) reserveCluster(id Identity, amount int64, opt ReserveOption) (*H
 	_, known := s.accounts[accountID]
 	s.acctMu.RUnlock()
 	if !known {
-		return nil, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
+		// Created by another instance a moment ago, maybe.
+		ctx, cancel := context.WithTimeout(context.Background(), grantTimeout)
+		err := s.reloadAccounts(ctx, []string{accountID})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
 	}
 	l := c.leaseOf(accountID)
 	if c.opts.Lease > 0 {

@@ -92,6 +92,11 @@ type Options struct {
 	// balances, LedgerSum and usage totals are unchanged. 0 keeps every
 	// row forever.
 	LedgerRetention time.Duration
+	// Cluster, if set, makes a Store on PostgreSQL one of several
+	// instances sharing the database (cluster.go, lease.go): it follows
+	// the change feed, fails closed when it cannot, and spends balances
+	// through leases. Ignored on SQLite.
+	Cluster *ClusterOptions
 }
 
 // Store is the handle on one database. It is safe for concurrent use.

@@ -1,0 +1,326 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/metask/caddy-ai-gateway/internal/pgtest"
+)
+
+// Tests of several Stores (instances) on one real PostgreSQL database.
+
+// testCluster is the cluster options of the tests: the defaults, with a
+// lease of lease nano-units (0: exact mode).
+func testCluster(lease int64) *ClusterOptions {
+	return &ClusterOptions{Lease: lease}
+}
+
+// openInstances opens n Stores on one fresh PostgreSQL database.
+func openInstances(t *testing.T, n int, cl *ClusterOptions) (string, []*Store) {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	stores := make([]*Store, n)
+	for i := range stores {
+		opts := *cl
+		s, err := Open(context.Background(), Options{Path: dsn, Cluster: &opts, CommitInterval: 5 * time.Millisecond})
+		if err != nil {
+			t.Fatalf("opening instance %d: %v", i, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores[i] = s
+	}
+	return dsn, stores
+}
+
+// refusedAfter waits until the revocation rule's deadline for a change
+// that committed by committed (committed + RevocationStaleness) and then
+// checks that auth, run on every other instance, refuses.
+func refusedAfter(t *testing.T, committed time.Time, stores []*Store, what string, refused func(*Store) error) {
+	t.Helper()
+	time.Sleep(time.Until(committed.Add(defaultRevocationStaleness)))
+	for i, s := range stores {
+		if err := refused(s); err != nil {
+			t.Errorf("%s: instance %d after the revocation bound: %v", what, i, err)
+		}
+	}
+}
+
+// mustRefuseKey is a refused func: the key no longer authenticates.
+func mustRefuseKey(key string) func(*Store) error {
+	return func(s *Store) error {
+		_, err := s.Authenticate(context.Background(), key)
+		if err == nil {
+			return errors.New("key still accepted")
+		}
+		if !errors.Is(err, ErrUnknownKey) && !errors.Is(err, ErrExpiredKey) && !errors.Is(err, ErrUnavailable) {
+			return fmt.Errorf("unexpected error %v", err)
+		}
+		return nil
+	}
+}
+
+// TestClusterRevocation: a key deleted, rotated without grace, expired by
+// an update, or an account disabled on one instance is refused by the
+// others by the rule (committed + RevocationStaleness), although they had
+// the key cached.
+func TestClusterRevocation(t *testing.T) {
+	ctx := context.Background()
+	_, st := openInstances(t, 3, testCluster(-1))
+	a, others := st[0], st[1:]
+	if _, err := a.CreateAccount(ctx, "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.AdjustBalance(ctx, "acme", 100*NanoPerUnit, "top-up"); err != nil {
+		t.Fatal(err)
+	}
+	newKey := func(name string, pol KeyPolicy) (Key, string) {
+		k, plain, err := a.CreateKey(ctx, "acme", name, pol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// every other instance knows and caches it
+		for i, s := range others {
+			waitFor(t, 5*time.Second, func() bool { _, err := s.Authenticate(ctx, plain); return err == nil })
+			if _, err := s.Authenticate(ctx, plain); err != nil {
+				t.Fatalf("instance %d: %v", i+1, err)
+			}
+		}
+		return k, plain
+	}
+
+	// deleted
+	k, plain := newKey("deleted", KeyPolicy{})
+	if err := a.DeleteKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	refusedAfter(t, time.Now(), others, "deleted key", mustRefuseKey(plain))
+
+	// rotated without grace: the old key is refused, the new one works
+	k, plain = newKey("rotated", KeyPolicy{})
+	_, newPlain, _, err := a.RotateKey(ctx, k.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusedAfter(t, time.Now(), others, "rotated key", mustRefuseKey(plain))
+	for i, s := range others {
+		if _, err := s.Authenticate(ctx, newPlain); err != nil {
+			t.Errorf("instance %d: replacement key: %v", i+1, err)
+		}
+	}
+
+	// expired by an update
+	k, plain = newKey("expiring", KeyPolicy{})
+	exp := time.Now().Add(100 * time.Millisecond)
+	if _, err := a.UpdateKey(ctx, k.ID, KeyUpdate{SetExpiry: true, ExpiresAt: &exp}); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	if exp.After(committed) {
+		committed = exp
+	}
+	refusedAfter(t, committed, others, "expired key", mustRefuseKey(plain))
+
+	// account disabled: no admission, and Balance reports it
+	_, plain = newKey("of disabled account", KeyPolicy{})
+	for i, s := range others {
+		h, err := s.ReserveFor(Identity{AccountID: "acme"}, NanoPerUnit)
+		if err != nil {
+			t.Fatalf("instance %d before disabling: %v", i+1, err)
+		}
+		h.Release()
+	}
+	yes := true
+	if _, err := a.UpdateAccount(ctx, "acme", nil, &yes); err != nil {
+		t.Fatal(err)
+	}
+	refusedAfter(t, time.Now(), others, "disabled account", func(s *Store) error {
+		id, err := s.Authenticate(ctx, plain)
+		if err != nil {
+			return mustRefuseKey(plain)(s) // refused outright is fine too
+		}
+		if _, disabled, err := s.Balance(id.AccountID); err != nil || !disabled {
+			return fmt.Errorf("Balance: disabled %v, %v", disabled, err)
+		}
+		if _, err := s.ReserveFor(id, NanoPerUnit); !errors.Is(err, ErrAccountDisabled) && !errors.Is(err, ErrUnavailable) {
+			return fmt.Errorf("ReserveFor: %v", err)
+		}
+		return nil
+	})
+}
+
+// TestClusterListenerKilled: with its LISTEN connection cut, an instance
+// still applies changes by polling, within the rule, and listens again.
+func TestClusterListenerKilled(t *testing.T) {
+	ctx := context.Background()
+	dsn, st := openInstances(t, 2, testCluster(-1))
+	a, b := st[0], st[1]
+	if _, err := a.CreateAccount(ctx, "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	k, plain, err := a.CreateKey(ctx, "acme", "k", KeyPolicy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { _, err := b.Authenticate(ctx, plain); return err == nil })
+	waitFor(t, 5*time.Second, func() bool { return b.cluster.listenerPID.Load() != 0 })
+	pid := b.cluster.listenerPID.Load()
+	if err := pgtest.Shared(t).ExecIn(ctx, pgtest.DatabaseName(dsn), `SELECT pg_terminate_backend($1)`, int32(pid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	refusedAfter(t, time.Now(), []*Store{b}, "deleted key, listener cut", mustRefuseKey(plain))
+	waitFor(t, 5*time.Second, func() bool { p := b.cluster.listenerPID.Load(); return p != 0 && p != pid })
+}
+
+// TestClusterTopUpSpendableElsewhere: an account with nothing left is
+// refused on one instance, topped up on another, and admitted on the first
+// within the revocation bound.
+func TestClusterTopUpSpendableElsewhere(t *testing.T) {
+	for _, lease := range []int64{0, -1} {
+		t.Run(fmt.Sprintf("lease=%d", lease), func(t *testing.T) {
+			ctx := context.Background()
+			_, st := openInstances(t, 2, testCluster(lease))
+			a, b := st[0], st[1]
+			if _, err := a.CreateAccount(ctx, "acme", ""); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, func() bool { _, _, err := b.Balance("acme"); return err == nil })
+			if _, err := b.ReserveFor(Identity{AccountID: "acme"}, 1); !errors.Is(err, ErrInsufficientBalance) {
+				t.Fatalf("empty account: %v", err)
+			}
+			if _, _, err := a.AdjustBalance(ctx, "acme", NanoPerUnit, "top-up"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(defaultRevocationStaleness)
+			h, err := b.ReserveFor(Identity{AccountID: "acme"}, NanoPerUnit/2)
+			if err != nil {
+				t.Fatalf("after the top-up on the other instance: %v", err)
+			}
+			if _, err := h.Settle(Charge{Cost: NanoPerUnit / 2}); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range st {
+				if err := s.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// admin views agree, and balance == ledger
+			for i, s := range st {
+				acct, err := s.Account(ctx, "acme")
+				if err != nil {
+					t.Fatal(err)
+				}
+				sum, err := s.LedgerSum(ctx, "acme")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if acct.Balance != NanoPerUnit/2 || sum != acct.Balance {
+					t.Errorf("instance %d: balance %d, ledger %d, want %d", i, acct.Balance, sum, NanoPerUnit/2)
+				}
+			}
+		})
+	}
+}
+
+// TestClusterOverdraftBound: concurrent requests spread over three
+// instances on a tiny balance, with costs beyond their holds now and then.
+// The final balance respects the stated bound: in exact mode
+// >= -(largest cost) - Σ overruns, in lease mode >= -k × (largest cost) -
+// Σ overruns with k = 3; and balance == sum(ledger).
+func TestClusterOverdraftBound(t *testing.T) {
+	for _, lease := range []int64{0, NanoPerUnit / 100} {
+		t.Run(fmt.Sprintf("lease=%d", lease), func(t *testing.T) {
+			ctx := context.Background()
+			_, st := openInstances(t, 3, testCluster(lease))
+			if _, err := st[0].CreateAccount(ctx, "tiny", ""); err != nil {
+				t.Fatal(err)
+			}
+			const start = NanoPerUnit / 10
+			if _, _, err := st[0].AdjustBalance(ctx, "tiny", start, "top-up"); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range st {
+				waitFor(t, 5*time.Second, func() bool { _, _, err := s.Balance("tiny"); return err == nil })
+			}
+			var (
+				mu       sync.Mutex
+				largest  int64
+				overruns int64
+				charged  int64
+				admitted atomic.Int64
+			)
+			var wg sync.WaitGroup
+			for w := range 24 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := rand.New(rand.NewPCG(uint64(w), 7))
+					s := st[w%len(st)]
+					for range 40 {
+						hold := int64(r.IntN(int(NanoPerUnit/50))) + 1
+						h, err := s.ReserveFor(Identity{AccountID: "tiny"}, hold)
+						if err != nil {
+							if !errors.Is(err, ErrInsufficientBalance) {
+								t.Error(err)
+								return
+							}
+							continue
+						}
+						admitted.Add(1)
+						cost := hold - int64(r.IntN(int(hold)))
+						if r.IntN(5) == 0 {
+							cost = hold + int64(r.IntN(int(hold))) // an overrun
+						}
+						time.Sleep(time.Duration(r.IntN(3)) * time.Millisecond)
+						if _, err := h.Settle(Charge{Cost: cost}); err != nil {
+							t.Error(err)
+							return
+						}
+						mu.Lock()
+						largest = max(largest, cost)
+						overruns += max(cost-hold, 0)
+						charged += cost
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			for _, s := range st {
+				if err := s.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			acct, err := st[1].Account(ctx, "tiny")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum, err := st[2].LedgerSum(ctx, "tiny")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if acct.Balance != sum || acct.Balance != start-charged {
+				t.Fatalf("balance %d, ledger %d, want %d", acct.Balance, sum, start-charged)
+			}
+			k := int64(1)
+			if lease > 0 {
+				k = int64(len(st))
+			}
+			bound := -k*largest - overruns
+			t.Logf("admitted %d, charged %d of %d, final balance %d, bound %d", admitted.Load(), charged, start, acct.Balance, bound)
+			if acct.Balance < bound {
+				t.Fatalf("final balance %d below the bound %d (k %d, largest %d, overruns %d)", acct.Balance, bound, k, largest, overruns)
+			}
+			if admitted.Load() == 0 {
+				t.Fatal("nothing was admitted")
+			}
+		})
+	}
+}
