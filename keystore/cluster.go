@@ -87,6 +87,12 @@ const (
 	changeBatch     = 1000
 )
 
+// Validate checks the options as Open would, defaults filled in.
+func (o ClusterOptions) Validate() error {
+	_, err := o.withDefaults()
+	return err
+}
+
 // withDefaults fills in the zero fields.
 func (o ClusterOptions) withDefaults() (ClusterOptions, error) {
 	if o.PollInterval <= 0 {
