@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"regexp"
 	"sort"
@@ -152,9 +153,15 @@ func (s *Store) CreateAccount(ctx context.Context, id, name string) (Account, er
 		return Account{}, fmt.Errorf("account %q: %w", id, ErrExists)
 	}
 	now := unixMS(s.now())
-	if _, err := s.w.ExecContext(ctx,
-		`INSERT INTO accounts (id, name, balance, disabled, created_at) VALUES (?, ?, 0, 0, ?)`,
-		id, name, now); err != nil {
+	err = s.adminTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx,
+			`INSERT INTO accounts (id, name, balance, disabled, created_at) VALUES (?, ?, 0, 0, ?)`,
+			id, name, now); err != nil {
+			return err
+		}
+		return s.recordChange(ctx, tx, change{kind: changeAccount, accountID: id})
+	})
+	if err != nil {
 		return Account{}, fmt.Errorf("creating account %q: %w", id, err)
 	}
 	a := &accountState{id: id, name: name, createdAt: now}
@@ -292,7 +299,14 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, name *string, disa
 	if disabled != nil {
 		cur.disabled = *disabled
 	}
-	if _, err := s.w.ExecContext(ctx, `UPDATE accounts SET name = ?, disabled = ? WHERE id = ?`, cur.name, cur.disabled, id); err != nil {
+	err := s.adminTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET name = ?, disabled = ? WHERE id = ?`,
+			cur.name, boolInt(cur.disabled), id); err != nil {
+			return err
+		}
+		return s.recordChange(ctx, tx, change{kind: changeAccount, accountID: id})
+	})
+	if err != nil {
 		return Account{}, fmt.Errorf("updating account %q: %w", id, err)
 	}
 	s.acctMu.Lock()
@@ -300,6 +314,29 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, name *string, disa
 	snap := a.snapshot()
 	s.acctMu.Unlock()
 	return snap, nil
+}
+
+// adminTx runs fn in a transaction on the writer connection and commits
+// it if fn returns nil.
+func (s *Store) adminTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// boolInt stores a flag as the integer 0 or 1 (both databases keep flags
+// in integer columns).
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // LedgerSum returns the sum of an account's committed ledger amounts: the

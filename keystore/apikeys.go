@@ -113,6 +113,10 @@ func (s *Store) CreateKey(ctx context.Context, accountID, name string, pol KeyPo
 	if err != nil {
 		return Key{}, "", err
 	}
+	if err := s.recordChange(ctx, tx, change{kind: changeKey, accountID: accountID, keyID: k.ID,
+		keyHashes: [][32]byte{HashKey(plaintext)}}); err != nil {
+		return Key{}, "", fmt.Errorf("creating key: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return Key{}, "", fmt.Errorf("creating key: %w", err)
 	}
@@ -240,10 +244,16 @@ func (s *Store) DeleteKey(ctx context.Context, id string) error {
 	})
 }
 
-// updateKey runs change on a live key inside a transaction and, once the
+// changeOfKey is the change record of an update of key id that made the
+// keys of hashes stale.
+func changeOfKey(id string, hashes [][32]byte) change {
+	return change{kind: changeKey, keyID: id, keyHashes: hashes}
+}
+
+// updateKey runs apply on a live key inside a transaction and, once the
 // change is committed, drops the key from the cache, together with the keys
-// whose hashes change returns (the change touched them too).
-func (s *Store) updateKey(ctx context.Context, id string, change func(*sql.Tx) ([][32]byte, error)) error {
+// whose hashes apply returns (the change touched them too).
+func (s *Store) updateKey(ctx context.Context, id string, apply func(*sql.Tx) ([][32]byte, error)) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if s.isClosed() {
@@ -258,8 +268,11 @@ func (s *Store) updateKey(ctx context.Context, id string, change func(*sql.Tx) (
 	if err != nil {
 		return err
 	}
-	also, err := change(tx)
+	also, err := apply(tx)
 	if err != nil {
+		return fmt.Errorf("updating key %q: %w", id, err)
+	}
+	if err := s.recordChange(ctx, tx, changeOfKey(id, append([][32]byte{h}, also...))); err != nil {
 		return fmt.Errorf("updating key %q: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -325,6 +338,11 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 		old.ExpiresAt = &t
 	}
 	if err != nil {
+		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
+	}
+	c := changeOfKey(id, [][32]byte{h, HashKey(plaintext)})
+	c.accountID = old.AccountID
+	if err := s.recordChange(ctx, tx, c); err != nil {
 		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -15,6 +15,7 @@ import (
 // keys authenticate, it is private, and an existing file is never
 // overwritten.
 func TestBackupIsConsistentAndUsable(t *testing.T) {
+	sqliteOnly(t, "Backup copies the SQLite file (VACUUM INTO); TestBackupRefusedOnPostgres covers PostgreSQL")
 	ctx := context.Background()
 	// A long CommitInterval keeps settled rows pending until Backup
 	// flushes them.

@@ -115,6 +115,9 @@ func (s *Store) joinCluster(ctx context.Context, dsn string, opts ClusterOptions
 	if err := s.loadSpendStates(ctx); err != nil {
 		return fail(err)
 	}
+	s.logChange = func(ctx context.Context, tx *sql.Tx, ch change) error {
+		return appendChange(ctx, tx, ch.kind, ch.accountID, ch.keyID, ch.keyHashes)
+	}
 	c.run(s.leaseLoop)
 	return nil
 }

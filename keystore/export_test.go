@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -107,11 +108,16 @@ func TestExportLedgerBoundedMemory(t *testing.T) {
 		rows = 10_000
 	}
 	// Rows are inserted directly: this test is about reading them.
-	if _, err := s.w.Exec(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < ?)
+	q := `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < ?)
 		INSERT INTO ledger (created_at, account_id, key_id, kind, amount, balance_after, model,
 			prompt_tokens, completion_tokens, status, duration_ms, request_id, note)
 		SELECT 1900000000000 + i, 'acme', 'key_0123456789abcdef', 'usage', -i, 100 - i, 'gpt-some-model-name',
-			i, i, 200, 10, printf('req-%064d', i), printf('%0100d', i) FROM n`, rows); err != nil {
+			i, i, 200, 10, printf('req-%064d', i), printf('%0100d', i) FROM n`
+	if testOnPostgres {
+		q = strings.NewReplacer(`printf('req-%064d', i)`, `'req-' || lpad(i::text, 64, '0')`,
+			`printf('%0100d', i)`, `lpad(i::text, 100, '0')`, `SELECT 1 UNION`, `SELECT 1::bigint UNION`).Replace(q)
+	}
+	if _, err := s.w.Exec(q, rows); err != nil {
 		t.Fatal(err)
 	}
 	heap := func() uint64 {

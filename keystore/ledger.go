@@ -52,7 +52,7 @@ func (f *LedgerFilter) whereHinted(byWho, byTime string) (string, []any, error) 
 		return "", nil, fmt.Errorf("%w: until %s is before since %s", ErrInvalid,
 			f.Until.UTC().Format(time.RFC3339), f.Since.UTC().Format(time.RFC3339))
 	}
-	conds := []string{"1"}
+	conds := []string{"1 = 1"}
 	var args []any
 	add := func(cond string, arg any) {
 		conds = append(conds, cond)
@@ -179,7 +179,11 @@ type UsageTotal struct {
 
 // usageGroup returns the SQL expressions of UsageTotals' groupBy over raw
 // ledger rows and over a rollup table, where {t} stands for its time column.
-func usageGroup(groupBy string) (raw, rollup string, ok bool) {
+func usageGroup(d dialect, groupBy string) (raw, rollup string, ok bool) {
+	if groupBy == "day" && d == dialectPostgres {
+		return `to_char(to_timestamp(created_at / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')`,
+			`to_char(to_timestamp({t} / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')`, true
+	}
 	switch groupBy {
 	case "":
 		return `''`, `''`, true
@@ -212,7 +216,7 @@ func usageGroup(groupBy string) (raw, rollup string, ok bool) {
 // over pruned time are exact to the hour. With BeforeID, the rows with a
 // larger id are read raw and taken off.
 func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string) ([]UsageTotal, error) {
-	rawGroup, rollGroup, ok := usageGroup(groupBy)
+	rawGroup, rollGroup, ok := usageGroup(s.dialect, groupBy)
 	if !ok {
 		return nil, fmt.Errorf("%w: group by %q must be one of model, day, key, account or empty", ErrInvalid, groupBy)
 	}
@@ -231,7 +235,13 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 	}
 	// One read transaction: the cut of retention and the sums are of the
 	// same snapshot.
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	opts := &sql.TxOptions{ReadOnly: true}
+	if s.dialect == dialectPostgres {
+		// SQLite's read transactions see one snapshot; PostgreSQL's
+		// default (read committed) gives each statement its own.
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	tx, err := s.r.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("summing usage: %w", err)
 	}
@@ -240,7 +250,7 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 	if err := tx.QueryRowContext(ctx, `SELECT MAX(until) FROM ledger_pruned`).Scan(&cut); err != nil {
 		return nil, fmt.Errorf("summing usage: %w", err)
 	}
-	q, args := usageQuery(f, groupBy != "", rawGroup, rollGroup, cut)
+	q, args := usageQuery(s.dialect, f, groupBy != "", rawGroup, rollGroup, cut)
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("summing usage: %w", err)
@@ -269,7 +279,7 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 // the raw rows at or after it are taken off. cut, if valid, is the hour
 // before which raw rows may be pruned: an edge before it is rounded down to
 // its hour.
-func usageQuery(f LedgerFilter, grouped bool, rawGroup, rollGroup string, cut sql.NullInt64) (string, []any) {
+func usageQuery(d dialect, f LedgerFilter, grouped bool, rawGroup, rollGroup string, cut sql.NullInt64) (string, []any) {
 	var since, until *int64 // the range, in ms; nil: open
 	if !f.Since.IsZero() {
 		v := unixMS(f.Since)
@@ -285,7 +295,7 @@ func usageQuery(f LedgerFilter, grouped bool, rawGroup, rollGroup string, cut sq
 		}
 		until = &v
 	}
-	b := usageQueryBuilder{f: f, rawGroup: rawGroup, rollGroup: rollGroup}
+	b := usageQueryBuilder{f: f, rawGroup: rawGroup, rollGroup: rollGroup, dialect: d}
 	if grouped {
 		b.groupBy = ` GROUP BY grp`
 	}
@@ -295,9 +305,15 @@ func usageQuery(f LedgerFilter, grouped bool, rawGroup, rollGroup string, cut sq
 	}
 	q := `SELECT grp, COALESCE(SUM(n), 0), COALESCE(SUM(p), 0), COALESCE(SUM(c), 0), COALESCE(SUM(ca), 0),
 		COALESCE(SUM(r), 0), COALESCE(SUM(cost), 0), COALESCE(SUM(e), 0)
-		FROM (` + strings.Join(b.parts, "\n\tUNION ALL\n") + `)`
+		FROM (` + strings.Join(b.parts, "\n\tUNION ALL\n") + `) AS parts`
 	if grouped {
-		q += ` GROUP BY grp HAVING SUM(n) != 0 ORDER BY grp`
+		// Byte order, as SQLite sorts text, whatever the collation of a
+		// PostgreSQL database.
+		order := `grp`
+		if d == dialectPostgres {
+			order = `grp COLLATE "C"`
+		}
+		q += ` GROUP BY grp HAVING SUM(n) != 0 ORDER BY ` + order
 	} else {
 		q = strings.Replace(q, `SELECT grp,`, `SELECT '',`, 1)
 	}
@@ -309,6 +325,7 @@ type usageQueryBuilder struct {
 	f                   LedgerFilter
 	rawGroup, rollGroup string
 	groupBy             string
+	dialect             dialect
 	parts               []string
 	args                []any
 }
@@ -345,7 +362,7 @@ func (b *usageQueryBuilder) cover(lo, hi *int64, level int) {
 
 // rollup adds the part summing level l's rows of [lo, hi).
 func (b *usageQueryBuilder) rollup(l rollupLevel, lo, hi *int64) {
-	conds := []string{"1"}
+	conds := []string{"1 = 1"}
 	add := func(cond string, arg any) {
 		conds = append(conds, cond)
 		b.args = append(b.args, arg)
@@ -387,7 +404,12 @@ func (b *usageQueryBuilder) raw(lo, hi *int64, extra string, extraArgs []any, si
 	if hi != nil {
 		g.Until = fromMS(*hi)
 	}
-	where, wargs, _ := g.whereHinted("+", byTime) // validated by UsageTotals
+	byWho := "+"
+	if b.dialect == dialectPostgres {
+		// PostgreSQL has no unary + on text (and plans without hints).
+		byWho, byTime = "", ""
+	}
+	where, wargs, _ := g.whereHinted(byWho, byTime) // validated by UsageTotals
 	b.parts = append(b.parts, `SELECT `+b.rawGroup+` AS grp, `+sign+`COUNT(*) AS n, `+sign+`COALESCE(SUM(prompt_tokens), 0) AS p,
 		`+sign+`COALESCE(SUM(completion_tokens), 0) AS c, `+sign+`COALESCE(SUM(cached_tokens), 0) AS ca,
 		`+sign+`COALESCE(SUM(reasoning_tokens), 0) AS r, `+sign+`(-COALESCE(SUM(amount), 0)) AS cost,

@@ -3,7 +3,6 @@ package keystore
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -95,7 +94,7 @@ func TestObjectRecordRefusesBadInput(t *testing.T) {
 // store answers from the database.
 func TestObjectsSurviveReopen(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "ks.db")
+	path := tempDB(t)
 	s, err := Open(ctx, Options{Path: path, CommitInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -153,9 +152,7 @@ func TestObjectsRetryFailedCommit(t *testing.T) {
 		mu.Unlock()
 	}})
 	// Make the table unwritable for a moment: a trigger that aborts inserts.
-	if _, err := s.w.Exec(`CREATE TRIGGER objects_fail BEFORE INSERT ON provider_objects BEGIN SELECT RAISE(ABORT, 'disk says no'); END`); err != nil {
-		t.Fatal(err)
-	}
+	failInserts(t, s, "provider_objects", "disk says no")
 	if err := s.RecordObject(Object{ID: "resp_x", AccountID: "a", InputTokens: 7}); err != nil {
 		t.Fatal(err)
 	}
@@ -175,9 +172,7 @@ func TestObjectsRetryFailedCommit(t *testing.T) {
 	if o, err := s.Object(ctx, "resp_x"); err != nil || o.InputTokens != 7 {
 		t.Fatalf("while failing: %+v, %v", o, err)
 	}
-	if _, err := s.w.Exec(`DROP TRIGGER objects_fail`); err != nil {
-		t.Fatal(err)
-	}
+	dropFailInserts(t, s, "provider_objects")
 	waitObjectsCommitted(t, s)
 	if n := queryInt(t, s.r, `SELECT input_tokens FROM provider_objects WHERE id = 'resp_x'`); n != 7 {
 		t.Fatalf("committed input_tokens %d", n)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -46,11 +47,13 @@ const (
 	// pruneSelect picks the next batch: ?1 the first id to keep, ?2 the
 	// batch size. Both statements of a batch run in one transaction and
 	// select the same rows.
-	pruneSelect   = `SELECT id FROM ledger WHERE id < ?1 ORDER BY id LIMIT ?2`
+	pruneSelect = `SELECT id FROM ledger WHERE id < ?1 ORDER BY id LIMIT ?2`
+	// pruneCarrySQL carries a batch forward; {max} is the two-argument
+	// maximum of the dialect.
 	pruneCarrySQL = `INSERT INTO ledger_pruned (account_id, amount, rows, until)
-	SELECT account_id, SUM(amount), COUNT(*), ?3 FROM ledger WHERE id IN (` + pruneSelect + `) GROUP BY account_id
-	ON CONFLICT (account_id) DO UPDATE SET amount = amount + excluded.amount, rows = rows + excluded.rows,
-		until = MAX(until, excluded.until)`
+	SELECT account_id, SUM(amount), COUNT(*), CAST(?3 AS BIGINT) FROM ledger WHERE id IN (` + pruneSelect + `) GROUP BY account_id
+	ON CONFLICT (account_id) DO UPDATE SET amount = ledger_pruned.amount + excluded.amount,
+		rows = ledger_pruned.rows + excluded.rows, until = {max}(ledger_pruned.until, excluded.until)`
 	pruneDeleteSQL = `DELETE FROM ledger WHERE id IN (` + pruneSelect + `)`
 )
 
@@ -141,7 +144,12 @@ func (s *Store) pruneBatch(ctx context.Context, keep, cut int64) (int64, error) 
 		return 0, err
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, pruneCarrySQL, keep, pruneBatchRows, cut); err != nil {
+	maxFunc := "MAX"
+	if s.dialect == dialectPostgres {
+		maxFunc = "GREATEST"
+	}
+	carry := strings.Replace(pruneCarrySQL, "{max}", maxFunc, 1)
+	if _, err := tx.ExecContext(ctx, carry, keep, pruneBatchRows, cut); err != nil {
 		return 0, fmt.Errorf("carrying forward: %w", err)
 	}
 	res, err := tx.ExecContext(ctx, pruneDeleteSQL, keep, pruneBatchRows)

@@ -106,7 +106,7 @@ func TestPruneKeepsBalancesAndReports(t *testing.T) {
 	for range 40 {
 		f := u.randomFilter(r, 0)
 		for _, by := range []string{"", "model", "day", "key", "account"} {
-			reports = append(reports, report{f, by, bruteUsageTotals(t, s.r, floorFilter(f, cut), by)})
+			reports = append(reports, report{f, by, bruteUsageTotals(t, s, floorFilter(f, cut), by)})
 		}
 	}
 	balances := map[string]int64{}
@@ -236,7 +236,7 @@ func TestRetentionPrunesInBackground(t *testing.T) {
 	if err := s.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := bruteUsageTotals(t, s.r, LedgerFilter{}, "day")
+	want := bruteUsageTotals(t, s, LedgerFilter{}, "day")
 	s.SetLedgerRetention(2 * time.Hour)
 	cut := clk.Now().Add(-2 * time.Hour).Truncate(time.Hour)
 	deadline := time.Now().Add(10 * time.Second)

@@ -115,13 +115,13 @@ func upsertRollupSQL(l rollupLevel, n int) string {
 	completion_tokens, cached_tokens, reasoning_tokens, estimated, cost)
 	VALUES ` + one + strings.Repeat(", "+one, n-1) + `
 	ON CONFLICT (` + l.col + `, account_id, key_id, model) DO UPDATE SET
-	requests = requests + excluded.requests,
-	prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-	completion_tokens = completion_tokens + excluded.completion_tokens,
-	cached_tokens = cached_tokens + excluded.cached_tokens,
-	reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
-	estimated = estimated + excluded.estimated,
-	cost = cost + excluded.cost`
+	requests = ` + l.table + `.requests + excluded.requests,
+	prompt_tokens = ` + l.table + `.prompt_tokens + excluded.prompt_tokens,
+	completion_tokens = ` + l.table + `.completion_tokens + excluded.completion_tokens,
+	cached_tokens = ` + l.table + `.cached_tokens + excluded.cached_tokens,
+	reasoning_tokens = ` + l.table + `.reasoning_tokens + excluded.reasoning_tokens,
+	estimated = ` + l.table + `.estimated + excluded.estimated,
+	cost = ` + l.table + `.cost + excluded.cost`
 }
 
 func (r *rollupSum) appendArgs(dst []any) []any {

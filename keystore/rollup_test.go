@@ -15,11 +15,9 @@ import (
 // bruteUsageTotals is UsageTotals as a plain sum over the raw ledger rows
 // (what UsageTotals computed before rollups): the reference the rollups must
 // match.
-func bruteUsageTotals(t testing.TB, db *sql.DB, f LedgerFilter, groupBy string) []UsageTotal {
+func bruteUsageTotals(t testing.TB, s *Store, f LedgerFilter, groupBy string) []UsageTotal {
 	t.Helper()
-	group := map[string]string{"": `''`, "model": `COALESCE(model, '')`,
-		"day": `strftime('%Y-%m-%d', created_at / 1000, 'unixepoch')`, "key": `COALESCE(key_id, '')`,
-		"account": `account_id`}[groupBy]
+	group, _, _ := usageGroup(s.dialect, groupBy)
 	f.Kind = KindUsage
 	where, args, err := f.where()
 	if err != nil {
@@ -29,9 +27,13 @@ func bruteUsageTotals(t testing.TB, db *sql.DB, f LedgerFilter, groupBy string) 
 		COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), -COALESCE(SUM(amount), 0),
 		COALESCE(SUM(estimated), 0) FROM ledger WHERE ` + where
 	if groupBy != "" {
-		q += ` GROUP BY grp ORDER BY grp`
+		order := `grp`
+		if s.dialect == dialectPostgres {
+			order = `(` + group + `) COLLATE "C"` // byte order, as SQLite's
+		}
+		q += ` GROUP BY grp ORDER BY ` + order
 	}
-	rows, err := db.Query(q, args...)
+	rows, err := s.r.Query(q, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +132,7 @@ func checkTotalsAgainstRaw(t *testing.T, s *Store, u *ledgerUniverse, r *rand.Ra
 			if err != nil {
 				t.Fatalf("UsageTotals(%+v, %q): %v", f, by, err)
 			}
-			if want := bruteUsageTotals(t, s.r, f, by); !reflect.DeepEqual(got, want) {
+			if want := bruteUsageTotals(t, s, f, by); !reflect.DeepEqual(got, want) {
 				t.Fatalf("UsageTotals(%+v, %q):\n got %+v\nwant %+v", f, by, got, want)
 			}
 		}
@@ -338,6 +340,7 @@ func queryPlan(t *testing.T, db *sql.DB, q string, args ...any) string {
 // and usage totals read the ledger only through ledger_time (the partial
 // hours at the edges), never by scanning it or an account's rows.
 func TestLedgerQueryPlans(t *testing.T) {
+	sqliteOnly(t, "checks SQLite's query plans (EXPLAIN QUERY PLAN)")
 	s := openTemp(t, Options{})
 	end := time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)
 	for _, f := range []LedgerFilter{{AccountID: "a"}, {KeyID: "k"}, {AccountID: "a", Kind: KindUsage}} {
@@ -357,8 +360,8 @@ func TestLedgerQueryPlans(t *testing.T) {
 		{AccountID: "a", Model: "m", Since: end.Add(-90 * time.Minute), Until: end},
 	} {
 		f.Kind = KindUsage
-		raw, roll, _ := usageGroup("model")
-		q, args := usageQuery(f, true, raw, roll, sql.NullInt64{})
+		raw, roll, _ := usageGroup(s.dialect, "model")
+		q, args := usageQuery(s.dialect, f, true, raw, roll, sql.NullInt64{})
 		plan := queryPlan(t, s.r, q, args...)
 		if strings.Contains(plan, "SCAN ledger") || strings.Contains(plan, "ledger_account") ||
 			strings.Contains(plan, "ledger_key") || !strings.Contains(plan, "ledger_time") {

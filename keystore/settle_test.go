@@ -222,7 +222,7 @@ func TestSettleDoesNotWaitForCommit(t *testing.T) {
 // are all in the database after it returns.
 func TestCloseFlushesPending(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "ks.db")
+	path := tempDB(t)
 	s, err := Open(ctx, Options{Path: path})
 	if err != nil {
 		t.Fatal(err)
@@ -298,6 +298,9 @@ func TestSettleAfterClose(t *testing.T) {
 // makes every ledger insert fail while enabled; it returns a switch.
 func failWrites(t *testing.T, s *Store) func(on bool) {
 	t.Helper()
+	if testOnPostgres {
+		return failWritesPostgres(t, s)
+	}
 	for _, q := range []string{
 		`CREATE TEMP TABLE fail_writes (x INTEGER)`,
 		`CREATE TEMP TRIGGER fail_ledger BEFORE INSERT ON main.ledger
@@ -433,7 +436,7 @@ func TestWriteFailureRetried(t *testing.T) {
 // database stays consistent.
 func TestCloseGivesUpAfterDrainTimeout(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "ks.db")
+	path := tempDB(t)
 	var log errorLog
 	s, err := Open(ctx, Options{Path: path, DrainTimeout: 200 * time.Millisecond, OnWriteError: log.add})
 	if err != nil {
@@ -496,7 +499,7 @@ func TestCrashKeepsInvariant(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns a process")
 	}
-	path := filepath.Join(t.TempDir(), "ks.db")
+	path := tempDB(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "KEYSTORE_CRASH_DB="+path)
 	out, err := cmd.StdoutPipe()

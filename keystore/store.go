@@ -1,7 +1,9 @@
 // Package keystore keeps accounts, API keys, balances and the ledger of a
-// caddy-ai-gateway in one SQLite database. It knows nothing of Caddy or HTTP.
+// caddy-ai-gateway in one SQLite database or one PostgreSQL database. It
+// knows nothing of Caddy or HTTP.
 //
-// One Store owns one database file. The store keeps every account's balance in
+// One Store owns one database (Options.Path: a file path for SQLite, a
+// connection string for PostgreSQL; the two behave the same). The store keeps every account's balance in
 // memory (it is the only writer, so memory and disk agree once pending writes
 // are committed) and caches looked-up keys, so that authenticating a request,
 // admitting it against the balance (Reserve) and charging it (Hold.Settle) do
@@ -33,8 +35,12 @@ import (
 
 // Options configure Open. The zero value is usable apart from Path.
 type Options struct {
-	// Path of the SQLite database file. Created with its directory if missing;
-	// Open also creates <Path>.lock beside it (see Open).
+	// Path is the database: the path of an SQLite file, created with its
+	// directory if missing (Open also creates <Path>.lock beside it, see
+	// Open), or a PostgreSQL connection string, a postgres:// or
+	// postgresql:// URL or a key=value string (see IsPostgres), whose
+	// database must exist (Open creates the tables). Errors and Path()
+	// show a PostgreSQL password as "xxxxx" (RedactDatabase).
 	Path string
 	// KeyCacheSize bounds the number of keys held in memory. Default 100000.
 	KeyCacheSize int
@@ -101,10 +107,18 @@ type Options struct {
 
 // Store is the handle on one database. It is safe for concurrent use.
 type Store struct {
-	path string
-	w    *sql.DB // single connection: every write is serialised here
-	r    *sql.DB // read pool
-	now  func() time.Time
+	path    string  // as given in Options.Path
+	dialect dialect // of the database: SQLite or PostgreSQL
+	w       *sql.DB // single connection: every write is serialised here
+	r       *sql.DB // read pool
+	now     func() time.Time
+
+	// logChange, if set, is called inside every administrative
+	// transaction (accounts, keys, adjustments) before it commits, with
+	// what it changed; an error rolls the change back. It is the hook of
+	// multi-instance coordination (a change feed other instances apply);
+	// nil for a store alone on its database.
+	logChange func(ctx context.Context, tx *sql.Tx, c change) error
 
 	// writeMu serialises "commit, then update memory" so that memory sees
 	// changes in commit order.
@@ -166,10 +180,11 @@ type Store struct {
 	pruneDone chan struct{}
 
 	// cluster links the store with the other instances on its PostgreSQL
-	// database (cluster.go); nil on SQLite.
+	// database (cluster.go); nil on SQLite and for a store alone.
 	cluster *cluster
 
-	// lock holds the exclusive process lock (lock.go) until Close.
+	// lock holds the exclusive process lock (lock.go) until Close; nil on
+	// PostgreSQL.
 	lock *os.File
 
 	closeOnce sync.Once
@@ -197,12 +212,18 @@ type accountState struct {
 // Open opens (creating if needed) the database at opts.Path, migrates its
 // schema to the current version and loads accounts into memory.
 //
-// Only one Store may have a database open at a time: Open takes an
+// Only one Store may have an SQLite database open at a time: Open takes an
 // exclusive lock on the file <Path>.lock (created beside the database and
 // left there) and fails at once, with an error wrapping ErrLocked, while
 // another process or another Store of this process holds it. Close releases
 // it. The database, -wal and -shm files are made readable by the owner only
 // (mode 0600) before SQLite opens them.
+//
+// A PostgreSQL database (opts.Path a connection string) takes no lock
+// file; its migrations run under a PostgreSQL advisory lock, so that stores
+// opening one database together migrate it once. Running several stores
+// on one PostgreSQL database needs the multi-instance coordination; alone,
+// a Store on PostgreSQL behaves exactly as on SQLite.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Path == "" {
 		return nil, fmt.Errorf("%w: empty database path", ErrInvalid)
@@ -228,12 +249,58 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.MaxPendingAge == 0 {
 		opts.MaxPendingAge = 30 * time.Second
 	}
+	var (
+		s   *Store
+		err error
+	)
+	if IsPostgres(opts.Path) {
+		s, err = openPostgresStore(ctx, opts)
+		if err == nil && opts.Cluster != nil {
+			if err = s.joinCluster(ctx, opts.Path, *opts.Cluster); err != nil {
+				s.closeUnstarted()
+				err = redactErr(opts.Path, fmt.Errorf("joining the instances on %s: %w", RedactDatabase(opts.Path), err))
+			}
+		}
+	} else {
+		s, err = openSQLiteStore(ctx, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.start(opts)
+	return s, nil
+}
+
+// closeUnstarted closes the database pools of a store whose goroutines
+// never started (Open failing after the store was built).
+func (s *Store) closeUnstarted() {
+	for _, st := range s.inserts {
+		st.Close()
+	}
+	for _, m := range s.upserts {
+		for _, st := range m {
+			st.Close()
+		}
+	}
+	s.r.Close()
+	s.w.Close()
+}
+
+// start starts the store's goroutines.
+func (s *Store) start(opts Options) {
+	go s.flushLoop(opts.LastUsedFlushInterval)
+	go s.writeLoop()
+	go s.objectLoop()
+	go s.pruneLoop()
+}
+
+// openSQLiteStore is Open for an SQLite file.
+func openSQLiteStore(ctx context.Context, opts Options) (*Store, error) {
 	if dir := filepath.Dir(opts.Path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("creating database directory: %w", err)
 		}
 	}
-
 	lock, err := lockDatabase(opts.Path)
 	if err != nil {
 		return nil, err
@@ -244,14 +311,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.lock = lock
-	go s.flushLoop(opts.LastUsedFlushInterval)
-	go s.writeLoop()
-	go s.objectLoop()
-	go s.pruneLoop()
 	return s, nil
 }
 
-// open is Open once the process lock is held.
+// open is openSQLiteStore once the process lock is held.
 func open(ctx context.Context, opts Options) (*Store, error) {
 	// The file may hold keys' hashes and balances: keep it private.
 	if err := privateFiles(opts.Path); err != nil {
@@ -277,9 +340,44 @@ func open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
+	return newStore(ctx, opts, dialectSQLite, w, r)
+}
 
+// openPostgresStore is Open for a PostgreSQL database.
+func openPostgresStore(ctx context.Context, opts Options) (*Store, error) {
+	name := RedactDatabase(opts.Path)
+	w, err := openPostgres(opts.Path)
+	if err != nil {
+		return nil, fmt.Errorf("opening database %s: %w", name, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	if err := pgMigrate(ctx, w, opts.OnMigrationProgress); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("migrating database %s: %w", name, redactErr(opts.Path, err))
+	}
+	r, err := openPostgres(opts.Path)
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening database %s: %w", name, err)
+	}
+	r.SetMaxOpenConns(8)
+	r.SetMaxIdleConns(8)
+	s, err := newStore(ctx, opts, dialectPostgres, w, r)
+	if err != nil {
+		return nil, fmt.Errorf("opening database %s: %w", name, redactErr(opts.Path, err))
+	}
+	return s, nil
+}
+
+// newStore builds the Store over its migrated writer and reader pools and
+// loads what it keeps in memory; it closes both pools if it fails.
+func newStore(ctx context.Context, opts Options, d dialect, w, r *sql.DB) (*Store, error) {
 	s := &Store{
 		path:         opts.Path,
+		dialect:      d,
 		w:            w,
 		r:            r,
 		now:          opts.Now,
@@ -339,8 +437,12 @@ func dsn(path string, writer bool) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
-// Path returns the database file path.
-func (s *Store) Path() string { return s.path }
+// Path returns the database: the SQLite file path, or the PostgreSQL
+// connection string with its password redacted (RedactDatabase).
+func (s *Store) Path() string { return RedactDatabase(s.path) }
+
+// Backend returns "sqlite" or "postgres".
+func (s *Store) Backend() string { return s.dialect.String() }
 
 // Close stops admitting new work, commits every ledger row settled before it
 // (graceful stop or reload loses no row), flushes pending last-used times and
@@ -365,9 +467,15 @@ func (s *Store) Close() error {
 			}
 		}
 		err := s.flushLastUsed(context.Background())
+		if s.cluster != nil {
+			// Every charge is committed: the leases can go.
+			err = errors.Join(err, s.leaveCluster())
+		}
 		err = errors.Join(s.writerErr, s.objects.err, err, s.r.Close(), s.w.Close())
 		// Last: the next Open may start as soon as the lock is free.
-		err = errors.Join(err, s.lock.Close())
+		if s.lock != nil {
+			err = errors.Join(err, s.lock.Close())
+		}
 		s.closeErr = err
 	})
 	return s.closeErr

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/metask/caddy-ai-gateway/internal/pgtest"
 )
 
 // fakeClock is a goroutine-safe clock for Options.Now.
@@ -51,9 +53,44 @@ func openAt(t *testing.T, path string, opts Options) *Store {
 	return s
 }
 
+// testOnPostgres is set when the tests run on PostgreSQL
+// (AIGW_TEST_STORE=postgres; test.sh runs the package a second time so):
+// tempDB then gives each test a fresh database on the test PostgreSQL
+// server (internal/pgtest) instead of an SQLite file.
+var testOnPostgres = os.Getenv("AIGW_TEST_STORE") == "postgres"
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// tempDB returns a fresh database for the test: an SQLite path in
+// t.TempDir(), or on PostgreSQL the URL of a new, empty database.
+func tempDB(t testing.TB) string {
+	t.Helper()
+	if testOnPostgres {
+		return pgtest.NewDatabase(t)
+	}
+	return filepath.Join(t.TempDir(), "ks.db")
+}
+
+// testDialect is the dialect of the stores tempDB opens.
+func testDialect() dialect {
+	if testOnPostgres {
+		return dialectPostgres
+	}
+	return dialectSQLite
+}
+
+// sqliteOnly skips a test of something only SQLite has when the tests run
+// on PostgreSQL; why says what.
+func sqliteOnly(t testing.TB, why string) {
+	t.Helper()
+	if testOnPostgres {
+		t.Skip("SQLite only: " + why)
+	}
+}
+
 func openTemp(t *testing.T, opts Options) *Store {
 	t.Helper()
-	return openAt(t, filepath.Join(t.TempDir(), "ks.db"), opts)
+	return openAt(t, tempDB(t), opts)
 }
 
 func mustAccount(t *testing.T, s *Store, id, topup string) {
@@ -164,12 +201,16 @@ func TestOpenCloseReopenKeepsData(t *testing.T) {
 }
 
 func TestOpenRefusesNewerSchema(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "ks.db")
+	path := tempDB(t)
 	s, err := Open(context.Background(), Options{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.w.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, SchemaVersion()+1)); err != nil {
+	bump := fmt.Sprintf(`PRAGMA user_version = %d`, SchemaVersion()+1)
+	if testOnPostgres {
+		bump = fmt.Sprintf(`INSERT INTO schema_migrations (version, applied_at) VALUES (%d, 0)`, SchemaVersion()+1)
+	}
+	if _, err := s.w.Exec(bump); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -319,7 +360,7 @@ func TestAdjustBalanceRefusalsWriteNothing(t *testing.T) {
 
 func TestCreateKeyPlaintextOnlyOnce(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "ks.db")
+	path := tempDB(t)
 	s := openAt(t, path, Options{})
 	mustAccount(t, s, "acme", "1")
 	k, pt := mustKey(t, s, "acme", "  prod app  ")
@@ -654,7 +695,7 @@ func TestLastUsedFlushedAfterInterval(t *testing.T) {
 func TestLastUsedFlushedOnClose(t *testing.T) {
 	ctx := context.Background()
 	clk := newFakeClock()
-	path := filepath.Join(t.TempDir(), "ks.db")
+	path := tempDB(t)
 	s := openAt(t, path, Options{Now: clk.Now, LastUsedFlushInterval: time.Hour})
 	mustAccount(t, s, "acme", "1")
 	k, pt := mustKey(t, s, "acme", "prod")

@@ -686,6 +686,22 @@ func addToStoredBalance(ctx context.Context, tx *sql.Tx, accountID string, delta
 	return nil
 }
 
+// insertReturningID runs an INSERT of one row into a table with an id
+// column and returns the new row's id (SQLite: LastInsertId; PostgreSQL
+// has none: RETURNING id).
+func (s *Store) insertReturningID(ctx context.Context, tx *sql.Tx, q string, args ...any) (int64, error) {
+	if s.dialect == dialectPostgres {
+		var id int64
+		err := tx.QueryRowContext(ctx, q+` RETURNING id`, args...).Scan(&id)
+		return id, err
+	}
+	res, err := tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
 // runAdjustment commits a queued adjustment unless its caller gave up.
 func (s *Store) runAdjustment(op *writeOp) {
 	adj := op.adj
@@ -728,13 +744,12 @@ func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount in
 	if err := addToStoredBalance(ctx, tx, a.id, amount); err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance: %w", err)
 	}
-	res, err := tx.ExecContext(ctx, insertLedgerSQL, ledgerArgs(&row, after)...)
+	id, err := s.insertReturningID(ctx, tx, insertLedgerSQL, ledgerArgs(&row, after)...)
 	if err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("writing ledger row for %q: %w", a.id, err)
 	}
-	id, err := res.LastInsertId()
-	if err != nil {
-		return Account{}, LedgerEntry{}, fmt.Errorf("writing ledger row for %q: %w", a.id, err)
+	if err := s.recordChange(ctx, tx, change{kind: changeBalance, accountID: a.id}); err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
 	}
 	if err := tx.Commit(); err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
