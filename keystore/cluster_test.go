@@ -332,3 +332,127 @@ func TestClusterOverdraftBound(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterPostgresDownUnderLoad: PostgreSQL stopped abruptly (pg_ctl
+// stop -m immediate) while two instances admit and settle requests. The
+// instances refuse with ErrUnavailable (the gateway's 503
+// store_unavailable) once their feed is stale, and serve again by
+// themselves when PostgreSQL is back; every settled charge is in the
+// ledger exactly once and the balance equals the ledger.
+func TestClusterPostgresDownUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	pg := pgtest.Shared(t)
+	_, st := openInstances(t, 2, testCluster(NanoPerUnit/10))
+	a := st[0]
+	if _, err := a.CreateAccount(ctx, "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	const start = 1000 * NanoPerUnit
+	if _, _, err := a.AdjustBalance(ctx, "acme", start, "top-up"); err != nil {
+		t.Fatal(err)
+	}
+	_, plain, err := a.CreateKey(ctx, "acme", "k", KeyPolicy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		waitFor(t, 5*time.Second, func() bool { _, err := s.Authenticate(ctx, plain); return err == nil })
+	}
+
+	var (
+		settled     atomic.Int64 // charges settled
+		charged     atomic.Int64 // their sum
+		unavailable atomic.Int64 // refusals while PostgreSQL was down
+		stop        = make(chan struct{})
+		wg          sync.WaitGroup
+	)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := st[w%2]
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id, err := s.Authenticate(ctx, plain)
+				if err == nil {
+					var h *Hold
+					if h, err = s.ReserveFor(id, NanoPerUnit/100); err == nil {
+						cost := int64(1000 + w*10 + i%7)
+						if _, err := h.Settle(Charge{Cost: cost, KeyID: id.KeyID}); err != nil {
+							t.Error(err)
+							return
+						}
+						settled.Add(1)
+						charged.Add(cost)
+						continue
+					}
+				}
+				if errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrExpiredKey) || errors.Is(err, ErrInsufficientBalance) {
+					t.Errorf("instance %d: %v", w%2, err)
+					return
+				}
+				// Refused because PostgreSQL is down: ErrUnavailable
+				// (stale feed, failed lease), ErrBacklog, or a key
+				// lookup that failed; the gateway answers 503.
+				unavailable.Add(1)
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	waitFor(t, 10*time.Second, func() bool { return settled.Load() > 2000 })
+	if err := pg.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Start() })
+	// Both instances fail closed once the bound has passed.
+	time.Sleep(defaultRevocationStaleness + 200*time.Millisecond)
+	for i, s := range st {
+		if _, err := s.Authenticate(ctx, plain); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("instance %d with PostgreSQL down: Authenticate: %v", i, err)
+		}
+		if _, err := s.ReserveFor(Identity{AccountID: "acme"}, 1); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("instance %d with PostgreSQL down: ReserveFor: %v", i, err)
+		}
+	}
+	down := settled.Load()
+	time.Sleep(300 * time.Millisecond)
+	if settled.Load() != down {
+		t.Errorf("%d requests admitted with PostgreSQL down past the bound", settled.Load()-down)
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Back by themselves.
+	waitFor(t, 30*time.Second, func() bool { return settled.Load() > down+200 })
+	close(stop)
+	wg.Wait()
+	if unavailable.Load() == 0 {
+		t.Error("no request was refused while PostgreSQL was down")
+	}
+	for _, s := range st {
+		fctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := s.Flush(fctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	acct, err := st[1].Account(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := a.LedgerSum(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := queryInt(t, a.r, `SELECT count(*) FROM ledger WHERE kind = 'usage'`)
+	t.Logf("settled %d (%d before the bound passed), refused %d while down", settled.Load(), down, unavailable.Load())
+	if acct.Balance != sum || acct.Balance != start-charged.Load() || rows != settled.Load() {
+		t.Fatalf("balance %d, ledger %d, want %d; %d usage rows for %d settled charges",
+			acct.Balance, sum, start-charged.Load(), rows, settled.Load())
+	}
+}
