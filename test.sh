@@ -44,6 +44,8 @@ export AI_GATEWAY_REQUIRE_BROWSER=1
 
 go vet ./...
 go test -race -count=1 -timeout 20m ./...
-# The store's contract tests once more, on PostgreSQL (internal/pgtest
-# starts a throwaway server): the same tests, each on a fresh database.
-AIGW_TEST_STORE=postgres go test -race -count=1 -timeout 20m ./keystore
+# The store's contract tests and the management tests (admin API, CLI,
+# lifecycle through an in-process Caddy) once more, on PostgreSQL
+# (internal/pgtest starts a throwaway server): the same tests, each on a
+# fresh database.
+AIGW_TEST_STORE=postgres go test -race -count=1 -timeout 20m ./keystore ./management

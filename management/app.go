@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,7 @@ func init() {
 // so a reload never closes and reopens SQLite.
 var storePool = caddy.NewUsagePool()
 
-// App is the ai_gateway app. It owns the SQLite key store that the
+// App is the ai_gateway app. It owns the key store (SQLite or PostgreSQL) that the
 // api_key_auth, balance_guard, ai_dashboard and admin API modules use. It is
 // loaded automatically (with defaults) when a handler needs it, so
 // configuring it is only necessary to change the defaults.
@@ -40,8 +41,15 @@ var storePool = caddy.NewUsagePool()
 // it. A reload that keeps the same database shares the open store of the
 // running config (nothing is closed or reopened).
 type App struct {
-	// Path of the SQLite database. Default: "ai-gateway.db" in Caddy's
-	// data directory. Placeholders such as {env.VAR} are expanded.
+	// The database: the path of an SQLite file, or a PostgreSQL
+	// connection string, a postgres:// (postgresql://) URL such as
+	// "postgres://aigw:{env.AIGW_DB_PASSWORD}@db.internal/aigw?sslmode=verify-full"
+	// or a key=value string such as "host=db dbname=aigw user=aigw".
+	// Default: "ai-gateway.db" in Caddy's data directory. Placeholders
+	// such as {env.VAR} are expanded when the config loads, so a password
+	// can stay out of the config; logs and the admin API show a
+	// PostgreSQL password as "xxxxx". The PostgreSQL database must exist;
+	// the gateway creates its tables. See docs/operations.md, "PostgreSQL".
 	Database string `json:"database,omitempty"`
 
 	// Currency code shown next to amounts (display only; default "USD").
@@ -100,7 +108,8 @@ type App struct {
 	// needs; set it only to recognise an instance's rows.
 	InstanceID string `json:"instance_id,omitempty"`
 
-	dbPath string
+	dbPath string // resolved: an absolute SQLite path or a PostgreSQL connection string
+	dbName string // dbPath for logs: a PostgreSQL password redacted
 	logger *zap.Logger
 
 	// taken: this config holds a reference on the pooled store (for
@@ -156,19 +165,22 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	repl := caddy.NewReplacer()
-	path := repl.ReplaceKnown(a.Database, "")
+	path := strings.TrimSpace(repl.ReplaceKnown(a.Database, ""))
 	if path == "" {
 		path = filepath.Join(caddy.AppDataDir(), "ai-gateway.db")
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
+	var err error
+	if keystore.IsPostgres(path) {
+		// The pool key is the connection string itself.
+		a.dbPath = path
+	} else if a.dbPath, err = filepath.Abs(path); err != nil {
 		return fmt.Errorf("resolving database path %q: %w", path, err)
 	}
-	a.dbPath = abs
+	a.dbName = keystore.RedactDatabase(a.dbPath)
 	if a.metrics, err = loadStoreMetrics(ctx); err != nil {
 		return err
 	}
-	if _, open := storePool.References(abs); open {
+	if _, open := storePool.References(a.dbPath); open {
 		// A reload: share the running config's store (no I/O), so that
 		// requests never see this config without it.
 		return a.take()
@@ -189,16 +201,26 @@ func (a *App) Start() error {
 // take gets this config's reference on the pooled store, opening it if no
 // config holds it yet.
 func (a *App) take() error {
-	cacheSize, path := a.KeyCacheSize, a.dbPath
+	cacheSize, path, name := a.KeyCacheSize, a.dbPath, a.dbName
+	var cluster *keystore.ClusterOptions
+	if keystore.IsPostgres(path) {
+		// Another instance may share the database: always run as one of
+		// several (change feed, leases).
+		var err error
+		if cluster, err = a.clusterOptions(); err != nil {
+			return err
+		}
+	}
 	val, loaded, err := storePool.LoadOrNew(path, func() (caddy.Destructor, error) {
 		openCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		s, err := keystore.Open(openCtx, keystore.Options{
 			Path:                path,
 			KeyCacheSize:        cacheSize,
-			OnWriteError:        writeErrorReporter(path, a.metrics),
+			OnWriteError:        writeErrorReporter(name, a.metrics),
 			LedgerRetention:     time.Duration(a.LedgerRetention),
-			OnMigrationProgress: migrationLogger(a.logger, path),
+			OnMigrationProgress: migrationLogger(a.logger, name),
+			Cluster:             cluster,
 		})
 		if err != nil {
 			return nil, err
@@ -217,7 +239,8 @@ func (a *App) take() error {
 		val.(pooledStore).SetLedgerRetention(time.Duration(a.LedgerRetention))
 	}
 	a.logger.Info("ai gateway store ready",
-		zap.String("database", path),
+		zap.String("database", name),
+		zap.String("backend", val.(pooledStore).Backend()),
 		zap.Bool("shared_with_previous_config", loaded))
 	return nil
 }
@@ -229,7 +252,7 @@ func (a *App) warnIfSwitched() {
 	storePool.Range(func(key, _ any) bool {
 		if old, ok := key.(string); ok && old != a.dbPath {
 			a.logger.Warn("the ai_gateway database changes with this config: accounts, keys and balances of the old database are not served by it",
-				zap.String("old_database", old), zap.String("new_database", a.dbPath))
+				zap.String("old_database", keystore.RedactDatabase(old)), zap.String("new_database", a.dbName))
 		}
 		return true
 	})
@@ -338,8 +361,10 @@ func (a *App) DurableBillingEnabled() bool { return a.DurableBilling == nil || *
 // CurrencyCode returns the configured display currency.
 func (a *App) CurrencyCode() string { return a.Currency }
 
-// DatabasePath returns the absolute path of the database in use.
-func (a *App) DatabasePath() string { return a.dbPath }
+// DatabasePath returns the database in use: the absolute path of the
+// SQLite file, or the PostgreSQL connection string with its password
+// redacted.
+func (a *App) DatabasePath() string { return a.dbName }
 
 // ErrNoStore: the ai_gateway app has no key store.
 var ErrNoStore = errors.New("the ai_gateway app has no key store")

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/metask/caddy-ai-gateway/internal/gwtest"
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
@@ -17,6 +18,9 @@ import (
 // the copy has every row settled before the backup, and its keys work. The
 // copy is private, and an existing file is never overwritten.
 func TestCLIBackupRestores(t *testing.T) {
+	if gwtest.OnPostgres() {
+		t.Skip("SQLite only: the backup command copies the SQLite file; TestPostgresDatabasePasswordNeverShown checks its refusal on PostgreSQL")
+	}
 	g, _ := startCLIGateway(t)
 	mustCLI(t, g, "accounts", "create", "acme")
 	mustCLI(t, g, "accounts", "topup", "acme", "10")

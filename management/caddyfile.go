@@ -19,7 +19,7 @@ func init() {
 //
 //	{
 //		ai_gateway {
-//			database <path>
+//			database <path>|<postgres-url>
 //			currency <code>
 //			key_cache_size <n>
 //			durable_billing on|off
@@ -44,7 +44,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 // UnmarshalCaddyfile sets up the app from Caddyfile tokens. Syntax:
 //
 //	ai_gateway {
-//		database <path>
+//		database <path>|<postgres-url>
 //		currency <code>
 //		key_cache_size <n>
 //		durable_billing on|off

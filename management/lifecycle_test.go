@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/metask/caddy-ai-gateway/internal/gwtest"
+	"github.com/metask/caddy-ai-gateway/internal/pgtest"
 	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
@@ -409,8 +411,16 @@ func TestPlaintextNeverStoredOrLogged(t *testing.T) {
 		}
 	}
 
-	// while running: database, WAL and shared memory files
+	// while running: database, WAL and shared memory files (on
+	// PostgreSQL: a dump of the database)
 	dbFiles := func() map[string][]byte {
+		if gwtest.OnPostgres() {
+			dump, err := pgtest.Shared(t).Dump(pgtest.DatabaseName(g.DBPath))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string][]byte{"dump": dump}
+		}
 		return map[string][]byte{
 			"db":     gwtest.ReadIfExists(t, g.DBPath),
 			"db-wal": gwtest.ReadIfExists(t, g.DBPath+"-wal"),
@@ -422,7 +432,13 @@ func TestPlaintextNeverStoredOrLogged(t *testing.T) {
 	// positive control: the hash of a live key is in the database files,
 	// so the scan looks at the right bytes
 	h := sha256.Sum256([]byte(keys[1].secret))
-	if !bytes.Contains(append(running["db"], running["db-wal"]...), h[:]) {
+	hashIn := func(files map[string][]byte) bool {
+		if gwtest.OnPostgres() { // bytea is dumped in hex
+			return bytes.Contains(files["dump"], []byte(hex.EncodeToString(h[:])))
+		}
+		return bytes.Contains(append(files["db"], files["db-wal"]...), h[:])
+	}
+	if !hashIn(running) {
 		t.Fatal("the stored hash of a live key is not in the database files: wrong files?")
 	}
 
@@ -432,7 +448,7 @@ func TestPlaintextNeverStoredOrLogged(t *testing.T) {
 	}
 	stopped := dbFiles()
 	lcAssertNoSecrets(t, stopped, secrets)
-	if !bytes.Contains(append(stopped["db"], stopped["db-wal"]...), h[:]) {
+	if !hashIn(stopped) {
 		t.Fatal("the stored hash of a live key is not in the database after stop")
 	}
 	// last_used was flushed on close (the flush interval is 10s)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/metask/caddy-ai-gateway/internal/gwtest"
 )
 
 // TestReviewAdminAndCLIInput covers what the outsider review found in the
@@ -28,7 +30,11 @@ func TestReviewAdminAndCLIInput(t *testing.T) {
 	}
 
 	status, b := g.Admin("POST", "/ai-gateway/backup", map[string]string{"path": filepath.Join(t.TempDir(), "no", "such", "dir.db")})
-	if status != http.StatusBadRequest || !strings.Contains(string(b), "directory must exist") {
+	wantErr := "directory must exist"
+	if gwtest.OnPostgres() {
+		wantErr = "pg_dump" // no file backup of a PostgreSQL store
+	}
+	if status != http.StatusBadRequest || !strings.Contains(string(b), wantErr) {
 		t.Fatalf("backup into a missing directory: %d %s, want 400", status, b)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile" // the Caddyfile adapter
 	_ "github.com/caddyserver/caddy/v2/modules/standard"      // reverse_proxy & co.
+	"github.com/metask/caddy-ai-gateway/internal/pgtest"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -35,21 +37,26 @@ type Gateway struct {
 	AdminAddr string // 127.0.0.1:port
 	HTTPPort  int
 	BaseURL   string // http://127.0.0.1:port
-	DBPath    string
+	DBPath    string // an SQLite path, or a PostgreSQL URL (OnPostgres)
 	Dir       string // the test's temp dir (database, logs)
 
 	t testing.TB
 }
 
-// New picks free loopback ports and a database path in t.TempDir(), and
-// stops Caddy when the test ends.
+// New picks free loopback ports and a database path in t.TempDir() (with
+// AIGW_TEST_STORE=postgres: a fresh database on the test PostgreSQL, see
+// internal/pgtest), and stops Caddy when the test ends.
 func New(t testing.TB) *Gateway {
 	t.Helper()
 	dir := t.TempDir()
+	db := filepath.Join(dir, "gateway.db")
+	if OnPostgres() {
+		db = pgtest.NewDatabase(t)
+	}
 	g := &Gateway{
 		AdminAddr: fmt.Sprintf("127.0.0.1:%d", FreePort(t)),
 		HTTPPort:  FreePort(t),
-		DBPath:    filepath.Join(dir, "gateway.db"),
+		DBPath:    db,
 		Dir:       dir,
 		t:         t,
 	}
@@ -61,6 +68,10 @@ func New(t testing.TB) *Gateway {
 	})
 	return g
 }
+
+// OnPostgres reports whether the tests run their gateways on PostgreSQL
+// (AIGW_TEST_STORE=postgres).
+func OnPostgres() bool { return os.Getenv("AIGW_TEST_STORE") == "postgres" }
 
 // Caddyfile wraps site directives in a complete Caddyfile: global options
 // that bind the admin endpoint and the site to this test's loopback ports,

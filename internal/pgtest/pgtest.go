@@ -128,6 +128,9 @@ func NewDatabase(tb testing.TB) string {
 // findBin finds the directory holding initdb and postgres.
 func findBin() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real // the package's bin directory, which has pg_dump too
+		}
 		dir := filepath.Dir(p)
 		if _, err := os.Stat(filepath.Join(dir, "postgres")); err == nil {
 			return dir, nil
@@ -360,4 +363,19 @@ func DatabaseName(dsn string) string {
 func (c *Cluster) Destroy() {
 	c.StopImmediate()
 	os.RemoveAll(c.root)
+}
+
+// Dump returns the plain SQL dump (pg_dump) of database db: what an
+// operator's backup of it would hold. bytea values appear in hex.
+func (c *Cluster) Dump(db string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(c.bin, "pg_dump"), "--host", c.root, "--username", c.user, "--no-password", db)
+	c.setUser(cmd)
+	cmd.SysProcAttr.Pdeathsig = 0
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("pg_dump %s: %w: %s", db, err, stderr.String())
+	}
+	return out, nil
 }
