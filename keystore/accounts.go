@@ -23,7 +23,19 @@ type Account struct {
 	Disabled bool `json:"disabled"`
 	// CreatedAt is when the account was created.
 	CreatedAt time.Time `json:"created_at"`
+
+	// reserved is, on a database shared by several instances, the part of
+	// the balance the instances have leased (see Reserved).
+	reserved    int64
+	hasReserved bool
 }
+
+// Reserved returns, for an account read from a database shared by several
+// instances, the part of its balance that the instances have reserved
+// (their live leases: holds in flight, charges not yet committed, and
+// budget not yet used), the same whichever instance reads it; ok is false
+// for a store alone on its database (see Store.Available for its holds).
+func (a Account) Reserved() (amount int64, ok bool) { return a.reserved, a.hasReserved }
 
 // LedgerEntry is one row of the ledger: a change of an account's balance.
 // Usage rows (Kind KindUsage) also carry what the request consumed.

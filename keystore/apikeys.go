@@ -397,6 +397,13 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 		if err != nil {
 			return Identity{}, err
 		}
+		if s.cluster != nil {
+			// The key may belong to an account another instance created
+			// a moment ago, before the feed told this one.
+			if err := s.knowAccount(ctx, e.accountID); err != nil {
+				return Identity{}, err
+			}
+		}
 		s.keys.put(h, e, epoch)
 	}
 	if e.expiresAt != 0 && now >= e.expiresAt {

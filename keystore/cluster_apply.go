@@ -181,6 +181,20 @@ func (s *Store) reloadAccounts(ctx context.Context, ids []string) error {
 	return nil
 }
 
+// knowAccount loads an account this instance does not know yet.
+func (s *Store) knowAccount(ctx context.Context, id string) error {
+	s.acctMu.RLock()
+	_, known := s.accounts[id]
+	s.acctMu.RUnlock()
+	if known {
+		return nil
+	}
+	if err := s.reloadAccounts(ctx, []string{id}); err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
 // reloadLimits reads the spend limits of the lineages of keyIDs and puts
 // the counters in place (installSpendState: a new or changed period loads
 // the committed spend; a removed limit drops the counter).
@@ -220,6 +234,10 @@ func (s *Store) reloadLimits(ctx context.Context, keyIDs []string) error {
 	return nil
 }
 
+// reservedSQL sums the live leases of the account of the row.
+const reservedSQL = `(SELECT COALESCE(sum(l.amount), 0) FROM aigw_leases l
+	WHERE l.account_id = accounts.id AND l.expires_at > now())`
+
 // clusterAccount reads an account's committed state from the database.
 func (s *Store) clusterAccount(ctx context.Context, id string) (Account, error) {
 	var (
@@ -227,15 +245,16 @@ func (s *Store) clusterAccount(ctx context.Context, id string) (Account, error) 
 		disabled int64
 		created  int64
 	)
-	err := s.cluster.db.QueryRowContext(ctx, `SELECT id, name, balance, disabled, created_at FROM accounts WHERE id = $1`, id).
-		Scan(&a.ID, &a.Name, &a.Balance, &disabled, &created)
+	err := s.cluster.db.QueryRowContext(ctx, `SELECT id, name, balance, disabled, created_at, `+reservedSQL+`
+		FROM accounts WHERE id = $1`, id).
+		Scan(&a.ID, &a.Name, &a.Balance, &disabled, &created, &a.reserved)
 	if err == sql.ErrNoRows {
 		return Account{}, fmt.Errorf("account %q: %w", id, ErrNotFound)
 	}
 	if err != nil {
 		return Account{}, fmt.Errorf("reading account %q: %w", id, err)
 	}
-	a.Disabled, a.CreatedAt = disabled != 0, fromMS(created)
+	a.Disabled, a.CreatedAt, a.hasReserved = disabled != 0, fromMS(created), true
 	return a, nil
 }
 
@@ -244,7 +263,8 @@ func (s *Store) clusterAccount(ctx context.Context, id string) (Account, error) 
 func (s *Store) clusterAccounts(ctx context.Context) ([]Account, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	rows, err := s.cluster.db.QueryContext(ctx, `SELECT id, name, balance, disabled, created_at FROM accounts ORDER BY id`)
+	rows, err := s.cluster.db.QueryContext(ctx, `SELECT id, name, balance, disabled, created_at, `+reservedSQL+`
+		FROM accounts ORDER BY id`)
 	if err != nil {
 		return nil, false
 	}
@@ -255,10 +275,10 @@ func (s *Store) clusterAccounts(ctx context.Context) ([]Account, bool) {
 			a                 Account
 			disabled, created int64
 		)
-		if err := rows.Scan(&a.ID, &a.Name, &a.Balance, &disabled, &created); err != nil {
+		if err := rows.Scan(&a.ID, &a.Name, &a.Balance, &disabled, &created, &a.reserved); err != nil {
 			return nil, false
 		}
-		a.Disabled, a.CreatedAt = disabled != 0, fromMS(created)
+		a.Disabled, a.CreatedAt, a.hasReserved = disabled != 0, fromMS(created), true
 		out = append(out, a)
 	}
 	if rows.Err() != nil {

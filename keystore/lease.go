@@ -165,17 +165,12 @@ func (s *Store) reserveCluster(id Identity, amount int64, opt ReserveOption) (*H
 		return nil, err
 	}
 	accountID := id.AccountID
-	s.acctMu.RLock()
-	_, known := s.accounts[accountID]
-	s.acctMu.RUnlock()
-	if !known {
-		// Created by another instance a moment ago, maybe.
-		ctx, cancel := context.WithTimeout(context.Background(), grantTimeout)
-		err := s.reloadAccounts(ctx, []string{accountID})
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
+	// Created by another instance a moment ago, maybe.
+	kctx, cancel := context.WithTimeout(context.Background(), grantTimeout)
+	err := s.knowAccount(kctx, accountID)
+	cancel()
+	if err != nil {
+		return nil, err
 	}
 	l := c.leaseOf(accountID)
 	if c.opts.Lease > 0 {
