@@ -35,7 +35,7 @@ func init() {
 }
 
 const (
-	aiGatewayUsage = "<accounts|keys|usage|backup> [command] [flags]"
+	aiGatewayUsage = "<accounts|keys|usage|backup|db> [command] [flags]"
 	aiGatewayShort = "Manages AI gateway accounts, API keys and usage of a running Caddy"
 	aiGatewayLong  = `
 Manages the accounts and API keys of the AI gateway (the ai_gateway app)
@@ -107,7 +107,7 @@ func configureAIGatewayCommand(cmd *cobra.Command) {
 	pf.BoolVar(&c.json, "json", false, "Print the admin API's JSON answer instead of a table")
 	cmd.RunE = groupRunE
 	cmd.PersistentPreRunE = refuseKeysInCommandLine
-	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand(), c.backupCommand())
+	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand(), c.backupCommand(), c.dbCommand())
 }
 
 // groupRunE runs a command that only groups subcommands: without arguments

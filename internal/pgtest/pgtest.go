@@ -45,6 +45,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// DurableEnv, set to 1, starts the server with its durability settings
+// (fsync and full_page_writes on), for benchmarks that compare it with
+// SQLite's synchronous commits.
+const DurableEnv = "AIGW_PGTEST_DURABLE"
+
 // RequireEnv is the environment variable that turns a missing PostgreSQL
 // into a test failure instead of a skip.
 const RequireEnv = "AIGW_REQUIRE_PG"
@@ -220,11 +225,13 @@ func (c *Cluster) Start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(c.bin, "postgres"), "-D", c.dataDir,
-		"-k", c.root, "-c", "listen_addresses=",
-		"-c", "fsync=off", "-c", "full_page_writes=off",
+	args := []string{"-D", c.dataDir, "-k", c.root, "-c", "listen_addresses=",
 		"-c", "max_connections=400", "-c", "shared_buffers=32MB",
-		"-c", "log_min_messages=warning", "-c", "logging_collector=off")
+		"-c", "log_min_messages=warning", "-c", "logging_collector=off"}
+	if os.Getenv(DurableEnv) != "1" {
+		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off")
+	}
+	cmd := exec.Command(filepath.Join(c.bin, "postgres"), args...)
 	cmd.Dir = c.root
 	cmd.Stdout, cmd.Stderr = logf, logf
 	c.setUser(cmd)
