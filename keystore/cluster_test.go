@@ -456,3 +456,104 @@ func TestClusterPostgresDownUnderLoad(t *testing.T) {
 			acct.Balance, sum, start-charged.Load(), rows, settled.Load())
 	}
 }
+
+// TestClusterSpendLimitBound: a key's spend limit holds across three
+// instances spending concurrently with overruns: the committed spend of the
+// lineage ends at most one request plus overruns past the limit (the
+// single-instance bound: limits are leased per request), KeySpend agrees on
+// every instance, and a limit raised on one instance admits again on the
+// others within the revocation bound.
+func TestClusterSpendLimitBound(t *testing.T) {
+	ctx := context.Background()
+	_, st := openInstances(t, 3, testCluster(-1))
+	if _, err := st[0].CreateAccount(ctx, "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st[0].AdjustBalance(ctx, "acme", 1000*NanoPerUnit, "top-up"); err != nil {
+		t.Fatal(err)
+	}
+	const limit = NanoPerUnit / 10
+	k, plain, err := st[0].CreateKey(ctx, "acme", "limited", KeyPolicy{SpendLimit: &SpendLimit{Amount: limit, Period: PeriodDay}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]Identity, len(st))
+	for i, s := range st {
+		waitFor(t, 5*time.Second, func() bool { _, err := s.Authenticate(ctx, plain); return err == nil })
+		if ids[i], err = s.Authenticate(ctx, plain); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, func() bool { _, _, _, ok := s.KeySpend(ctx, k.ID); return ok })
+	}
+	var (
+		mu                          sync.Mutex
+		largest, overruns, charged  int64
+		admitted, refusedByTheLimit atomic.Int64
+		wg                          sync.WaitGroup
+	)
+	for w := range 18 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 11))
+			i := w % len(st)
+			for range 30 {
+				hold := int64(r.IntN(int(limit/20))) + 1
+				h, err := st[i].ReserveFor(ids[i], hold)
+				if err != nil {
+					if !errors.Is(err, ErrKeyLimitExceeded) {
+						t.Error(err)
+						return
+					}
+					refusedByTheLimit.Add(1)
+					continue
+				}
+				admitted.Add(1)
+				cost := hold - int64(r.IntN(int(hold)))
+				if r.IntN(5) == 0 {
+					cost = hold + int64(r.IntN(int(hold)))
+				}
+				if _, err := h.Settle(Charge{Cost: cost, KeyID: ids[i].KeyID}); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				largest, overruns, charged = max(largest, cost), overruns+max(cost-hold, 0), charged+cost
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for _, s := range st {
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("admitted %d, refused by the limit %d, charged %d of a limit of %d (largest %d, overruns %d)",
+		admitted.Load(), refusedByTheLimit.Load(), charged, limit, largest, overruns)
+	if refusedByTheLimit.Load() == 0 {
+		t.Fatal("the limit never refused anything")
+	}
+	if charged > limit+largest+overruns {
+		t.Fatalf("charged %d past the bound %d", charged, limit+largest+overruns)
+	}
+	for i, s := range st {
+		spent, _, _, ok := s.KeySpend(ctx, k.ID)
+		if !ok || spent != charged {
+			t.Errorf("instance %d: KeySpend %d (%v), want %d", i, spent, ok, charged)
+		}
+	}
+	// Raised on one instance, admitted on the others.
+	raised := SpendLimit{Amount: 10 * NanoPerUnit, Period: PeriodDay}
+	if _, err := st[0].UpdateKey(ctx, k.ID, KeyUpdate{SetSpendLimit: true, SpendLimit: &raised}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(defaultRevocationStaleness)
+	for i, s := range st[1:] {
+		h, err := s.ReserveFor(ids[i+1], 1)
+		if err != nil {
+			t.Fatalf("instance %d after the limit was raised: %v", i+1, err)
+		}
+		h.Release()
+	}
+}

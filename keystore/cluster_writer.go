@@ -132,8 +132,9 @@ func (s *Store) returnUnused(ctx context.Context) {
 	c := s.cluster
 	now := c.clock()
 	type ret struct {
-		a *accountState
-		r int64
+		budget *int64 // an account's balance or a lineage's budget
+		scope  string
+		r      int64
 	}
 	var rets []ret
 	c.leaseMu.Lock()
@@ -145,7 +146,18 @@ func (s *Store) returnUnused(ctx context.Context) {
 		}
 		if r := a.balance - a.held; r > 0 {
 			a.balance -= r
-			rets = append(rets, ret{a, r})
+			rets = append(rets, ret{&a.balance, id, r})
+		}
+	}
+	// Spend limits: what is unused once the lineage is idle.
+	for lineage, st := range s.spend {
+		scope := lineageScope(lineage, st.start)
+		if l := c.leases[scope]; l != nil && now-l.lastUse < int64(leaseIdle) {
+			continue
+		}
+		if r := st.budget - st.held; r > 0 {
+			st.budget -= r
+			rets = append(rets, ret{&st.budget, scope, r})
 		}
 	}
 	s.acctMu.Unlock()
@@ -156,12 +168,12 @@ func (s *Store) returnUnused(ctx context.Context) {
 	ids := make([]string, len(rets))
 	amounts := make([]int64, len(rets))
 	for i, r := range rets {
-		ids[i], amounts[i] = r.a.id, r.r
+		ids[i], amounts[i] = r.scope, r.r
 	}
 	restore := func() {
 		s.acctMu.Lock()
 		for _, r := range rets {
-			r.a.balance += r.r
+			*r.budget += r.r
 		}
 		s.acctMu.Unlock()
 	}

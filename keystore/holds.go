@@ -220,7 +220,7 @@ func (h *Hold) Release() {
 	}
 	h.s.acctMu.Lock()
 	if h.endLocked() {
-		h.s.endSpendLocked(h, 0)
+		_ = h.s.endSpendLocked(h, 0)
 	}
 	h.s.acctMu.Unlock()
 }

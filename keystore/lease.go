@@ -172,6 +172,9 @@ func (s *Store) reserveCluster(id Identity, amount int64, opt ReserveOption) (*H
 	if err != nil {
 		return nil, err
 	}
+	if err := s.reserveLineage(id, amount); err != nil {
+		return nil, err
+	}
 	l := c.leaseOf(accountID)
 	if c.opts.Lease > 0 {
 		// Lease mode: from the budget when it covers the request.
@@ -294,4 +297,121 @@ func (s *Store) reserveExact(id Identity, amount int64, opt ReserveOption, l *le
 	l.lastUse = c.clock()
 	// The cluster-wide rule admitted it: hold exactly what was decided.
 	return s.reserveLocked(a, id, hold, ReserveOption{}, true)
+}
+
+// Spend limits across instances. A key lineage's limit is shared the same
+// way as a balance, with leases of scope lineageScope (a row of
+// aigw_leases whose account_id is "lineage:<lineage>:<period start>"):
+// what the lineage may still spend in the period is
+// limit - committed spend (the usage rollups) - sum(leases of the scope),
+// a batch of usage rows lowers the lease by what it charges in the
+// transaction that adds it to the rollups, and the limit's rule applies to
+// the instance's budget on the scope. Lineages are always admitted in exact
+// mode: every request on a key with a limit asks the database, so the limit
+// is exceeded by at most one request plus overruns across all instances, as
+// on one.
+
+// lineageScope names the lease scope of a lineage's limit in the period
+// starting at start (unix ms; 0 for a total limit). Account ids cannot
+// contain ':', so scopes never collide with accounts.
+func lineageScope(lineage string, start int64) string {
+	return fmt.Sprintf("lineage:%s:%d", lineage, start)
+}
+
+// lineageCommitted returns a lineage's committed spend since start and the
+// sum of the live leases on its scope.
+func (s *Store) lineageCommitted(ctx context.Context, lineage string, start int64) (spent, leased int64, err error) {
+	db := s.cluster.db
+	// Leases first: a batch committing in between moves a charge from a
+	// lease to the rollups, which is then counted twice (on the safe side)
+	// rather than not at all.
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(sum(amount), 0) FROM aigw_leases WHERE account_id = $1 AND expires_at > now()`,
+		lineageScope(lineage, start)).Scan(&leased); err != nil {
+		return 0, 0, fmt.Errorf("reading spend of key lineage %q: %w", lineage, err)
+	}
+	if err := db.QueryRowContext(ctx, rewritePlaceholders(lineageSpendSQL), start, lineage).Scan(&spent); err != nil {
+		return 0, 0, fmt.Errorf("reading spend of key lineage %q: %w", lineage, err)
+	}
+	return spent, leased, nil
+}
+
+// reserveLineage leases, of a lineage's limit, what a hold of amount needs
+// beyond this instance's unused budget on it, if the limit has it free
+// (limit - committed spend - leases + unused > 0, the single-instance rule);
+// otherwise it fails with a *LimitError. Keys without a limit pass.
+func (s *Store) reserveLineage(id Identity, amount int64) error {
+	c := s.cluster
+	s.acctMu.Lock()
+	st := s.spend[id.lineage]
+	if st == nil || id.lineage == "" {
+		s.acctMu.Unlock()
+		return nil
+	}
+	st.roll(unixMS(s.now()))
+	start := st.start
+	s.acctMu.Unlock()
+	scope := lineageScope(id.lineage, start)
+	l := c.leaseOf(scope)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+
+	s.acctMu.Lock()
+	if st = s.spend[id.lineage]; st == nil {
+		s.acctMu.Unlock()
+		return nil
+	}
+	limit, resets := st.limit, st.resets()
+	unused := max(st.budget-st.held, 0)
+	s.acctMu.Unlock()
+	if unused >= amount && amount > 0 {
+		s.acctMu.Lock()
+		l.lastUse = c.clock()
+		s.acctMu.Unlock()
+		return nil // already leased
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), grantTimeout)
+	defer cancel()
+	tx, err := c.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%w: leasing spend limit of key %q: %v", ErrUnavailable, id.KeyID, err)
+	}
+	defer tx.Rollback()
+	// Grants on one scope take turns; batches need not (see above).
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, scope); err != nil {
+		return fmt.Errorf("%w: leasing spend limit of key %q: %v", ErrUnavailable, id.KeyID, err)
+	}
+	var leased, spent int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(sum(amount), 0) FROM aigw_leases WHERE account_id = $1 AND expires_at > now()`,
+		scope).Scan(&leased); err != nil {
+		return fmt.Errorf("%w: leasing spend limit of key %q: %v", ErrUnavailable, id.KeyID, err)
+	}
+	if err := tx.QueryRowContext(ctx, rewritePlaceholders(lineageSpendSQL), start, id.lineage).Scan(&spent); err != nil {
+		return fmt.Errorf("%w: leasing spend limit of key %q: %v", ErrUnavailable, id.KeyID, err)
+	}
+	if free := limit.Amount - spent - leased + unused; free <= 0 {
+		return &LimitError{KeyID: id.KeyID, Limit: limit, Spent: spent, Held: leased - unused, Resets: resets}
+	}
+	g := amount - unused
+	if g <= 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO aigw_leases (instance_id, account_id, amount, expires_at)
+		VALUES ($1, $2, $3, now() + $4::interval)
+		ON CONFLICT (account_id, instance_id) DO UPDATE SET
+			amount = CASE WHEN aigw_leases.expires_at > now() THEN aigw_leases.amount ELSE 0 END + EXCLUDED.amount,
+			expires_at = EXCLUDED.expires_at`,
+		c.opts.InstanceID, scope, g, c.opts.LeaseTTL.String()); err != nil {
+		return fmt.Errorf("%w: leasing spend limit of key %q: %v", ErrUnavailable, id.KeyID, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%w: leasing spend limit of key %q: %v", ErrUnavailable, id.KeyID, err)
+	}
+	s.acctMu.Lock()
+	if st = s.spend[id.lineage]; st != nil && st.start == start {
+		st.budget += g
+	}
+	l.lastUse = c.clock() // not given back before the hold is placed
+	s.acctMu.Unlock()
+	return nil
 }

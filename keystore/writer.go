@@ -52,6 +52,10 @@ type writeOp struct {
 	row  ledgerRow
 	adj  *adjustment
 	load *spendLoad // see policy.go
+	// scope is, on a database shared by several instances, the lease
+	// scope of the spend limit the usage row counts against (lease.go);
+	// empty if none.
+	scope string
 }
 
 // special reports whether op is not a usage row.
@@ -644,6 +648,11 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 		charged := make(map[string]int64, len(w.touched))
 		for _, a := range w.touched {
 			charged[a.id] = a.durable - w.accts[a].after
+		}
+		for _, op := range batch {
+			if op.scope != "" {
+				charged[op.scope] -= op.row.amount
+			}
 		}
 		if err := c.settleLeases(ctx, tx, batchID, charged); err != nil {
 			return err
