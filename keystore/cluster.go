@@ -171,6 +171,9 @@ type changeApplier interface {
 	applyChanges(ctx context.Context, rows []feedRow) error
 	// resetCaches drops every cache, after a gap in the feed.
 	resetCaches(ctx context.Context) error
+	// pressure says that another instance could not lease enough of an
+	// account's balance.
+	pressure(accountID string)
 }
 
 // cluster is a Store's link with the other instances on the same
@@ -416,17 +419,22 @@ func (c *cluster) listen(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, `LISTEN aigw_changes`); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN aigw_changes; LISTEN aigw_pressure`); err != nil {
 		return err
 	}
 	c.listenerPID.Store(conn.PgConn().PID())
 	c.signal()
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
 			return err
+		}
+		if n.Channel == "aigw_pressure" {
+			c.apply.pressure(n.Payload)
+			continue
 		}
 		c.signal()
 	}

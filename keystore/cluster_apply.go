@@ -56,6 +56,16 @@ func (s *Store) applyChanges(ctx context.Context, rows []feedRow) error {
 	return nil
 }
 
+// pressure marks an account whose unused budget the lease loop gives back
+// at its next round.
+func (s *Store) pressure(accountID string) {
+	if l := s.cluster.peekLease(accountID); l != nil {
+		s.acctMu.Lock()
+		l.pressed = true
+		s.acctMu.Unlock()
+	}
+}
+
 // resetCaches drops every cached key, reloads every account and drops the
 // budgets beyond the holds in flight (the leases behind them may have
 // lapsed), after a long gap in the feed.

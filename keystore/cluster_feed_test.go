@@ -34,6 +34,8 @@ func (r *recordingApplier) resetCaches(context.Context) error {
 	return nil
 }
 
+func (r *recordingApplier) pressure(string) {}
+
 func (r *recordingApplier) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()

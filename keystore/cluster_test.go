@@ -557,3 +557,41 @@ func TestClusterSpendLimitBound(t *testing.T) {
 		h.Release()
 	}
 }
+
+// TestClusterLeasePressure: an instance that holds the whole balance of an
+// account as an unused lease gives it back when another instance finds
+// nothing free, well before the lease would go back for idleness.
+func TestClusterLeasePressure(t *testing.T) {
+	ctx := context.Background()
+	_, st := openInstances(t, 2, testCluster(NanoPerUnit))
+	a, b := st[0], st[1]
+	if _, err := a.CreateAccount(ctx, "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.AdjustBalance(ctx, "acme", NanoPerUnit, "top-up"); err != nil {
+		t.Fatal(err)
+	}
+	h, err := a.ReserveFor(Identity{AccountID: "acme"}, NanoPerUnit/100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Settle(Charge{Cost: NanoPerUnit / 100}); err != nil {
+		t.Fatal(err)
+	}
+	// a leased the whole balance: b finds nothing free at first
+	if _, err := b.ReserveFor(Identity{AccountID: "acme"}, NanoPerUnit/100); !errors.Is(err, ErrInsufficientBalance) {
+		t.Fatalf("b while a holds the whole balance: %v", err)
+	}
+	start := time.Now()
+	waitFor(t, 5*time.Second, func() bool {
+		h, err := b.ReserveFor(Identity{AccountID: "acme"}, NanoPerUnit/100)
+		if err != nil {
+			return false
+		}
+		h.Release()
+		return true
+	})
+	if d := time.Since(start); d >= leaseIdle {
+		t.Fatalf("b got a lease after %s, not before a's lease went back for idleness", d)
+	}
+}

@@ -122,8 +122,13 @@ func (s *Store) leaseLoop(ctx context.Context) {
 }
 
 // leaseIdle is how long an account goes without an admission on this
-// instance before its unused budget is given back (lease mode).
-const leaseIdle = time.Second
+// instance before its unused budget is given back (lease mode), unless
+// another instance asks for it sooner (pressure, lease.go).
+const leaseIdle = 10 * time.Second
+
+// lineageIdle is the same for the budgets of spend limits, which are leased
+// per request.
+const lineageIdle = time.Second
 
 // returnUnused gives back the unused budget (budget minus holds) of the
 // accounts it applies to. The budget is lowered first and restored only if
@@ -141,9 +146,10 @@ func (s *Store) returnUnused(ctx context.Context) {
 	s.acctMu.Lock()
 	for id, l := range c.leases {
 		a := s.accounts[id]
-		if a == nil || (c.opts.Lease > 0 && now-l.lastUse < int64(leaseIdle)) {
+		if a == nil || (c.opts.Lease > 0 && now-l.lastUse < int64(leaseIdle) && !l.pressed) {
 			continue
 		}
+		l.pressed = false
 		if r := a.balance - a.held; r > 0 {
 			a.balance -= r
 			rets = append(rets, ret{&a.balance, id, r})
@@ -152,7 +158,7 @@ func (s *Store) returnUnused(ctx context.Context) {
 	// Spend limits: what is unused once the lineage is idle.
 	for lineage, st := range s.spend {
 		scope := lineageScope(lineage, st.start)
-		if l := c.leases[scope]; l != nil && now-l.lastUse < int64(leaseIdle) {
+		if l := c.leases[scope]; l != nil && now-l.lastUse < int64(lineageIdle) {
 			continue
 		}
 		if r := st.budget - st.held; r > 0 {

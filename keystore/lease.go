@@ -28,9 +28,10 @@ import (
 //     lowers this instance's leases by the charges: a charged amount leaves
 //     the lease exactly when it leaves the balance, so balance - sum(leases)
 //     is at every commit what no instance has reserved.
-//   - Unused budget goes back (a return lowers lease and budget together):
-//     of accounts idle for a second, by the lease loop; in exact mode, after
-//     every batch.
+//   - Unused budget goes back (a return lowers lease and budget together),
+//     by the lease loop: of accounts idle for leaseIdle, of accounts another
+//     instance found short of free balance (it sends a pg_notify on
+//     aigw_pressure), and in exact mode at every round.
 //
 // Lease mode (ClusterOptions.Lease > 0): ReserveFor admits from the budget
 // in memory and asks the database only when the budget does not cover the
@@ -63,6 +64,7 @@ type leaseState struct {
 	// The fields below are guarded by Store.acctMu.
 	denyUntil int64 // cluster clock: no grant attempt before (none was free)
 	lastUse   int64 // cluster clock of the last admission
+	pressed   bool  // another instance found too little free: give back unused budget now
 	// seenBalance and seenLeased are the balance and the sum of all live
 	// leases as of this instance's last grant transaction (Available).
 	seenBalance, seenLeased int64
@@ -238,6 +240,13 @@ func (s *Store) reserveLeased(id Identity, amount int64, opt ReserveOption, l *l
 		})
 		if err != nil {
 			return nil, err
+		}
+		if res.granted < missing {
+			// Others may hold unused leases on the account: ask them
+			// to give them back (cluster.go delivers it as pressure).
+			nctx, cancel := context.WithTimeout(context.Background(), grantTimeout)
+			_, _ = c.db.ExecContext(nctx, `SELECT pg_notify('aigw_pressure', $1)`, id.AccountID)
+			cancel()
 		}
 		s.acctMu.Lock()
 		if a = s.accounts[id.AccountID]; a != nil {
