@@ -329,6 +329,8 @@ func (c *cluster) pollLoop(ctx context.Context) {
 			lastPrune = time.Now()
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, _ = c.pool.Exec(pctx, `DELETE FROM aigw_changes WHERE at < now() - $1::interval`, changeRetention.String())
+			// A batch id is only looked up by the retry of its own batch.
+			_, _ = c.pool.Exec(pctx, `DELETE FROM aigw_settle_batches WHERE created_at < now() - $1::interval`, changeRetention.String())
 			cancel()
 		}
 		t.Reset(c.opts.PollInterval)

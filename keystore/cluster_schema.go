@@ -64,6 +64,9 @@ const (
 	changeFeedLock int64 = 0x6169677763686731
 	// clusterMigrateLock serialises clusterMigrate ("aigwclu1").
 	clusterMigrateLock int64 = 0x61696777636c7531
+	// pruneLock serialises the ledger pruning of the instances
+	// ("aigwprn1").
+	pruneLock int64 = 0x6169677770726e31
 )
 
 // clusterMigrate applies the cluster migrations the database lacks, each in

@@ -595,3 +595,58 @@ func TestClusterLeasePressure(t *testing.T) {
 		t.Fatalf("b got a lease after %s, not before a's lease went back for idleness", d)
 	}
 }
+
+// TestClusterConcurrentPrune: two instances pruning the same ledger at the
+// same time carry every row forward once: balance == carried + sum(ledger).
+func TestClusterConcurrentPrune(t *testing.T) {
+	ctx := context.Background()
+	_, st := openInstances(t, 2, testCluster(-1))
+	if _, err := st[0].CreateAccount(ctx, "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st[0].AdjustBalance(ctx, "acme", 100*NanoPerUnit, "top-up"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		waitFor(t, 5*time.Second, func() bool { _, _, err := s.Balance("acme"); return err == nil })
+		for i := range 3 * pruneBatchRows / 2 {
+			h, err := s.ReserveFor(Identity{AccountID: "acme"}, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.Settle(Charge{Cost: int64(1 + i%10)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	var pruned [2]int64
+	for i, s := range st {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := s.PruneLedger(ctx, time.Now().Add(2*time.Hour))
+			if err != nil {
+				t.Error(err)
+			}
+			pruned[i] = n
+		}()
+	}
+	wg.Wait()
+	acct, err := st[0].Account(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := st[1].LedgerSum(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := pruned[0] + pruned[1]
+	t.Logf("pruned %d + %d rows", pruned[0], pruned[1])
+	if total != 1+3*pruneBatchRows || acct.Balance != sum {
+		t.Fatalf("pruned %d rows, want %d; balance %d, carried + ledger %d", total, 1+3*pruneBatchRows, acct.Balance, sum)
+	}
+}
