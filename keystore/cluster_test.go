@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -648,5 +649,53 @@ func TestClusterConcurrentPrune(t *testing.T) {
 	t.Logf("pruned %d + %d rows", pruned[0], pruned[1])
 	if total != 1+3*pruneBatchRows || acct.Balance != sum {
 		t.Fatalf("pruned %d rows, want %d; balance %d, carried + ledger %d", total, 1+3*pruneBatchRows, acct.Balance, sum)
+	}
+}
+
+// TestClusterConcurrentOpen: instances starting together on an empty
+// database create the schema and the cluster tables once, and all serve.
+func TestClusterConcurrentOpen(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	const n = 3
+	stores := make([]*Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = Open(context.Background(), Options{Path: dsn, Cluster: testCluster(-1)})
+		}()
+	}
+	wg.Wait()
+	for i, s := range stores {
+		if errs[i] != nil {
+			t.Fatalf("instance %d: %v", i, errs[i])
+		}
+		t.Cleanup(func() { s.Close() })
+	}
+	if v := queryInt(t, stores[0].r, `SELECT max(version) FROM aigw_cluster_schema`); v != int64(len(clusterMigrations)) {
+		t.Fatalf("cluster schema version %d, want %d", v, len(clusterMigrations))
+	}
+	if _, err := stores[1].CreateAccount(context.Background(), "acme", ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { _, _, err := stores[2].Balance("acme"); return err == nil })
+}
+
+// TestClusterNewerSchemaRefused: a database whose cluster tables a newer
+// release migrated is refused rather than misread.
+func TestClusterNewerSchemaRefused(t *testing.T) {
+	dsn, st := openInstances(t, 1, testCluster(-1))
+	if _, err := st[0].r.Exec(`UPDATE aigw_cluster_schema SET version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), Options{Path: dsn, Cluster: testCluster(-1)})
+	if err == nil {
+		s.Close()
+		t.Fatal("opened a database with a newer cluster schema")
+	}
+	if !strings.Contains(err.Error(), "newer than this build") {
+		t.Fatalf("error %v", err)
 	}
 }
