@@ -25,6 +25,7 @@ const (
 	reasonMalformed = "malformed"
 	reasonUnknown   = "unknown_key"
 	reasonExpired   = "expired_key"
+	reasonKeyOff    = "key_disabled"
 	reasonDisabled  = "account_disabled"
 	reasonStore     = "store_unavailable"
 )
@@ -73,6 +74,12 @@ func (c *keyChecker) check(r *http.Request) (keystore.Identity, *openaiwire.APIE
 		return keystore.Identity{}, &openaiwire.APIError{
 			Status: http.StatusUnauthorized, Type: openaiwire.TypeInvalidRequest, Code: openaiwire.CodeInvalidAPIKey, Reason: reasonUnknown,
 			Message: fmt.Sprintf("Incorrect API key provided: %s. The key does not exist or was deleted. %s",
+				keystore.MaskKey(token), c.where()),
+		}
+	case errors.Is(err, keystore.ErrKeyDisabled):
+		return keystore.Identity{}, &openaiwire.APIError{
+			Status: http.StatusUnauthorized, Type: openaiwire.TypeInvalidRequest, Code: openaiwire.CodeKeyDisabled, Reason: reasonKeyOff,
+			Message: fmt.Sprintf("The API key %s is disabled. Enable it again where you manage your keys, or use another key. %s",
 				keystore.MaskKey(token), c.where()),
 		}
 	case errors.Is(err, keystore.ErrExpiredKey):

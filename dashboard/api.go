@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
-	"strconv"
 	"strings"
-	"time"
+	"unicode"
+	"unicode/utf8"
 
-	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/metask/caddy-ai-gateway/caddyproxy/openaiwire"
@@ -21,15 +20,24 @@ import (
 // The dashboard's JSON API, relative to where the handler is mounted:
 //
 //	GET    api/session                       who is signed in, the account shown, (admins) all accounts
-//	GET    api/accounts                      (admins) all accounts
+//	GET    api/accounts?q=&status=           (admins) accounts with spend this month, keys, status
 //	POST   api/accounts                      (admins) {"id","name"}
-//	POST   api/balance                       (admins) {"amount":"10.50","note"}
-//	GET    api/keys                          keys of the account
-//	POST   api/keys                          {"name","expires_in"}: the new key, shown this once
-//	PATCH  api/keys/{id}                     {"name"}
+//	PATCH  api/accounts/{id}                 (admins) {"name","disabled"}
+//	POST   api/balance                       (admins) {"amount":"10.50","note"} (a correction needs a note)
+//	GET    api/keys                          keys of the account, with status, policy and spend
+//	POST   api/keys                          {"name","expires_in","allowed_models","spend_limit"}: the new key, shown this once
+//	PATCH  api/keys/{id}                     {"name","disabled","allowed_models","spend_limit"}
 //	DELETE api/keys/{id}
 //	POST   api/keys/{id}/rotate              {"grace"}: the replacement key, shown this once
 //	GET    api/usage?days=30                 balance, spend by day, model and key, recent ledger rows
+//	GET    api/usage/log?from=&to=&key=&model=&status=&kind=&cursor=&limit=
+//	                                         ledger rows, newest first, paged, with totals
+//	GET    api/usage/log.csv?(same filters)  every selected row as CSV
+//	GET    api/audit?account=&action=&actor=&target=&from=&to=&cursor=&limit=
+//	                                         audit entries (an account holder: their account's only)
+//
+// Every change is recorded in the audit log with the actor
+// "dashboard:<user>".
 //
 // The account is never taken from a user who is not an admin: it is the
 // one the signed-in user maps to. Admins choose it with ?account=ID (on
@@ -101,17 +109,43 @@ func storeError(err error) *apiError {
 	switch {
 	case errors.Is(err, keystore.ErrInvalid):
 		return &apiError{http.StatusBadRequest, "invalid_request_error", "invalid_request",
-			strings.TrimPrefix(msg, keystore.ErrInvalid.Error()+": ")}
+			sentence(afterSentinel(msg, keystore.ErrInvalid))}
 	case errors.Is(err, keystore.ErrNotFound):
 		return &apiError{http.StatusNotFound, "invalid_request_error", "not_found", msg}
 	case errors.Is(err, keystore.ErrExists):
 		return &apiError{http.StatusConflict, "invalid_request_error", "already_exists", msg}
+	case errors.Is(err, keystore.ErrNotAllowed):
+		return &apiError{http.StatusForbidden, "permission_error", "not_allowed", sentence(afterSentinel(msg, keystore.ErrNotAllowed))}
 	case errors.Is(err, keystore.ErrClosed):
 		return &apiError{http.StatusServiceUnavailable, "server_error", "store_unavailable",
 			"The key store is not available right now. Try again in a moment."}
 	}
 	return &apiError{http.StatusInternalServerError, "server_error", "internal_error",
 		"Something went wrong on the server. Try again; if it persists, tell the operator."}
+}
+
+// afterSentinel is the part of a store error's message after its
+// sentinel ("updating key \"k\": not allowed: the operator …" → "the
+// operator …"), or the whole message.
+func afterSentinel(msg string, sentinel error) string {
+	if _, after, ok := strings.Cut(msg, sentinel.Error()+": "); ok {
+		return after
+	}
+	return msg
+}
+
+// sentence makes a message a sentence for the page: a capital first
+// letter and a final period.
+func sentence(msg string) string {
+	if msg == "" {
+		return msg
+	}
+	r, n := utf8.DecodeRuneInString(msg)
+	msg = string(unicode.ToUpper(r)) + msg[n:]
+	if !strings.HasSuffix(msg, ".") {
+		msg += "."
+	}
+	return msg
 }
 
 func writeError(w http.ResponseWriter, e *apiError) error {
@@ -158,6 +192,8 @@ type call struct {
 	account string
 	// keyID is the {id} of key routes.
 	keyID string
+	// target is the {id} of account routes.
+	target string
 }
 
 func (d *Dashboard) serveAPI(w http.ResponseWriter, r *http.Request, s session, rest string) error {
@@ -172,6 +208,11 @@ func (d *Dashboard) serveAPI(w http.ResponseWriter, r *http.Request, s session, 
 			http.MethodGet:  {admin: true, serve: d.listAccounts},
 			http.MethodPost: {admin: true, serve: d.createAccount},
 		}
+	case len(parts) == 2 && parts[0] == "accounts" && parts[1] != "":
+		c.target = parts[1]
+		methods = map[string]route{http.MethodPatch: {admin: true, serve: d.updateAccount}}
+	case len(parts) == 1 && parts[0] == "audit":
+		methods = map[string]route{http.MethodGet: {serve: d.audit}}
 	case len(parts) == 1 && parts[0] == "balance":
 		methods = map[string]route{http.MethodPost: {admin: true, account: true, serve: d.adjustBalance}}
 	case len(parts) == 1 && parts[0] == "keys":
@@ -182,7 +223,7 @@ func (d *Dashboard) serveAPI(w http.ResponseWriter, r *http.Request, s session, 
 	case len(parts) == 2 && parts[0] == "keys" && parts[1] != "":
 		c.keyID = parts[1]
 		methods = map[string]route{
-			http.MethodPatch:  {account: true, serve: d.renameKey},
+			http.MethodPatch:  {account: true, serve: d.updateKey},
 			http.MethodDelete: {account: true, serve: d.deleteKey},
 		}
 	case len(parts) == 3 && parts[0] == "keys" && parts[1] != "" && parts[2] == "rotate":
@@ -190,6 +231,10 @@ func (d *Dashboard) serveAPI(w http.ResponseWriter, r *http.Request, s session, 
 		methods = map[string]route{http.MethodPost: {account: true, serve: d.rotateKey}}
 	case len(parts) == 1 && parts[0] == "usage":
 		methods = map[string]route{http.MethodGet: {account: true, serve: d.usage}}
+	case len(parts) == 2 && parts[0] == "usage" && parts[1] == "log":
+		methods = map[string]route{http.MethodGet: {account: true, serve: d.usageLog}}
+	case len(parts) == 2 && parts[0] == "usage" && parts[1] == "log.csv":
+		methods = map[string]route{http.MethodGet: {account: true, serve: d.usageLogCSV}}
 	default:
 		return writeError(w, &apiError{http.StatusNotFound, "invalid_request_error", "unknown_route",
 			fmt.Sprintf("The dashboard API has no route %s %s.", r.Method, rest)})
@@ -217,6 +262,10 @@ func (d *Dashboard) serveAPI(w http.ResponseWriter, r *http.Request, s session, 
 	if rt.admin && !s.admin {
 		return writeError(w, errNotAdmin)
 	}
+	if e := d.storeProblem(r.Context()); e != nil {
+		return writeError(w, e)
+	}
+	r = r.WithContext(keystore.WithActor(r.Context(), "dashboard:"+s.user))
 	if rt.account {
 		acct, e := d.accountOf(r, s)
 		if e != nil {
@@ -290,271 +339,4 @@ func (d *Dashboard) getSession(w http.ResponseWriter, r *http.Request, c *call) 
 		out.Accounts = management.AccountViews(r.Context(), d.st(), d.currency)
 	}
 	return writeJSON(w, http.StatusOK, out)
-}
-
-func (d *Dashboard) listAccounts(w http.ResponseWriter, r *http.Request, _ *call) error {
-	return writeJSON(w, http.StatusOK, management.AccountViews(r.Context(), d.st(), d.currency))
-}
-
-func (d *Dashboard) createAccount(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req management.CreateAccountRequest
-	if e := decode(r, &req); e != nil {
-		return writeError(w, e)
-	}
-	name := req.Name
-	if strings.TrimSpace(name) == "" {
-		name = req.ID
-	}
-	a, err := d.st().CreateAccount(r.Context(), req.ID, name)
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	d.logger.Info("dashboard: account created", zap.String("user", c.s.user), zap.String("account", a.ID))
-	return writeJSON(w, http.StatusCreated, d.view(a))
-}
-
-func (d *Dashboard) adjustBalance(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req management.BalanceRequest
-	if e := decode(r, &req); e != nil {
-		return writeError(w, e)
-	}
-	amount, err := req.ParseAmount()
-	if err != nil {
-		if !errors.Is(err, keystore.ErrInvalid) {
-			return writeError(w, badRequest(`The amount must be a decimal string such as "10.50".`))
-		}
-		return writeError(w, storeError(err))
-	}
-	note := strings.TrimSpace(req.Note)
-	if note == "" {
-		note = "dashboard: adjusted by " + c.s.user
-	}
-	a, entry, err := d.st().AdjustBalance(r.Context(), c.account, amount, note)
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	d.logger.Info("dashboard: balance adjusted", zap.String("user", c.s.user), zap.String("account", a.ID),
-		zap.String("amount", keystore.FormatAmount(amount)), zap.Int64("ledger_entry", entry.ID))
-	return writeJSON(w, http.StatusOK, management.BalanceAdjustedView{Account: d.view(a), EntryID: entry.ID})
-}
-
-func (d *Dashboard) listKeys(w http.ResponseWriter, r *http.Request, c *call) error {
-	keys, err := d.st().Keys(r.Context(), c.account)
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	out := management.KeyListView{Keys: make([]management.KeyView, 0, len(keys))}
-	for _, k := range keys {
-		out.Keys = append(out.Keys, management.NewKeyView(k))
-	}
-	return writeJSON(w, http.StatusOK, out)
-}
-
-// maxDuration bounds expiries and grace periods (ten years).
-const maxDuration = 10 * 365 * 24 * time.Hour
-
-func parseDuration(what, s string, allowZero bool) (time.Duration, *apiError) {
-	if s == "" {
-		return 0, nil
-	}
-	d, err := caddy.ParseDuration(s)
-	if err != nil || d < 0 || (d == 0 && !allowZero) || d > maxDuration {
-		return 0, badRequest("%s %q is not a valid duration (for example 24h or 30d).", what, s)
-	}
-	return d, nil
-}
-
-func (d *Dashboard) createKey(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req management.DashboardKeyRequest
-	if e := decode(r, &req); e != nil {
-		return writeError(w, e)
-	}
-	dur, e := parseDuration("expires_in", req.ExpiresIn, false)
-	if e != nil {
-		return writeError(w, e)
-	}
-	var expires *time.Time
-	if dur > 0 {
-		t := time.Now().Add(dur)
-		expires = &t
-	}
-	k, plaintext, err := d.st().CreateKey(r.Context(), c.account, req.Name, keystore.KeyPolicy{ExpiresAt: expires})
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	d.logger.Info("dashboard: key created", zap.String("user", c.s.user), zap.String("account", c.account),
-		zap.String("key_id", k.ID))
-	return writeJSON(w, http.StatusCreated, management.NewSecretKeyView(management.NewKeyView(k), plaintext))
-}
-
-// ownKey returns the key of a key route if it belongs to the call's
-// account; any other key is reported as not found, so that the answer
-// does not reveal whether a key id exists in another account.
-func (d *Dashboard) ownKey(ctx context.Context, c *call) (keystore.Key, *apiError) {
-	k, err := d.st().Key(ctx, c.keyID)
-	if err != nil {
-		if errors.Is(err, keystore.ErrNotFound) {
-			return keystore.Key{}, errKeyNotFound
-		}
-		return keystore.Key{}, storeError(err)
-	}
-	if k.AccountID != c.account {
-		d.logger.Warn("dashboard: key of another account refused",
-			zap.String("user", c.s.user), zap.String("account", c.account), zap.String("key_id", c.keyID))
-		return keystore.Key{}, errKeyNotFound
-	}
-	return k, nil
-}
-
-func (d *Dashboard) renameKey(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req management.RenameKeyRequest
-	if e := decode(r, &req); e != nil {
-		return writeError(w, e)
-	}
-	if _, e := d.ownKey(r.Context(), c); e != nil {
-		return writeError(w, e)
-	}
-	k, err := d.st().UpdateKey(r.Context(), c.keyID, keystore.KeyUpdate{Name: &req.Name})
-	if err != nil {
-		if errors.Is(err, keystore.ErrNotFound) {
-			return writeError(w, errKeyNotFound)
-		}
-		return writeError(w, storeError(err))
-	}
-	return writeJSON(w, http.StatusOK, management.NewKeyView(k))
-}
-
-func (d *Dashboard) deleteKey(w http.ResponseWriter, r *http.Request, c *call) error {
-	if _, e := d.ownKey(r.Context(), c); e != nil {
-		return writeError(w, e)
-	}
-	if err := d.st().DeleteKey(r.Context(), c.keyID); err != nil {
-		if errors.Is(err, keystore.ErrNotFound) {
-			return writeError(w, errKeyNotFound)
-		}
-		return writeError(w, storeError(err))
-	}
-	d.logger.Info("dashboard: key deleted", zap.String("user", c.s.user), zap.String("account", c.account),
-		zap.String("key_id", c.keyID))
-	return writeJSON(w, http.StatusOK, management.DeletedKeyView{ID: c.keyID, Deleted: true})
-}
-
-func (d *Dashboard) rotateKey(w http.ResponseWriter, r *http.Request, c *call) error {
-	var req management.RotateKeyRequest
-	if e := decode(r, &req); e != nil {
-		return writeError(w, e)
-	}
-	grace, e := parseDuration("grace", req.Grace, true)
-	if e != nil {
-		return writeError(w, e)
-	}
-	if _, e := d.ownKey(r.Context(), c); e != nil {
-		return writeError(w, e)
-	}
-	nk, plaintext, old, err := d.st().RotateKey(r.Context(), c.keyID, grace)
-	if err != nil {
-		if errors.Is(err, keystore.ErrNotFound) {
-			return writeError(w, errKeyNotFound)
-		}
-		return writeError(w, storeError(err))
-	}
-	d.logger.Info("dashboard: key rotated", zap.String("user", c.s.user), zap.String("account", c.account),
-		zap.String("old_key_id", old.ID), zap.String("new_key_id", nk.ID), zap.Duration("grace", grace))
-	return writeJSON(w, http.StatusOK, management.RotatedKeyView{
-		New: management.NewSecretKeyView(management.NewKeyView(nk), plaintext),
-		Old: management.NewKeyView(old),
-	})
-}
-
-// usageDays is the default period of the usage page; maxUsageDays bounds it.
-const (
-	usageDays    = 30
-	maxUsageDays = 366
-	recentRows   = 25
-)
-
-func (d *Dashboard) usage(w http.ResponseWriter, r *http.Request, c *call) error {
-	days := usageDays
-	if s := r.URL.Query().Get("days"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxUsageDays {
-			return writeError(w, badRequest("days must be a whole number from 1 to %d.", maxUsageDays))
-		}
-		days = n
-	}
-	ctx := r.Context()
-	a, err := d.st().Account(ctx, c.account)
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	now := time.Now().UTC()
-	today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
-	since := today.AddDate(0, 0, -(days - 1))
-	f := keystore.LedgerFilter{AccountID: c.account, Since: since}
-
-	byDay, err := d.st().UsageTotals(ctx, f, "day")
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	byModel, err := d.st().UsageTotals(ctx, f, "model")
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	byKey, err := d.st().UsageTotals(ctx, f, "key")
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	total, err := d.st().UsageTotals(ctx, f, "")
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	rows, err := d.st().Ledger(ctx, keystore.LedgerFilter{AccountID: c.account, Limit: recentRows})
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	keys, err := d.st().Keys(ctx, c.account)
-	if err != nil {
-		return writeError(w, storeError(err))
-	}
-	names := make(map[string]string, len(keys))
-	for _, k := range keys {
-		names[k.ID] = k.Name
-	}
-
-	// every day of the period, zeros included, oldest first
-	dayTotals := make(map[string]keystore.UsageTotal, len(byDay))
-	for _, t := range byDay {
-		dayTotals[t.Group] = t
-	}
-	dayViews := make([]management.UsageTotalView, 0, days)
-	for i := 0; i < days; i++ {
-		day := since.AddDate(0, 0, i).Format("2006-01-02")
-		t := dayTotals[day]
-		t.Group = day
-		dayViews = append(dayViews, management.NewAccountUsageTotalView(t))
-	}
-	modelViews := make([]management.UsageTotalView, 0, len(byModel))
-	for _, t := range byModel {
-		modelViews = append(modelViews, management.NewAccountUsageTotalView(t))
-	}
-	keyViews := make([]management.UsageTotalView, 0, len(byKey))
-	for _, t := range byKey {
-		v := management.NewAccountUsageTotalView(t)
-		if name, ok := names[t.Group]; ok {
-			v.Name = name
-		} else {
-			v.Deleted = true
-		}
-		keyViews = append(keyViews, v)
-	}
-	rowViews := make([]management.LedgerRowView, 0, len(rows))
-	for _, e := range rows {
-		rowViews = append(rowViews, management.NewAccountLedgerRowView(e, names[e.KeyID]))
-	}
-	var tv management.UsageTotalView
-	if len(total) > 0 {
-		tv = management.NewAccountUsageTotalView(total[0])
-	}
-	return writeJSON(w, http.StatusOK, management.AccountUsageView{Account: d.view(a), Days: days,
-		Since: since.Format("2006-01-02"), Total: tv, ByDay: dayViews, ByModel: modelViews, ByKey: keyViews, Recent: rowViews})
 }

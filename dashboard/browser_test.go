@@ -52,25 +52,59 @@ type browser struct {
 	problems []string // script exceptions and CSP violations
 }
 
+// theBrowser is the one Chromium of the test binary: each test opens its
+// own tabs in it (starting Chromium takes longer than most tests).
+var theBrowser struct {
+	once   sync.Once
+	ctx    context.Context
+	cancel func()
+	err    error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if theBrowser.cancel != nil {
+		theBrowser.cancel()
+	}
+	os.Exit(code)
+}
+
+// sharedBrowser starts Chromium on first use and returns its context.
+func sharedBrowser(t *testing.T) context.Context {
+	t.Helper()
+	path := chromiumPath(t)
+	theBrowser.once.Do(func() {
+		opts := append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath(path),
+			chromedp.NoSandbox,
+			chromedp.Headless,
+			chromedp.DisableGPU,
+			chromedp.Flag("disable-dev-shm-usage", true),
+			chromedp.WindowSize(1280, 900),
+		)
+		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		ctx, cancelCtx := chromedp.NewContext(actx)
+		theBrowser.ctx = ctx
+		theBrowser.cancel = func() { cancelCtx(); cancelAlloc() }
+		// start the browser now, with a context that does not end
+		theBrowser.err = chromedp.Do(ctx)
+	})
+	if theBrowser.err != nil {
+		t.Fatalf("starting chromium: %v", theBrowser.err)
+	}
+	return theBrowser.ctx
+}
+
+// newBrowser opens a tab of the shared Chromium with a window of width x
+// height, signed in as user.
 func newBrowser(t *testing.T, user string, width, height int) *browser {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath(t)),
-		chromedp.NoSandbox,
-		chromedp.Headless,
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.WindowSize(width, height),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	// the browser lives as long as the context of its first action: this
-	// bounds the whole browser part of the test
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	tab, cancelTab := chromedp.NewContext(sharedBrowser(t))
+	// this bounds the whole browser part of the test
+	ctx, cancelTimeout := context.WithTimeout(tab, 120*time.Second)
 	t.Cleanup(func() {
 		cancelTimeout()
-		cancelCtx()
-		cancelAlloc()
+		cancelTab()
 	})
 	b := &browser{t: t, ctx: ctx}
 	err := chromedp.Listen(ctx, func(ev any) {
@@ -94,12 +128,19 @@ func newBrowser(t *testing.T, user string, width, height int) *browser {
 	if err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}
-	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password(user)))
-	if _, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders,
-		network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": "Basic " + auth}}); err != nil {
-		t.Fatalf("setting the Authorization header: %v", err)
-	}
+	b.signIn(user, password(user))
+	b.run(chromedp.EmulateViewport(int64(width), int64(height)))
 	return b
+}
+
+// signIn makes the tab send Basic credentials with every request.
+func (b *browser) signIn(user, pw string) {
+	b.t.Helper()
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pw))
+	if _, err := chromedp.Call(b.ctx, network.SetExtraHTTPHeaders,
+		network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Authorization": "Basic " + auth}}); err != nil {
+		b.t.Fatalf("setting the Authorization header: %v", err)
+	}
 }
 
 func (b *browser) problem(s string) {
@@ -332,14 +373,14 @@ func TestBrowserRotateKey(t *testing.T) {
 
 	// rename
 	b.run(
-		chromedp.Click(chromedp.CSS(row+` button[data-action="rename"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`#dlg-rename[open]`)),
+		chromedp.Click(chromedp.CSS(row+` button[data-action="edit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#dlg-edit[open]`)),
 	)
-	get(b, chromedp.Evaluate[string](`document.querySelector('#rename-name').value = ''`))
+	get(b, chromedp.Evaluate[string](`document.querySelector('#edit-name').value = ''`))
 	b.run(
-		chromedp.SendKeys(chromedp.CSS(`#rename-name`), "renamed-key"),
-		chromedp.Click(chromedp.CSS(`#rename-submit`)),
-		chromedp.WaitNotVisible(chromedp.CSS(`#dlg-rename`)),
+		chromedp.SendKeys(chromedp.CSS(`#edit-name`), "renamed-key"),
+		chromedp.Click(chromedp.CSS(`#edit-submit`)),
+		chromedp.WaitNotVisible(chromedp.CSS(`#dlg-edit`)),
 	)
 	if got := e.keyByName("carol", "renamed-key"); got.ID != nk.ID {
 		t.Fatalf("renamed %s, want %s", got.ID, nk.ID)

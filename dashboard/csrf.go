@@ -1,17 +1,23 @@
 package dashboard
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
 )
 
 // Cross-site request forgery protection.
@@ -28,10 +34,12 @@ import (
 //  2. Token. The X-CSRF-Token header must carry the user's token:
 //     base64url(HMAC-SHA256(secret, "ai_dashboard csrf\x00" + user id)). The
 //     page embeds it (the page is only readable by the same origin). The
-//     secret is 32 random bytes kept in a Caddy usage pool, so tokens
-//     survive config reloads and become invalid when Caddy restarts (the
-//     page then asks the user to reload). A token is bound to the user: one user's
-//     token is useless for another.
+//     secret is 32 random bytes drawn once and kept in Caddy's storage
+//     (the same place as its TLS keys and certificates), so tokens survive
+//     config reloads, restarts of Caddy and, with a shared storage, work on
+//     every instance behind a load balancer. A page open across a restart
+//     keeps working. A token is bound to the user: one user's token is
+//     useless for another.
 //
 // Bodies must also be JSON (Content-Type: application/json), which an HTML
 // form cannot send. The dashboard sets no cookies of its own.
@@ -40,8 +48,8 @@ import (
 const csrfHeader = "X-CSRF-Token"
 
 // csrfSecrets holds the secret the tokens are made with, shared by every
-// config that has a dashboard so that tokens survive config reloads; it is
-// drawn anew once no config uses it any more.
+// config that has a dashboard; it is read from Caddy's storage (or drawn
+// and written there) when the first config needs it.
 var csrfSecrets = caddy.NewUsagePool()
 
 const csrfSecretKey = "ai_dashboard.csrf_secret"
@@ -52,20 +60,68 @@ type csrfSecret []byte
 // Destruct implements caddy.Destructor (nothing to release).
 func (csrfSecret) Destruct() error { return nil }
 
+// csrfStorageKey is where the secret lives in Caddy's storage.
+const csrfStorageKey = "ai_dashboard/csrf_secret"
+
 // loadCSRFSecret takes a reference on the shared secret; release it with
-// csrfSecrets.Delete(csrfSecretKey) in Cleanup.
-func loadCSRFSecret() (csrfSecret, error) {
+// csrfSecrets.Delete(csrfSecretKey) in Cleanup. The secret comes from
+// Caddy's storage, where the first instance to need it writes it (under
+// the storage's lock, so instances sharing a storage agree). If the
+// storage cannot be used, a secret is drawn for this process alone and
+// the problem is logged: pages then have to fetch a new token after a
+// restart (the page does that by itself).
+func loadCSRFSecret(storage certmagic.Storage, logger *zap.Logger) (csrfSecret, error) {
 	v, _, err := csrfSecrets.LoadOrNew(csrfSecretKey, func() (caddy.Destructor, error) {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return nil, fmt.Errorf("drawing the csrf secret: %w", err)
+		if storage != nil {
+			s, err := storedCSRFSecret(storage)
+			if err == nil {
+				return s, nil
+			}
+			logger.Warn("ai_dashboard: cannot keep the CSRF secret in Caddy's storage; open pages will fetch a new token after a restart",
+				zap.Error(err))
 		}
-		return csrfSecret(b), nil
+		return drawCSRFSecret()
 	})
 	if err != nil {
 		return nil, err
 	}
 	return v.(csrfSecret), nil
+}
+
+func drawCSRFSecret() (csrfSecret, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("drawing the csrf secret: %w", err)
+	}
+	return csrfSecret(b), nil
+}
+
+// storedCSRFSecret reads the secret from storage, or draws and stores it.
+func storedCSRFSecret(storage certmagic.Storage) (csrfSecret, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := storage.Lock(ctx, csrfStorageKey); err != nil {
+		return nil, fmt.Errorf("locking %s: %w", csrfStorageKey, err)
+	}
+	defer func() { _ = storage.Unlock(context.Background(), csrfStorageKey) }()
+	b, err := storage.Load(ctx, csrfStorageKey)
+	if err == nil {
+		s, derr := base64.RawURLEncoding.DecodeString(strings.TrimSpace(string(b)))
+		if derr == nil && len(s) == 32 {
+			return csrfSecret(s), nil
+		}
+		// a damaged secret is replaced below
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading %s: %w", csrfStorageKey, err)
+	}
+	s, err := drawCSRFSecret()
+	if err != nil {
+		return nil, err
+	}
+	if err := storage.Store(ctx, csrfStorageKey, []byte(base64.RawURLEncoding.EncodeToString(s))); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", csrfStorageKey, err)
+	}
+	return s, nil
 }
 
 // token returns the token of a user.

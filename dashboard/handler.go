@@ -91,11 +91,6 @@ func (Dashboard) CaddyModule() caddy.ModuleInfo {
 // Provision finds the key store and checks the configuration.
 func (d *Dashboard) Provision(ctx caddy.Context) error {
 	d.logger = ctx.Logger()
-	secret, err := loadCSRFSecret()
-	if err != nil {
-		return fmt.Errorf("%w", err)
-	}
-	d.csrf = secret
 	if d.UserID == "" {
 		d.UserID = "{http.auth.user.id}"
 	}
@@ -130,6 +125,9 @@ func (d *Dashboard) Provision(ctx caddy.Context) error {
 	}
 	if d.denied, err = template.ParseFS(assetsFS, "assets/denied.html"); err != nil {
 		return fmt.Errorf("parsing the error page template: %w", err)
+	}
+	if d.csrf, err = loadCSRFSecret(ctx.Storage(), d.logger); err != nil {
+		return err
 	}
 	return nil
 }
@@ -174,21 +172,21 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 			"This dashboard needs you to sign in, but the server did not identify you. "+
 				"If you run this server: put basic_auth (or another authenticator) before ai_dashboard.")
 	}
-	if _, err := d.app.WaitStore(r.Context()); err != nil {
+	if strings.HasPrefix(p, "/assets/") {
+		// the page's files need no store (the error pages use them too)
+		return serveAsset(w, r, strings.TrimPrefix(p, "/assets/"))
+	}
+	if _, err := d.app.WaitStore(r.Context()); err != nil || d.storeProblem(r.Context()) != nil {
 		if isAPI {
 			return writeError(w, errStoreUnavailable)
 		}
-		return d.renderDenied(w, http.StatusServiceUnavailable, "Key store unavailable",
-			"The gateway's key store is not open, so the dashboard cannot show anything. "+
-				"Reload the page in a moment; if this persists, tell the operator of this gateway.")
+		return d.renderDenied(w, http.StatusServiceUnavailable, "Database unavailable", databaseUnavailable)
 	}
 	s := d.session(user)
 
 	switch {
 	case isAPI:
 		return d.serveAPI(w, r, s, strings.TrimPrefix(p, "/api/"))
-	case strings.HasPrefix(p, "/assets/"):
-		return serveAsset(w, r, strings.TrimPrefix(p, "/assets/"))
 	case p == "/" || p == "/index.html":
 		return d.servePage(w, r, s)
 	}
@@ -198,6 +196,12 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	_, err := w.Write([]byte("404 page not found\n"))
 	return err
 }
+
+// databaseUnavailable explains the page that is shown while the gateway's
+// database is not open (or a reload switched to another one): it says
+// nothing about the user's account, which may well exist.
+const databaseUnavailable = "The gateway's database is unavailable, so the dashboard cannot show your account right now. " +
+	"Reload the page in a moment; if this persists, tell the operator of this gateway."
 
 // session is who is asking, as far as the dashboard is concerned.
 type session struct {
@@ -230,7 +234,7 @@ func (d *Dashboard) servePage(w http.ResponseWriter, r *http.Request, s session)
 		if _, err := d.st().Account(r.Context(), s.own); err != nil {
 			if errors.Is(err, keystore.ErrNotFound) && d.storeProblem(r.Context()) != nil {
 				d.logger.Warn("dashboard: the key store is closed or no longer the gateway's", zap.String("user", s.user))
-				return d.renderDenied(w, http.StatusServiceUnavailable, "Key store unavailable", errStoreUnavailable.message)
+				return d.renderDenied(w, http.StatusServiceUnavailable, "Database unavailable", databaseUnavailable)
 			}
 			if errors.Is(err, keystore.ErrNotFound) {
 				d.logger.Info("dashboard user has no account", zap.String("user", s.user), zap.String("account", s.own))

@@ -34,8 +34,12 @@ func seedHistory(t *testing.T, dbPath string) {
 		t.Fatal(err)
 	}
 	var keyIDs []string
+	policies := map[string]keystore.KeyPolicy{
+		"production-app": {SpendLimit: &keystore.SpendLimit{Amount: 20_000_000_000, Period: keystore.PeriodMonth}},
+		"staging":        {AllowedModels: []string{"gpt-4o-mini", "deepseek-*"}},
+	}
 	for _, name := range []string{"production-app", "staging", "ci-runner"} {
-		k, _, err := st.CreateKey(ctx, "carol", name, keystore.KeyPolicy{})
+		k, _, err := st.CreateKey(ctx, "carol", name, policies[name])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,6 +76,26 @@ func seedHistory(t *testing.T, dbPath string) {
 	}
 }
 
+// newSeededEnv is newEnv with a month of history for carol (seedHistory)
+// and the account team-b.
+func newSeededEnv(t *testing.T) *env {
+	t.Helper()
+	mock := gwtest.NewMockProvider(t)
+	g := gwtest.New(t)
+	seedHistory(t, g.DBPath)
+	e := &env{t: t, g: g, mock: mock, AccessLog: filepath.Join(g.Dir, "access.log")}
+	g.LoadSite(dashboardSite(t, g, mock.URL, e.AccessLog))
+	g.NewAccount("team-b", "12.5")
+	return e
+}
+
+// shot captures the tab without a passing toast.
+func shot(b *browser) []byte {
+	b.t.Helper()
+	eval[bool](b, `(t => { t.classList.remove('show'); t.style.transition = 'none'; return true })(document.querySelector('#toast'))`)
+	return get(b, chromedp.CaptureScreenshot())
+}
+
 // TestScreenshots writes the README's screenshots (PNG) into the directory
 // named by DASHBOARD_SCREENSHOTS; without it the test skips.
 //
@@ -84,12 +108,7 @@ func TestScreenshots(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	mock := gwtest.NewMockProvider(t)
-	g := gwtest.New(t)
-	seedHistory(t, g.DBPath)
-	e := &env{t: t, g: g, mock: mock, AccessLog: filepath.Join(g.Dir, "access.log")}
-	g.LoadSite(dashboardSite(t, g, mock.URL, e.AccessLog))
-	g.NewAccount("team-b", "12.5")
+	e := newSeededEnv(t)
 
 	save := func(name string, png []byte) {
 		t.Helper()
@@ -103,7 +122,7 @@ func TestScreenshots(t *testing.T) {
 	b := newBrowser(t, "carol", 1200, 760)
 	b.open(e.dashURL())
 	b.run(chromedp.WaitVisible(chromedp.CSS(`#keys-table`)))
-	save("keys.png", get(b, chromedp.CaptureScreenshot()))
+	save("keys.png", shot(b))
 
 	b.run(
 		chromedp.Click(chromedp.CSS(`#create-key`)),
@@ -113,7 +132,7 @@ func TestScreenshots(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#dlg-secret[open] #secret-value`)),
 		chromedp.Sleep(300*time.Millisecond),
 	)
-	save("new-key.png", get(b, chromedp.CaptureScreenshot()))
+	save("new-key.png", shot(b))
 	b.run(chromedp.Click(chromedp.CSS(`#secret-done`)), chromedp.WaitNotVisible(chromedp.CSS(`#dlg-secret`)))
 
 	k := e.keyByName("carol", "staging")
@@ -122,7 +141,7 @@ func TestScreenshots(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#dlg-delete[open]`)),
 		chromedp.Sleep(300*time.Millisecond),
 	)
-	save("delete-key.png", get(b, chromedp.CaptureScreenshot()))
+	save("delete-key.png", shot(b))
 	b.run(chromedp.Click(chromedp.CSS(`#dlg-delete [data-close]`)))
 
 	b.run(
@@ -131,15 +150,28 @@ func TestScreenshots(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#recent-table`)),
 	)
 	b.run(chromedp.EmulateViewport(1200, 1180))
-	save("usage.png", get(b, chromedp.CaptureScreenshot()))
+	save("usage.png", shot(b))
 
-	// phone
+	// the usage log, filtered to one model
+	b.run(
+		chromedp.EmulateViewport(1200, 900),
+		chromedp.Navigate(e.dashURL()+"#log"),
+		chromedp.WaitVisible(chromedp.CSS(`#log-table`)),
+		chromedp.SetValue(chromedp.CSS(`#log-model`), "gpt-4o"),
+		chromedp.Click(chromedp.CSS(`#log-apply`)),
+	)
+	b.waitFor(`document.querySelector('#log-totals').textContent.includes('Selection')`)
+	b.run(chromedp.Sleep(300 * time.Millisecond))
+	save("usage-log.png", shot(b))
+
+	// phone (a fresh load: the chart is drawn at the phone's width)
 	b.run(
 		chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(1)),
 		chromedp.Navigate(e.dashURL()+"#usage"),
+		chromedp.Reload(),
 		chromedp.WaitReady(chromedp.CSS(`#chart svg .bar`)),
 	)
-	save("phone.png", get(b, chromedp.CaptureScreenshot()))
+	save("phone.png", shot(b))
 
 	// alice, an admin: the account switcher and the balance dialog
 	a := newBrowser(t, "alice", 1200, 760)
@@ -152,7 +184,22 @@ func TestScreenshots(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`#balance-note`), "invoice 2026-052"),
 		chromedp.Sleep(300*time.Millisecond),
 	)
-	save("admin-balance.png", get(a, chromedp.CaptureScreenshot()))
+	save("admin-balance.png", shot(a))
+	a.run(chromedp.Click(chromedp.CSS(`#balance-submit`)), chromedp.WaitNotVisible(chromedp.CSS(`#dlg-balance`)))
+
+	// the accounts table and the audit trail
+	a.run(
+		chromedp.Navigate(e.dashURL()+"#accounts"),
+		chromedp.WaitVisible(chromedp.CSS(`#accounts-table`)),
+		chromedp.Sleep(300*time.Millisecond),
+	)
+	save("accounts.png", shot(a))
+	a.run(
+		chromedp.Navigate(e.dashURL()+"#audit"),
+		chromedp.WaitVisible(chromedp.CSS(`#audit-table`)),
+		chromedp.Sleep(300*time.Millisecond),
+	)
+	save("audit.png", shot(a))
 	b.checkClean()
 	a.checkClean()
 }

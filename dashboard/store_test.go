@@ -126,3 +126,27 @@ func TestSwitchedStoreIsNotNoAccount(t *testing.T) {
 	t.Cleanup(func() { _ = caddy.Stop() })
 	wantStoreUnavailable(t, d, "bob")
 }
+
+// TestClosedStoreOnEveryRoute: with the store closed, the admins' routes
+// that need no account (accounts, audit) and the account holders' answer
+// 503 store_unavailable too.
+func TestClosedStoreOnEveryRoute(t *testing.T) {
+	d := bareDashboard(t)
+	if _, err := d.st().CreateAccount(context.Background(), "bob", "Bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.st().Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ user, path string }{
+		{"alice", "accounts"}, {"alice", "audit"}, {"bob", "audit"}, {"bob", "usage/log"}, {"bob", "keys"},
+	} {
+		rec := httptest.NewRecorder()
+		if err := d.serveAPI(rec, httptest.NewRequest(http.MethodGet, "/api/"+c.path, nil), d.session(c.user), c.path); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Code != http.StatusServiceUnavailable || errorCode(t, rec) != "store_unavailable" {
+			t.Errorf("%s GET api/%s: %d %s, want 503 store_unavailable", c.user, c.path, rec.Code, rec.Body)
+		}
+	}
+}

@@ -171,6 +171,9 @@ func (s *Store) CreateAccount(ctx context.Context, id, name string) (Account, er
 			id, name, now); err != nil {
 			return err
 		}
+		if err := s.writeAudit(ctx, tx, id, id, ActionAccountCreate, map[string]any{"name": name}); err != nil {
+			return err
+		}
 		return s.recordChange(ctx, tx, change{kind: changeAccount, accountID: id})
 	})
 	if err != nil {
@@ -305,6 +308,7 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, name *string, disa
 	if !ok {
 		return Account{}, fmt.Errorf("account %q: %w", id, ErrNotFound)
 	}
+	prev := cur
 	if name != nil {
 		cur.name = newName
 	}
@@ -315,6 +319,20 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, name *string, disa
 		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET name = ?, disabled = ? WHERE id = ?`,
 			cur.name, boolInt(cur.disabled), id); err != nil {
 			return err
+		}
+		if cur.name != prev.name {
+			if err := s.writeAudit(ctx, tx, id, id, ActionAccountUpdate, map[string]any{"name": Change{prev.name, cur.name}}); err != nil {
+				return err
+			}
+		}
+		if cur.disabled != prev.disabled {
+			action := ActionAccountEnable
+			if cur.disabled {
+				action = ActionAccountDisable
+			}
+			if err := s.writeAudit(ctx, tx, id, id, action, nil); err != nil {
+				return err
+			}
 		}
 		return s.recordChange(ctx, tx, change{kind: changeAccount, accountID: id})
 	})

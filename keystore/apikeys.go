@@ -20,14 +20,40 @@ type Key struct {
 	// ReplacedBy is set on a key that was rotated with a grace period: the
 	// id of its replacement.
 	ReplacedBy string `json:"replaced_by,omitempty"`
-	// Status is "active" or "expired".
+	// Status is, first that applies: "expired" (past its expiry or its
+	// rotation grace), "disabled", "rotated" (replaced, in its grace
+	// period), "expiring" (expires within ExpiringWithin), "active".
+	// RotateKey answers "deleted" for an old key revoked at once.
 	Status string `json:"status"`
+	// Disabled keys are refused (ErrKeyDisabled) until enabled again.
+	Disabled   bool       `json:"disabled"`
+	DisabledAt *time.Time `json:"disabled_at,omitempty"`
+	// DisabledByAdmin: an operator disabled the key, and only an operator
+	// may enable it again.
+	DisabledByAdmin bool `json:"disabled_by_admin,omitempty"`
 	// AllowedModels lists the model globs the key may use; empty: any.
 	AllowedModels []string `json:"allowed_models,omitempty"`
 	// SpendLimit caps what the key (with its rotation predecessors and
 	// successors) may spend; nil: only the account balance limits it.
 	SpendLimit *SpendLimit `json:"spend_limit,omitempty"`
+	// AdminPolicy is the policy an operator set on the key, within which
+	// its account holder may narrow AllowedModels and SpendLimit; nil
+	// when an operator set none.
+	AdminPolicy *AdminPolicy `json:"admin_policy,omitempty"`
 }
+
+// ExpiringWithin is how close to its expiry a key is reported "expiring".
+const ExpiringWithin = 7 * 24 * time.Hour
+
+// Key statuses (Key.Status).
+const (
+	KeyActive   = "active"
+	KeyExpiring = "expiring"
+	KeyExpired  = "expired"
+	KeyDisabled = "disabled"
+	KeyRotated  = "rotated"
+	KeyDeleted  = "deleted"
+)
 
 // Identity is what a successful Authenticate tells the caller.
 type Identity struct {
@@ -41,19 +67,23 @@ type Identity struct {
 	lineage string // key lineage, for the spend limit (policy.go)
 }
 
-const keyColumns = `id, account_id, name, hint, created_at, last_used_at, expires_at, replaced_by, ` + policyColumns
+const keyColumns = `id, account_id, name, hint, created_at, last_used_at, expires_at, replaced_by, ` + policyColumns +
+	`, disabled_at, disabled_by_admin, ` + adminPolicyColumns
 
 func (s *Store) scanKey(row interface{ Scan(...any) error }) (Key, error) {
 	var (
-		k                 Key
-		created           int64
-		lastUsed, expires sql.NullInt64
-		replacedBy        sql.NullString
-		models, period    sql.NullString
-		limit             sql.NullInt64
+		k                           Key
+		created                     int64
+		lastUsed, expires, disabled sql.NullInt64
+		replacedBy                  sql.NullString
+		models, period              sql.NullString
+		limit                       sql.NullInt64
+		byAdmin                     int64
+		aModels, aPeriod            sql.NullString
+		aLimit                      sql.NullInt64
 	)
 	if err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Hint, &created, &lastUsed, &expires, &replacedBy,
-		&models, &limit, &period); err != nil {
+		&models, &limit, &period, &disabled, &byAdmin, &aModels, &aLimit, &aPeriod); err != nil {
 		return Key{}, err
 	}
 	var err error
@@ -61,6 +91,14 @@ func (s *Store) scanKey(row interface{ Scan(...any) error }) (Key, error) {
 		return Key{}, err
 	}
 	k.SpendLimit = decodeLimit(limit, period)
+	var ap AdminPolicy
+	if ap.AllowedModels, err = decodeModels(aModels); err != nil {
+		return Key{}, err
+	}
+	ap.SpendLimit = decodeLimit(aLimit, aPeriod)
+	if ap.AllowedModels != nil || ap.SpendLimit != nil {
+		k.AdminPolicy = &ap
+	}
 	k.CreatedAt = fromMS(created)
 	k.LastUsedAt = nullMS(lastUsed)
 	if p := s.lastUsed.peek(k.ID); p != 0 && (!lastUsed.Valid || p > lastUsed.Int64) {
@@ -69,11 +107,24 @@ func (s *Store) scanKey(row interface{ Scan(...any) error }) (Key, error) {
 	}
 	k.ExpiresAt = nullMS(expires)
 	k.ReplacedBy = replacedBy.String
-	k.Status = "active"
-	if expires.Valid && expires.Int64 <= unixMS(s.now()) {
-		k.Status = "expired"
-	}
+	k.Disabled, k.DisabledAt, k.DisabledByAdmin = disabled.Valid, nullMS(disabled), byAdmin != 0
+	k.Status = k.status(s.now())
 	return k, nil
+}
+
+// status is the Status of k at now.
+func (k *Key) status(now time.Time) string {
+	switch {
+	case k.ExpiresAt != nil && !k.ExpiresAt.After(now):
+		return KeyExpired
+	case k.Disabled:
+		return KeyDisabled
+	case k.ReplacedBy != "":
+		return KeyRotated
+	case k.ExpiresAt != nil && k.ExpiresAt.Sub(now) <= ExpiringWithin:
+		return KeyExpiring
+	}
+	return KeyActive
 }
 
 func newKeyID() (string, error) {
@@ -87,7 +138,8 @@ func newKeyID() (string, error) {
 // CreateKey issues a new key for an account, with its policy (expiry, model
 // allowlist, spend limit; the zero KeyPolicy sets none), and returns its
 // description and the plaintext. The plaintext is not kept anywhere: this is
-// the only time it exists outside the caller.
+// the only time it exists outside the caller. A policy set by an operator
+// (pol.ByHolder false) is also the key's AdminPolicy.
 func (s *Store) CreateKey(ctx context.Context, accountID, name string, pol KeyPolicy) (Key, string, error) {
 	name, err := validateName("key", name)
 	if err != nil {
@@ -109,8 +161,25 @@ func (s *Store) CreateKey(ctx context.Context, accountID, name string, pol KeyPo
 		return Key{}, "", fmt.Errorf("creating key: %w", err)
 	}
 	defer tx.Rollback()
-	k, plaintext, err := s.insertKey(ctx, tx, accountID, name, "", pol)
+	var ceiling AdminPolicy
+	if !pol.ByHolder {
+		ceiling = AdminPolicy{AllowedModels: pol.AllowedModels, SpendLimit: pol.SpendLimit}
+	}
+	k, plaintext, err := s.insertKey(ctx, tx, accountID, name, "", pol, ceiling)
 	if err != nil {
+		return Key{}, "", err
+	}
+	detail := map[string]any{"name": k.Name}
+	if k.ExpiresAt != nil {
+		detail["expires_at"] = k.ExpiresAt
+	}
+	if len(k.AllowedModels) > 0 {
+		detail["allowed_models"] = k.AllowedModels
+	}
+	if k.SpendLimit != nil {
+		detail["spend_limit"] = k.SpendLimit
+	}
+	if err := s.writeAudit(ctx, tx, accountID, k.ID, ActionKeyCreate, detail); err != nil {
 		return Key{}, "", err
 	}
 	if err := s.recordChange(ctx, tx, change{kind: changeKey, accountID: accountID, keyID: k.ID,
@@ -134,8 +203,8 @@ func (s *Store) CreateKey(ctx context.Context, accountID, name string, pol KeyPo
 }
 
 // insertKey inserts a new key in lineage (empty: a lineage of its own) with
-// the given policy.
-func (s *Store) insertKey(ctx context.Context, tx *sql.Tx, accountID, name, lineage string, pol KeyPolicy) (Key, string, error) {
+// the given policy and operator's policy.
+func (s *Store) insertKey(ctx context.Context, tx *sql.Tx, accountID, name, lineage string, pol KeyPolicy, ceiling AdminPolicy) (Key, string, error) {
 	expiresAt := pol.ExpiresAt
 	plaintext, err := s.newPlaintext()
 	if err != nil {
@@ -155,22 +224,27 @@ func (s *Store) insertKey(ctx context.Context, tx *sql.Tx, accountID, name, line
 		lineage = id
 	}
 	limit, period := encodeLimit(pol.SpendLimit)
+	aLimit, aPeriod := encodeLimit(ceiling.SpendLimit)
 	if _, err := tx.ExecContext(ctx,
-		`INSERT INTO api_keys (id, account_id, name, hash, hint, created_at, expires_at, lineage, `+policyColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		`INSERT INTO api_keys (id, account_id, name, hash, hint, created_at, expires_at, lineage, `+policyColumns+`, `+adminPolicyColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, accountID, name, h[:], keyHint(plaintext), unixMS(now), exp, lineage,
-		encodeModels(pol.AllowedModels), limit, period); err != nil {
+		encodeModels(pol.AllowedModels), limit, period, encodeModels(ceiling.AllowedModels), aLimit, aPeriod); err != nil {
 		return Key{}, "", fmt.Errorf("creating key: %w", err)
 	}
 	k := Key{
 		ID: id, AccountID: accountID, Name: name, Hint: keyHint(plaintext),
-		CreatedAt: fromMS(unixMS(now)), Status: "active",
+		CreatedAt:     fromMS(unixMS(now)),
 		AllowedModels: pol.AllowedModels, SpendLimit: pol.SpendLimit,
+	}
+	if ceiling.AllowedModels != nil || ceiling.SpendLimit != nil {
+		k.AdminPolicy = &ceiling
 	}
 	if expiresAt != nil {
 		t := fromMS(unixMS(*expiresAt))
 		k.ExpiresAt = &t
 	}
+	k.Status = k.status(now)
 	return k, plaintext, nil
 }
 
@@ -219,28 +293,38 @@ func (s *Store) Keys(ctx context.Context, accountID string) ([]Key, error) {
 	return out, nil
 }
 
-// liveKeyHash reads the hash of a key that has not been deleted, inside tx.
-func liveKeyHash(ctx context.Context, tx *sql.Tx, id string) ([32]byte, error) {
-	var h []byte
-	err := tx.QueryRowContext(ctx, `SELECT hash FROM api_keys WHERE id = ? AND deleted_at IS NULL`, id).Scan(&h)
+// liveKey reads, inside tx, the hash and the account of a key that has
+// not been deleted.
+func liveKey(ctx context.Context, tx *sql.Tx, id string) ([32]byte, string, error) {
+	var (
+		h       []byte
+		account string
+	)
+	err := tx.QueryRowContext(ctx, `SELECT hash, account_id FROM api_keys WHERE id = ? AND deleted_at IS NULL`, id).Scan(&h, &account)
 	if errors.Is(err, sql.ErrNoRows) {
-		return [32]byte{}, fmt.Errorf("key %q: %w", id, ErrNotFound)
+		return [32]byte{}, "", fmt.Errorf("key %q: %w", id, ErrNotFound)
 	}
 	if err != nil {
-		return [32]byte{}, fmt.Errorf("reading key %q: %w", id, err)
+		return [32]byte{}, "", fmt.Errorf("reading key %q: %w", id, err)
 	}
 	var out [32]byte
 	copy(out[:], h)
-	return out, nil
+	return out, account, nil
 }
 
 // DeleteKey revokes a key. The very next Authenticate with it fails, in this
 // process, whichever caller deleted it. The row stays (ledger rows refer to
 // it) but can never authenticate again.
 func (s *Store) DeleteKey(ctx context.Context, id string) error {
-	return s.updateKey(ctx, id, func(tx *sql.Tx) ([][32]byte, error) {
-		_, err := tx.ExecContext(ctx, `UPDATE api_keys SET deleted_at = ? WHERE id = ?`, unixMS(s.now()), id)
-		return nil, err
+	return s.updateKey(ctx, id, func(tx *sql.Tx, account string) ([][32]byte, error) {
+		var name string
+		if err := tx.QueryRowContext(ctx, `SELECT name FROM api_keys WHERE id = ?`, id).Scan(&name); err != nil {
+			return nil, err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET deleted_at = ? WHERE id = ?`, unixMS(s.now()), id); err != nil {
+			return nil, err
+		}
+		return nil, s.writeAudit(ctx, tx, account, id, ActionKeyDelete, map[string]any{"name": name})
 	})
 }
 
@@ -250,10 +334,11 @@ func changeOfKey(id string, hashes [][32]byte) change {
 	return change{kind: changeKey, keyID: id, keyHashes: hashes}
 }
 
-// updateKey runs apply on a live key inside a transaction and, once the
-// change is committed, drops the key from the cache, together with the keys
-// whose hashes apply returns (the change touched them too).
-func (s *Store) updateKey(ctx context.Context, id string, apply func(*sql.Tx) ([][32]byte, error)) error {
+// updateKey runs apply on a live key (given its account) inside a
+// transaction and, once the change is committed, drops the key from the
+// cache, together with the keys whose hashes apply returns (the change
+// touched them too).
+func (s *Store) updateKey(ctx context.Context, id string, apply func(tx *sql.Tx, account string) ([][32]byte, error)) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if s.isClosed() {
@@ -264,15 +349,17 @@ func (s *Store) updateKey(ctx context.Context, id string, apply func(*sql.Tx) ([
 		return fmt.Errorf("updating key %q: %w", id, err)
 	}
 	defer tx.Rollback()
-	h, err := liveKeyHash(ctx, tx, id)
+	h, account, err := liveKey(ctx, tx, id)
 	if err != nil {
 		return err
 	}
-	also, err := apply(tx)
+	also, err := apply(tx, account)
 	if err != nil {
 		return fmt.Errorf("updating key %q: %w", id, err)
 	}
-	if err := s.recordChange(ctx, tx, changeOfKey(id, append([][32]byte{h}, also...))); err != nil {
+	c := changeOfKey(id, append([][32]byte{h}, also...))
+	c.accountID = account
+	if err := s.recordChange(ctx, tx, c); err != nil {
 		return fmt.Errorf("updating key %q: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -301,7 +388,7 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
 	}
 	defer tx.Rollback()
-	h, err := liveKeyHash(ctx, tx, id)
+	h, _, err := liveKey(ctx, tx, id)
 	if err != nil {
 		return Key{}, "", Key{}, err
 	}
@@ -311,6 +398,9 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 	}
 	if old.ReplacedBy != "" {
 		return Key{}, "", Key{}, fmt.Errorf("%w: key %q was already rotated; rotate its replacement %q instead", ErrInvalid, id, old.ReplacedBy)
+	}
+	if old.Disabled {
+		return Key{}, "", Key{}, fmt.Errorf("%w: key %q is disabled; enable it before rotating it", ErrInvalid, id)
 	}
 	now := s.now()
 	var newExpiry *time.Time
@@ -322,7 +412,7 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
 	}
 	newKey, plaintext, err = s.insertKey(ctx, tx, old.AccountID, old.Name, lineage,
-		KeyPolicy{ExpiresAt: newExpiry, AllowedModels: old.AllowedModels, SpendLimit: old.SpendLimit})
+		KeyPolicy{ExpiresAt: newExpiry, AllowedModels: old.AllowedModels, SpendLimit: old.SpendLimit}, ceilingOf(old))
 	if err != nil {
 		return Key{}, "", Key{}, err
 	}
@@ -340,6 +430,14 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 	if err != nil {
 		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
 	}
+	detail := map[string]any{"new_key": newKey.ID, "name": old.Name}
+	if grace > 0 {
+		detail["grace"] = grace.String()
+		detail["old_key_expires_at"] = old.ExpiresAt
+	}
+	if err := s.writeAudit(ctx, tx, old.AccountID, id, ActionKeyRotate, detail); err != nil {
+		return Key{}, "", Key{}, err
+	}
 	c := changeOfKey(id, [][32]byte{h, HashKey(plaintext)})
 	c.accountID = old.AccountID
 	if err := s.recordChange(ctx, tx, c); err != nil {
@@ -351,14 +449,16 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 	s.keys.invalidate(h)
 	s.keys.invalidate(HashKey(plaintext)) // see CreateKey
 	old.ReplacedBy = newKey.ID
+	old.Status = old.status(now)
 	if grace <= 0 {
-		old.Status = "deleted"
+		old.Status = KeyDeleted
 	}
 	return newKey, plaintext, old, nil
 }
 
 // Authenticate resolves a plaintext key to the identity it grants. It fails
-// with ErrUnknownKey (never issued, or deleted), ErrExpiredKey, or another
+// with ErrUnknownKey (never issued, or deleted), ErrKeyDisabled,
+// ErrExpiredKey, or another
 // error when the database cannot answer (the caller must then refuse the
 // request). A cached key costs no SQL, and neither does an unknown key seen
 // in the last few seconds (negative cache, bounded; see unknownCacheMax):
@@ -406,6 +506,9 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 		}
 		s.keys.put(h, e, epoch)
 	}
+	if e.disabled {
+		return Identity{}, ErrKeyDisabled
+	}
 	if e.expiresAt != 0 && now >= e.expiresAt {
 		return Identity{}, ErrExpiredKey
 	}
@@ -415,14 +518,15 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 
 func (s *Store) loadKeyEntry(ctx context.Context, h [32]byte) (*keyEntry, error) {
 	var (
-		e       keyEntry
-		expires sql.NullInt64
-		models  sql.NullString
+		e        keyEntry
+		expires  sql.NullInt64
+		models   sql.NullString
+		disabled sql.NullInt64
 	)
 	s.keyLookups.Add(1)
 	err := s.r.QueryRowContext(ctx,
-		`SELECT id, account_id, name, expires_at, lineage, allowed_models FROM api_keys WHERE hash = ? AND deleted_at IS NULL`, h[:]).
-		Scan(&e.id, &e.accountID, &e.name, &expires, &e.lineage, &models)
+		`SELECT id, account_id, name, expires_at, lineage, allowed_models, disabled_at FROM api_keys WHERE hash = ? AND deleted_at IS NULL`, h[:]).
+		Scan(&e.id, &e.accountID, &e.name, &expires, &e.lineage, &models, &disabled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrUnknownKey
 	}
@@ -430,6 +534,7 @@ func (s *Store) loadKeyEntry(ctx context.Context, h [32]byte) (*keyEntry, error)
 		return nil, fmt.Errorf("looking up key: %w", err)
 	}
 	e.expiresAt = expires.Int64
+	e.disabled = disabled.Valid
 	if e.models, err = decodeModels(models); err != nil {
 		return nil, fmt.Errorf("looking up key: %w", err)
 	}
@@ -444,6 +549,8 @@ func (s *Store) flushLastUsed(ctx context.Context) error {
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	ctx, cancel := s.backgroundWriteContext(ctx)
+	defer cancel()
 	err := func() error {
 		tx, err := s.w.BeginTx(ctx, nil)
 		if err != nil {

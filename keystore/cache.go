@@ -16,6 +16,7 @@ type keyEntry struct {
 	expiresAt int64 // unix ms; 0 = never
 	lineage   string
 	models    []string // allowlist; nil = any model
+	disabled  bool
 
 	// lastTouched is the last-used time (unix ms) last handed to the
 	// lastUsedTracker; it keeps the tracker's lock off most requests.

@@ -23,6 +23,7 @@ var copyTables = []struct{ name, order string }{
 	{"usage_hourly", "hour, account_id, key_id, model"},
 	{"usage_daily", "day, account_id, key_id, model"},
 	{"provider_objects", "id"},
+	{"audit", "id"},
 }
 
 // CopyReport is what CopyToPostgres copied: rows per table, in copy order.
@@ -44,7 +45,8 @@ type CopiedTable struct {
 // created if missing; a database with rows in any of them is refused):
 // accounts, keys (hashes, lineages, policies: the same plaintexts keep
 // working), the ledger with its ids and balance_after values, the carried-
-// forward totals of pruned rows, the usage rollups and provider objects.
+// forward totals of pruned rows, the usage rollups, provider objects and
+// the audit log.
 //
 // The source is opened like Open does (so it is migrated to this build's
 // schema first, and no running Caddy may have it open: ErrLocked), and read
@@ -113,9 +115,15 @@ func CopyToPostgres(ctx context.Context, from, to string, progress func(table st
 		rep.Tables = append(rep.Tables, CopiedTable{Name: t.name, Rows: n})
 		progress(t.name, n)
 	}
-	// New ledger rows continue after the copied ids.
-	if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('ledger', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM ledger`); err != nil {
-		return rep, fmt.Errorf("advancing the ledger id sequence: %w", err)
+	// New ledger and audit rows continue after the copied ids.
+	for _, table := range []string{"ledger", "audit"} {
+		if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('`+table+`', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM `+table); err != nil {
+			return rep, fmt.Errorf("advancing the %s id sequence: %w", table, err)
+		}
+	}
+	// So do new audit entries.
+	if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('audit', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM audit`); err != nil {
+		return rep, fmt.Errorf("advancing the audit id sequence: %w", err)
 	}
 	if rep.AccountsChecked, err = verifyCopy(ctx, stx, tx, rep); err != nil {
 		return rep, err

@@ -23,6 +23,13 @@ var (
 	// ErrExpiredKey: the key exists but its expiry (or rotation grace
 	// period) has passed.
 	ErrExpiredKey = errors.New("expired api key")
+	// ErrKeyDisabled: the key exists but is disabled (it can be enabled
+	// again).
+	ErrKeyDisabled = errors.New("disabled api key")
+	// ErrNotAllowed: the change goes beyond what the caller may do (an
+	// account holder widening a policy an operator set, or enabling a key
+	// an operator disabled).
+	ErrNotAllowed = errors.New("not allowed")
 
 	// ErrInsufficientBalance: the account's available balance (balance
 	// minus its holds) is zero or negative, so no request is admitted.

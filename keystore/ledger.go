@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -13,6 +14,10 @@ import (
 type LedgerFilter struct {
 	// AccountID, KeyID, Model and Kind match the row's field exactly.
 	AccountID, KeyID, Model, Kind string
+	// Status selects by the HTTP status a request ended with: "ok" (2xx),
+	// "error" (any other known status), "4xx", "5xx", or one status
+	// ("429"). Rows without a status (adjustments) match none of them.
+	Status string
 	// Since (inclusive) and Until (exclusive) bound created_at; a zero time
 	// leaves that end open.
 	Since, Until time.Time
@@ -52,11 +57,19 @@ func (f *LedgerFilter) whereHinted(byWho, byTime string) (string, []any, error) 
 		return "", nil, fmt.Errorf("%w: until %s is before since %s", ErrInvalid,
 			f.Until.UTC().Format(time.RFC3339), f.Since.UTC().Format(time.RFC3339))
 	}
+	status, statusArgs, err := statusCondition(f.Status)
+	if err != nil {
+		return "", nil, err
+	}
 	conds := []string{"1 = 1"}
 	var args []any
 	add := func(cond string, arg any) {
 		conds = append(conds, cond)
 		args = append(args, arg)
+	}
+	if status != "" {
+		conds = append(conds, status)
+		args = append(args, statusArgs...)
 	}
 	if f.AccountID != "" {
 		add(byWho+"account_id = ?", f.AccountID)
@@ -80,6 +93,26 @@ func (f *LedgerFilter) whereHinted(byWho, byTime string) (string, []any, error) 
 		add("id < ?", f.BeforeID)
 	}
 	return strings.Join(conds, " AND "), args, nil
+}
+
+// statusCondition renders LedgerFilter.Status as a SQL condition.
+func statusCondition(st string) (string, []any, error) {
+	switch st {
+	case "":
+		return "", nil, nil
+	case "ok":
+		return "status >= 200 AND status < 300", nil, nil
+	case "error":
+		return "status > 0 AND (status < 200 OR status >= 300)", nil, nil
+	case "4xx":
+		return "status >= 400 AND status < 500", nil, nil
+	case "5xx":
+		return "status >= 500 AND status < 600", nil, nil
+	}
+	if n, err := strconv.Atoi(st); err == nil && n >= 100 && n <= 599 && len(st) == 3 {
+		return "status = ?", []any{n}, nil
+	}
+	return "", nil, fmt.Errorf("%w: status %q must be ok, error, 4xx, 5xx or an HTTP status such as 429", ErrInvalid, st)
 }
 
 const ledgerColumns = `id, created_at, account_id, key_id, kind, amount, balance_after, note,
@@ -251,6 +284,11 @@ func (s *Store) UsageTotals(ctx context.Context, f LedgerFilter, groupBy string)
 		return nil, fmt.Errorf("summing usage: %w", err)
 	}
 	q, args := usageQuery(s.dialect, f, groupBy != "", rawGroup, rollGroup, cut)
+	if f.Status != "" {
+		// The rollups do not keep the status: sum the rows still in the
+		// ledger.
+		q, args = rawUsageQuery(s.dialect, f, groupBy != "", rawGroup)
+	}
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("summing usage: %w", err)
@@ -318,6 +356,25 @@ func usageQuery(d dialect, f LedgerFilter, grouped bool, rawGroup, rollGroup str
 		q = strings.Replace(q, `SELECT grp,`, `SELECT '',`, 1)
 	}
 	return q, b.args
+}
+
+// rawUsageQuery sums the raw ledger rows matching a validated filter,
+// grouped by rawGroup if grouped.
+func rawUsageQuery(d dialect, f LedgerFilter, grouped bool, rawGroup string) (string, []any) {
+	where, args, _ := f.where()
+	q := `SELECT ` + rawGroup + ` AS grp, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
+		COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), -COALESCE(SUM(amount), 0), COALESCE(SUM(estimated), 0)
+		FROM ledger WHERE ` + where
+	if grouped {
+		order := `grp`
+		if d == dialectPostgres {
+			order = `(` + rawGroup + `) COLLATE "C"` // byte order, as SQLite sorts
+		}
+		q += ` GROUP BY 1 ORDER BY ` + order
+	} else {
+		q = strings.Replace(q, `SELECT `+rawGroup+` AS grp,`, `SELECT '',`, 1)
+	}
+	return q, args
 }
 
 // usageQueryBuilder collects the parts of usageQuery and their arguments.

@@ -266,7 +266,8 @@ func (s *Store) objectLoop() {
 
 // commitObjects writes a batch of object records in one transaction.
 func (s *Store) commitObjects(ops []objectOp) error {
-	ctx := context.Background()
+	ctx, cancel := s.backgroundWriteContext(context.Background())
+	defer cancel()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"reflect"
 	"strings"
 	"time"
 )
@@ -95,6 +96,84 @@ type KeyPolicy struct {
 	ExpiresAt     *time.Time
 	AllowedModels []string
 	SpendLimit    *SpendLimit
+	// ByHolder: the account holder creates the key (the dashboard); the
+	// policy is then the key's own, and not an operator's AdminPolicy.
+	ByHolder bool
+}
+
+// AdminPolicy is the part of a key lineage's policy that an operator set:
+// the ceiling within which the account holder may narrow the key's own
+// policy. An account holder may set a model allowlist only of models the
+// operator's allows (see ModelsWithin), and a spend limit only of at most
+// the operator's amount, per the same period or in total. Without an
+// operator's allowlist or limit the holder may set any.
+type AdminPolicy struct {
+	AllowedModels []string    `json:"allowed_models,omitempty"`
+	SpendLimit    *SpendLimit `json:"spend_limit,omitempty"`
+}
+
+// adminPolicyColumns are the api_keys columns of the operator's policy.
+const adminPolicyColumns = `admin_models, admin_spend_limit, admin_limit_period`
+
+// ceilingOf returns the operator's policy of k.
+func ceilingOf(k Key) AdminPolicy {
+	if k.AdminPolicy == nil {
+		return AdminPolicy{}
+	}
+	return *k.AdminPolicy
+}
+
+// globMeta are the characters that make a model pattern a glob.
+const globMeta = `*?[\`
+
+// ModelsWithin reports whether every model that patterns allow is also
+// allowed by ceiling (empty ceiling: any model). It is conservative: a
+// pattern is within the ceiling if the ceiling lists it, or it is a plain
+// model name the ceiling matches, or its literal start begins with the
+// literal start of a ceiling pattern of the form "prefix*".
+func ModelsWithin(patterns, ceiling []string) bool {
+	if len(ceiling) == 0 {
+		return true
+	}
+	if len(patterns) == 0 {
+		return false // any model
+	}
+	for _, p := range patterns {
+		if !modelWithin(p, ceiling) {
+			return false
+		}
+	}
+	return true
+}
+
+func modelWithin(p string, ceiling []string) bool {
+	lit := p
+	if i := strings.IndexAny(p, globMeta); i >= 0 {
+		lit = p[:i]
+	} else if MatchModel(ceiling, p) {
+		return true
+	}
+	for _, c := range ceiling {
+		if c == p {
+			return true
+		}
+		if pre, ok := strings.CutSuffix(c, "*"); ok && !strings.ContainsAny(pre, globMeta) && strings.HasPrefix(lit, pre) {
+			return true
+		}
+	}
+	return false
+}
+
+// LimitWithin reports whether limit l is at most ceiling c (nil: no
+// ceiling): an amount not above c's, per the same period or in total.
+func LimitWithin(l, c *SpendLimit) bool {
+	if c == nil {
+		return true
+	}
+	if l == nil {
+		return false
+	}
+	return l.Amount <= c.Amount && (l.Period == c.Period || l.Period == PeriodTotal)
 }
 
 func (p *KeyPolicy) validate(now time.Time) error {
@@ -120,8 +199,21 @@ func (p *KeyPolicy) validate(now time.Time) error {
 // apply to its whole lineage (the key and its rotation predecessors still in
 // their grace period). Each Set flag says whether its field is changed; a
 // changed field with a nil value removes that part of the policy.
+//
+// With AsHolder the account holder makes the change (the dashboard of a user
+// who is not an operator): the allowlist and the limit must stay within the
+// key's AdminPolicy (ErrNotAllowed otherwise), and clearing one sets it back
+// to the operator's; a key an operator disabled stays disabled; an expiry
+// may only come earlier. Otherwise an operator makes it, and the allowlist
+// and limit set become the AdminPolicy too.
 type KeyUpdate struct {
 	Name *string
+
+	// Disabled, if set, disables (true) or enables (false) the key itself,
+	// not its lineage. A disabled key is refused from the next request on.
+	Disabled *bool
+
+	AsHolder bool
 
 	SetExpiry bool
 	ExpiresAt *time.Time
@@ -436,11 +528,13 @@ func decodeLimit(amount sql.NullInt64, period sql.NullString) *SpendLimit {
 	return &SpendLimit{Amount: amount.Int64, Period: period.String}
 }
 
-// UpdateKey changes a key's name and/or its lineage's policy. The change
-// holds from the very next request. A new spend limit counts what the
-// lineage already spent in the current period (for a total limit: ever).
+// UpdateKey changes a key's name, disabled state and/or its lineage's
+// policy. The change holds from the very next request. A new spend limit
+// counts what the lineage already spent in the current period (for a total
+// limit: ever). Each change is recorded in the audit log: key.rename,
+// key.disable / key.enable, key.update (policy).
 func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, error) {
-	if u.Name == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit {
+	if u.Name == nil && u.Disabled == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit {
 		return Key{}, fmt.Errorf("%w: nothing to change", ErrInvalid)
 	}
 	if s.isClosed() {
@@ -464,6 +558,16 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 	lineage, err := s.lineageOf(ctx, id)
 	if err != nil {
 		return Key{}, err
+	}
+	cur, err := s.Key(ctx, id)
+	if err != nil {
+		return Key{}, err
+	}
+	ceiling := ceilingOf(cur)
+	if u.AsHolder {
+		if err := holderMayUpdate(cur, &u, &pol); err != nil {
+			return Key{}, err
+		}
 	}
 
 	// The counter goes in first, so no request admitted under the new
@@ -496,16 +600,32 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 		}
 	}
 
-	err = s.updateKey(ctx, id, func(tx *sql.Tx) ([][32]byte, error) {
+	err = s.updateKey(ctx, id, func(tx *sql.Tx, account string) ([][32]byte, error) {
+		old, err := s.scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, id))
+		if err != nil {
+			return nil, err
+		}
+		if u.AsHolder && !reflect.DeepEqual(ceilingOf(old), ceiling) {
+			return nil, fmt.Errorf("%w: an operator changed the key's policy meanwhile; reload and try again", ErrNotAllowed)
+		}
 		hashes, err := lineageHashes(ctx, tx, lineage)
 		if err != nil {
 			return nil, err
 		}
-		if u.Name != nil {
+		if u.Name != nil && name != old.Name {
 			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET name = ? WHERE id = ?`, name, id); err != nil {
 				return nil, err
 			}
+			if err := s.writeAudit(ctx, tx, account, id, ActionKeyRename, map[string]any{"name": Change{old.Name, name}}); err != nil {
+				return nil, err
+			}
 		}
+		if u.Disabled != nil {
+			if err := s.setDisabled(ctx, tx, account, old, *u.Disabled, u.AsHolder); err != nil {
+				return nil, err
+			}
+		}
+		detail := map[string]any{}
 		if u.SetExpiry {
 			var exp any
 			if pol.ExpiresAt != nil {
@@ -516,17 +636,45 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET expires_at = ? WHERE id = ?`, exp, id); err != nil {
 				return nil, err
 			}
+			var newExp *time.Time
+			if pol.ExpiresAt != nil {
+				t := fromMS(unixMS(*pol.ExpiresAt))
+				newExp = &t
+			}
+			detail["expires_at"] = Change{old.ExpiresAt, newExp}
 		}
 		if u.SetAllowedModels {
-			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET allowed_models = ? WHERE lineage = ? AND deleted_at IS NULL`,
-				encodeModels(pol.AllowedModels), lineage); err != nil {
+			q := `UPDATE api_keys SET allowed_models = ? WHERE lineage = ? AND deleted_at IS NULL`
+			args := []any{encodeModels(pol.AllowedModels), lineage}
+			if !u.AsHolder {
+				q = `UPDATE api_keys SET allowed_models = ?, admin_models = ? WHERE lineage = ? AND deleted_at IS NULL`
+				args = []any{encodeModels(pol.AllowedModels), encodeModels(pol.AllowedModels), lineage}
+			}
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 				return nil, err
 			}
+			detail["allowed_models"] = Change{nilIfEmpty(old.AllowedModels), nilIfEmpty(pol.AllowedModels)}
 		}
 		if u.SetSpendLimit {
 			amount, period := encodeLimit(pol.SpendLimit)
-			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET spend_limit = ?, limit_period = ? WHERE lineage = ? AND deleted_at IS NULL`,
-				amount, period, lineage); err != nil {
+			q := `UPDATE api_keys SET spend_limit = ?, limit_period = ? WHERE lineage = ? AND deleted_at IS NULL`
+			args := []any{amount, period, lineage}
+			if !u.AsHolder {
+				q = `UPDATE api_keys SET spend_limit = ?, limit_period = ?, admin_spend_limit = ?, admin_limit_period = ?
+					WHERE lineage = ? AND deleted_at IS NULL`
+				args = []any{amount, period, amount, period, lineage}
+			}
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				return nil, err
+			}
+			detail["spend_limit"] = Change{old.SpendLimit, pol.SpendLimit}
+		}
+		if len(detail) > 0 {
+			detail["set_by"] = "operator"
+			if u.AsHolder {
+				detail["set_by"] = "account holder"
+			}
+			if err := s.writeAudit(ctx, tx, account, id, ActionKeyUpdate, detail); err != nil {
 				return nil, err
 			}
 		}
@@ -544,6 +692,78 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 		// The load finishes on its own; the limit already applies.
 	}
 	return s.Key(ctx, id)
+}
+
+// setDisabled disables or enables key k inside tx and records it; a change
+// that changes nothing records nothing.
+func (s *Store) setDisabled(ctx context.Context, tx *sql.Tx, account string, k Key, disable, asHolder bool) error {
+	switch {
+	case disable && (!k.Disabled || (!asHolder && !k.DisabledByAdmin)):
+		at := unixMS(s.now())
+		if k.DisabledAt != nil {
+			at = unixMS(*k.DisabledAt) // an operator takes over a holder's disabling
+		}
+		byAdmin := 0
+		if !asHolder {
+			byAdmin = 1
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET disabled_at = ?, disabled_by_admin = ? WHERE id = ?`, at, byAdmin, k.ID); err != nil {
+			return err
+		}
+		return s.writeAudit(ctx, tx, account, k.ID, ActionKeyDisable, map[string]any{"name": k.Name, "by_operator": !asHolder})
+	case !disable && k.Disabled:
+		if asHolder && k.DisabledByAdmin {
+			return fmt.Errorf("%w: an operator disabled this key; only an operator can enable it", ErrNotAllowed)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET disabled_at = NULL, disabled_by_admin = 0 WHERE id = ?`, k.ID); err != nil {
+			return err
+		}
+		return s.writeAudit(ctx, tx, account, k.ID, ActionKeyEnable, map[string]any{"name": k.Name})
+	}
+	return nil
+}
+
+// holderMayUpdate checks an account holder's change of key k against its
+// operator's policy and fills in what clearing a part of the policy sets
+// it back to.
+func holderMayUpdate(k Key, u *KeyUpdate, pol *KeyPolicy) error {
+	c := ceilingOf(k)
+	if u.SetAllowedModels {
+		if len(pol.AllowedModels) == 0 {
+			pol.AllowedModels = c.AllowedModels
+		} else if !ModelsWithin(pol.AllowedModels, c.AllowedModels) {
+			return fmt.Errorf("%w: the operator allows this key only the models %s; choose among them",
+				ErrNotAllowed, strings.Join(c.AllowedModels, ", "))
+		}
+	}
+	if u.SetSpendLimit {
+		if pol.SpendLimit == nil {
+			pol.SpendLimit = c.SpendLimit
+		} else if !LimitWithin(pol.SpendLimit, c.SpendLimit) {
+			return fmt.Errorf("%w: the operator limits this key to %s %s; set a limit of at most that (%s or in total)",
+				ErrNotAllowed, FormatAmount(c.SpendLimit.Amount), periodWords(c.SpendLimit.Period), periodWords(c.SpendLimit.Period))
+		}
+	}
+	if u.SetExpiry && k.ExpiresAt != nil && (pol.ExpiresAt == nil || pol.ExpiresAt.After(*k.ExpiresAt)) {
+		return fmt.Errorf("%w: the key's expiry may only be brought forward", ErrNotAllowed)
+	}
+	u.AllowedModels, u.SpendLimit = pol.AllowedModels, pol.SpendLimit
+	return nil
+}
+
+// periodWords says a limit period in words: "per day", "in total".
+func periodWords(p string) string {
+	if p == PeriodTotal {
+		return "in total"
+	}
+	return "per " + p
+}
+
+func nilIfEmpty(m []string) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // lineageOf returns the lineage of a live key.

@@ -139,6 +139,8 @@ func (s *Store) PruneLedger(ctx context.Context, before time.Time) (int64, error
 func (s *Store) pruneBatch(ctx context.Context, keep, cut int64) (int64, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	ctx, cancel := s.backgroundWriteContext(ctx)
+	defer cancel()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err

@@ -179,6 +179,33 @@ CREATE TABLE provider_objects (
 ) STRICT;
 CREATE INDEX provider_objects_account ON provider_objects(account_id, created_at);
 `,
+	// 6: a key can be disabled (and enabled again) without deleting it,
+	// by the account holder or by an operator (disabled_by_admin: then
+	// only an operator may enable it again); the admin_* columns hold the
+	// policy an operator set on a key lineage, the ceiling within which
+	// its account holder may narrow the key's own policy (policies set
+	// before this version were set by operators: they become the ceiling).
+	// audit records every change of accounts, balances and keys, in the
+	// transaction of the change; detail is a JSON object.
+	`
+ALTER TABLE api_keys ADD COLUMN disabled_at INTEGER;
+ALTER TABLE api_keys ADD COLUMN disabled_by_admin INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE api_keys ADD COLUMN admin_models TEXT;
+ALTER TABLE api_keys ADD COLUMN admin_spend_limit INTEGER;
+ALTER TABLE api_keys ADD COLUMN admin_limit_period TEXT;
+UPDATE api_keys SET admin_models = allowed_models, admin_spend_limit = spend_limit, admin_limit_period = limit_period;
+CREATE TABLE audit (
+	id         INTEGER PRIMARY KEY AUTOINCREMENT,
+	created_at INTEGER NOT NULL,            -- unix ms
+	actor      TEXT    NOT NULL,            -- "dashboard:alice", "admin API 127.0.0.1:5555", "cli (…)"
+	account_id TEXT,
+	target     TEXT    NOT NULL,            -- key id or account id
+	action     TEXT    NOT NULL,            -- "key.rotate", "balance.topup", …
+	detail     TEXT    NOT NULL             -- JSON object: what changed
+) STRICT;
+CREATE INDEX audit_account ON audit(account_id);
+CREATE INDEX audit_time ON audit(created_at);
+`,
 }
 
 // SchemaVersion is the schema version this build writes.

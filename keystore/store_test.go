@@ -597,7 +597,7 @@ func TestRotateKeyWithGrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if old.ReplacedBy != nk.ID || old.ExpiresAt == nil || !old.ExpiresAt.Equal(start.Add(10*time.Minute)) || old.Status != "active" {
+	if old.ReplacedBy != nk.ID || old.ExpiresAt == nil || !old.ExpiresAt.Equal(start.Add(10*time.Minute)) || old.Status != KeyRotated {
 		t.Fatalf("old key %+v", old)
 	}
 	if nk.Name != "prod" || nk.AccountID != "acme" || nk.ExpiresAt != nil {

@@ -581,7 +581,8 @@ func (w *writerScratch) reset() {
 func (s *Store) commitUsage(batch []*writeOp) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	ctx := context.Background()
+	ctx, cancel := s.backgroundWriteContext(context.Background())
+	defer cancel()
 	if err := s.prepareInserts(ctx); err != nil {
 		return err
 	}
@@ -683,6 +684,24 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 	return nil
 }
 
+// pgWriteTimeout bounds a background transaction (a usage batch, provider
+// objects, last-used times, a pruning batch) on PostgreSQL. A connection
+// the network silently dropped would otherwise hang the writer, which holds
+// writeMu, until TCP keepalive notices (many minutes); cancelled, the
+// transaction fails, is retried on a new connection, and meanwhile the
+// backlog bound closes admission. SQLite needs none: its busy timeout bounds
+// waiting for the file.
+const pgWriteTimeout = 30 * time.Second
+
+// backgroundWriteContext returns the context of a background transaction:
+// ctx, with pgWriteTimeout on PostgreSQL.
+func (s *Store) backgroundWriteContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.dialect == dialectPostgres {
+		return context.WithTimeout(ctx, pgWriteTimeout)
+	}
+	return ctx, func() {}
+}
+
 // addToStoredBalance adds delta to an account row's balance inside tx.
 func addToStoredBalance(ctx context.Context, tx *sql.Tx, accountID string, delta int64) error {
 	res, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + ? WHERE id = ?`, delta, accountID)
@@ -729,6 +748,9 @@ func (s *Store) runAdjustment(op *writeOp) {
 func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount int64, note string) (Account, LedgerEntry, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	// It runs on the writer goroutine: bounded like a usage batch.
+	ctx, cancel := s.backgroundWriteContext(ctx)
+	defer cancel()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
@@ -759,6 +781,16 @@ func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount in
 	}
 	if err := s.recordChange(ctx, tx, change{kind: changeBalance, accountID: a.id}); err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
+	}
+	action := ActionBalanceTopup
+	if amount < 0 {
+		action = ActionBalanceCorrection
+	}
+	if err := s.writeAudit(ctx, tx, a.id, a.id, action, map[string]any{
+		"amount": FormatAmount(amount), "amount_nano": amount, "note": note, "ledger_id": id,
+		"balance_after": FormatAmount(after),
+	}); err != nil {
+		return Account{}, LedgerEntry{}, err
 	}
 	if err := tx.Commit(); err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)

@@ -31,15 +31,18 @@ func init() {
 //	GET    /ai-gateway/keys[?account=ID]
 //	POST   /ai-gateway/keys                     {"account","name","expires_at"|"expires_in"}
 //	GET    /ai-gateway/keys/{id}
-//	PATCH  /ai-gateway/keys/{id}                {"name"}
+//	PATCH  /ai-gateway/keys/{id}                {"name","disabled","expires_at"|"expires_in","allowed_models","spend_limit"}
 //	DELETE /ai-gateway/keys/{id}
 //	POST   /ai-gateway/keys/{id}/rotate         {"grace":"24h"}
-//	GET    /ai-gateway/usage?account=&key=&model=&since=&until=&by=
+//	GET    /ai-gateway/usage?account=&key=&model=&status=&since=&until=&by=
+//	GET    /ai-gateway/audit?account=&target=&action=&actor=&since=&until=&limit=&before=
 //	GET    /ai-gateway/usage/export?format=csv|jsonl&account=&key=&model=&kind=&since=&until=
 //	       (streamed; see export.go)
 //
 // The routes find the store of the running config at request time, so they
-// follow config reloads.
+// follow config reloads. Every change is recorded in the audit log with the
+// actor "admin API <remote address>", or "cli (<user>) via <remote address>"
+// when the request names its CLI user in the X-Ai-Gateway-Actor header.
 type adminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
@@ -87,6 +90,8 @@ func storeErr(err error) error {
 		return apiErr(http.StatusConflict, err)
 	case errors.Is(err, keystore.ErrInvalid):
 		return apiErr(http.StatusBadRequest, err)
+	case errors.Is(err, keystore.ErrNotAllowed):
+		return apiErr(http.StatusForbidden, err)
 	case errors.Is(err, keystore.ErrClosed):
 		return apiErr(http.StatusServiceUnavailable, err)
 	default:
@@ -104,6 +109,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusBadRequest, err)
 	}
 	h := adminHandler{app: app, store: app.Store()}
+	r = r.WithContext(keystore.WithActor(r.Context(), adminActor(r)))
 	switch {
 	case len(parts) == 1 && parts[0] == "accounts":
 		return h.method(w, r, map[string]func() error{
@@ -142,12 +148,28 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return h.method(w, r, map[string]func() error{
 			http.MethodGet: func() error { return h.usage(w, r) },
 		})
+	case len(parts) == 1 && parts[0] == "audit":
+		return h.method(w, r, map[string]func() error{
+			http.MethodGet: func() error { return h.audit(w, r) },
+		})
 	case len(parts) == 2 && parts[0] == "usage" && parts[1] == "export":
 		return h.method(w, r, map[string]func() error{
 			http.MethodGet: func() error { return h.export(w, r) },
 		})
 	}
 	return apiErr(http.StatusNotFound, fmt.Errorf("no such ai-gateway route: %s %s", r.Method, r.URL.Path))
+}
+
+// adminActor names who makes a request of the admin API, for the audit
+// log: its remote address, and the user the CLI names in ActorHeader.
+func adminActor(r *http.Request) string {
+	if u := strings.TrimSpace(r.Header.Get(ActorHeader)); u != "" {
+		if len(u) > 100 {
+			u = u[:100]
+		}
+		return "cli (" + u + ") via " + r.RemoteAddr
+	}
+	return "admin API " + r.RemoteAddr
 }
 
 // writeJSON answers the admin API's JSON, indented for people reading it.
@@ -224,7 +246,11 @@ func (h adminHandler) keyView(ctx context.Context, k keystore.Key) KeyView {
 }
 
 func (h adminHandler) listAccounts(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, http.StatusOK, AccountViews(r.Context(), h.store, h.app.Currency))
+	accts, err := AccountSummaryViews(r.Context(), h.store, h.app.Currency)
+	if err != nil {
+		return storeErr(err)
+	}
+	return writeJSON(w, http.StatusOK, accts)
 }
 
 func (h adminHandler) createAccount(w http.ResponseWriter, r *http.Request) error {
@@ -366,7 +392,7 @@ func (h adminHandler) updateKey(w http.ResponseWriter, r *http.Request, id strin
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	u := keystore.KeyUpdate{Name: req.Name}
+	u := keystore.KeyUpdate{Name: req.Name, Disabled: req.Disabled}
 	if req.ExpiresAt != nil || req.ExpiresIn != "" {
 		u.SetExpiry = true
 		var at *time.Time
@@ -403,8 +429,8 @@ func (h adminHandler) updateKey(w http.ResponseWriter, r *http.Request, id strin
 			}
 		}
 	}
-	if u.Name == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit {
-		return apiErr(http.StatusBadRequest, errors.New("nothing to change: give name, expires_at, expires_in, allowed_models and/or spend_limit"))
+	if u.Name == nil && u.Disabled == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit {
+		return apiErr(http.StatusBadRequest, errors.New("nothing to change: give name, disabled, expires_at, expires_in, allowed_models and/or spend_limit"))
 	}
 	k, err := h.store.UpdateKey(r.Context(), id, u)
 	if err != nil {

@@ -37,6 +37,24 @@ type AccountView struct {
 	Currency string `json:"currency"`
 	HeldNano int64  `json:"held_nano"`
 	Held     string `json:"held"`
+	// Status is "active" or "disabled" (always set by NewAccountView and
+	// AccountSummaryViews).
+	Status string `json:"status,omitempty"`
+	// SpendMonthNano and SpendMonth are what the account's requests cost
+	// in the current calendar month (UTC), and Keys its number of keys
+	// neither deleted nor expired; only in lists of accounts
+	// (AccountSummaryViews).
+	SpendMonthNano *int64 `json:"spend_month_nano,omitempty"`
+	SpendMonth     string `json:"spend_month,omitempty"`
+	Keys           *int   `json:"keys,omitempty"`
+}
+
+// accountStatus is AccountView.Status of a.
+func accountStatus(a keystore.Account) string {
+	if a.Disabled {
+		return "disabled"
+	}
+	return "active"
 }
 
 // NewAccountView shows account a of store s in currency.
@@ -47,7 +65,7 @@ func NewAccountView(s *keystore.Store, a keystore.Account, currency string) Acco
 		held = r
 	}
 	return AccountView{Account: a, Balance: keystore.FormatAmount(a.Balance), Currency: currency,
-		HeldNano: held, Held: keystore.FormatAmount(held)}
+		HeldNano: held, Held: keystore.FormatAmount(held), Status: accountStatus(a)}
 }
 
 // AccountViews shows every account of store s.
@@ -58,6 +76,23 @@ func AccountViews(ctx context.Context, s *keystore.Store, currency string) []Acc
 		out = append(out, NewAccountView(s, a, currency))
 	}
 	return out
+}
+
+// AccountSummaryViews shows every account of store s with its spend this
+// month and its number of live keys (keystore.AccountSummaries).
+func AccountSummaryViews(ctx context.Context, s *keystore.Store, currency string) ([]AccountView, error) {
+	sums, err := s.AccountSummaries(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AccountView, 0, len(sums))
+	for _, a := range sums {
+		spend, keys := a.SpendMonth, a.Keys
+		out = append(out, AccountView{Account: a.Account, Balance: keystore.FormatAmount(a.Balance), Currency: currency,
+			HeldNano: a.Held, Held: keystore.FormatAmount(a.Held), Status: accountStatus(a.Account),
+			SpendMonthNano: &spend, SpendMonth: keystore.FormatAmount(spend), Keys: &keys})
+	}
+	return out, nil
 }
 
 // CreateAccountRequest is the body that creates an account.
@@ -109,14 +144,18 @@ type BalanceAdjustedView struct {
 // current period (amount, spent*, held*, resets_at; resets_at is absent
 // for a total limit); the dashboard sends only amount_nano and period.
 type SpendLimitView struct {
-	AmountNano int64      `json:"amount_nano"`
-	Amount     string     `json:"amount,omitempty"`
-	Period     string     `json:"period"`
-	SpentNano  *int64     `json:"spent_nano,omitempty"`
-	Spent      string     `json:"spent,omitempty"`
-	HeldNano   *int64     `json:"held_nano,omitempty"`
-	Held       string     `json:"held,omitempty"`
-	ResetsAt   *time.Time `json:"resets_at,omitempty"`
+	AmountNano int64  `json:"amount_nano"`
+	Amount     string `json:"amount,omitempty"`
+	Period     string `json:"period"`
+	SpentNano  *int64 `json:"spent_nano,omitempty"`
+	Spent      string `json:"spent,omitempty"`
+	HeldNano   *int64 `json:"held_nano,omitempty"`
+	Held       string `json:"held,omitempty"`
+	// RemainingNano and Remaining are what requests may still spend in the
+	// period: amount - spent - held, at least 0.
+	RemainingNano *int64     `json:"remaining_nano,omitempty"`
+	Remaining     string     `json:"remaining,omitempty"`
+	ResetsAt      *time.Time `json:"resets_at,omitempty"`
 }
 
 // KeyView is an API key (never its plaintext) with its spend limit.
@@ -147,6 +186,8 @@ func KeyViewWithUse(ctx context.Context, s *keystore.Store, k keystore.Key) KeyV
 		l.Amount = keystore.FormatAmount(l.AmountNano)
 		l.SpentNano, l.Spent = &spent, keystore.FormatAmount(spent)
 		l.HeldNano, l.Held = &held, keystore.FormatAmount(held)
+		rem := max(l.AmountNano-spent-held, 0)
+		l.RemainingNano, l.Remaining = &rem, keystore.FormatAmount(rem)
 	}
 	return v
 }
@@ -225,16 +266,33 @@ type CreateKeyRequest struct {
 // null remove that part of the policy, which is why they are kept raw.
 type UpdateKeyRequest struct {
 	Name          *string         `json:"name,omitempty"`
+	Disabled      *bool           `json:"disabled,omitempty"`
 	ExpiresAt     json.RawMessage `json:"expires_at,omitempty"`
 	ExpiresIn     string          `json:"expires_in,omitempty"`
 	AllowedModels json.RawMessage `json:"allowed_models,omitempty"`
 	SpendLimit    json.RawMessage `json:"spend_limit,omitempty"`
 }
 
-// DashboardKeyRequest is the body that creates a key in the dashboard.
+// DashboardKeyRequest is the body that creates a key in the dashboard:
+// the account is the signed-in user's (or the one an admin chose), and
+// the policy set by an account holder is the key's own (see
+// keystore.AdminPolicy).
 type DashboardKeyRequest struct {
-	Name      string `json:"name"`
-	ExpiresIn string `json:"expires_in"`
+	Name          string        `json:"name"`
+	ExpiresIn     string        `json:"expires_in"`
+	AllowedModels []string      `json:"allowed_models,omitempty"`
+	SpendLimit    *LimitRequest `json:"spend_limit,omitempty"`
+}
+
+// DashboardUpdateKeyRequest is the body that changes a key in the
+// dashboard. Absent fields are unchanged; allowed_models and spend_limit
+// set to null remove that part of the policy (an account holder's null
+// goes back to what the operator set), which is why they are kept raw.
+type DashboardUpdateKeyRequest struct {
+	Name          *string         `json:"name,omitempty"`
+	Disabled      *bool           `json:"disabled,omitempty"`
+	AllowedModels json.RawMessage `json:"allowed_models,omitempty"`
+	SpendLimit    json.RawMessage `json:"spend_limit,omitempty"`
 }
 
 // RenameKeyRequest is the body that renames a key in the dashboard.
@@ -391,6 +449,99 @@ type SessionView struct {
 // KeyListView is the dashboard's answer to GET api/keys.
 type KeyListView struct {
 	Keys []KeyView `json:"keys"`
+}
+
+// --- audit ---
+
+// AuditEntryView is an entry of the audit log.
+type AuditEntryView = keystore.AuditEntry
+
+// AuditView answers GET /ai-gateway/audit: entries newest first.
+type AuditView struct {
+	Entries []AuditEntryView `json:"entries"`
+	// NextBefore, when set, fetches the next (older) page with ?before=.
+	NextBefore int64 `json:"next_before,omitempty"`
+}
+
+// ActorHeader is the request header in which the CLI names its user for
+// the audit log (see adminActor).
+const ActorHeader = "X-Ai-Gateway-Actor"
+
+// --- the dashboard's usage log, accounts and audit log ---
+
+// UsageLogRowView is a row of the dashboard's usage log (and a record of
+// its CSV export, UsageLogColumns). cost is what a request was charged
+// (0 for an adjustment); amount is the signed change of the balance.
+type UsageLogRowView struct {
+	ID               int64     `json:"id"`
+	Time             time.Time `json:"time"`
+	KeyID            string    `json:"key_id,omitempty"`
+	KeyName          string    `json:"key_name,omitempty"`
+	KeyDeleted       bool      `json:"key_deleted,omitempty"`
+	Model            string    `json:"model,omitempty"`
+	Status           int       `json:"status,omitempty"`
+	PromptTokens     int64     `json:"prompt_tokens"`
+	CompletionTokens int64     `json:"completion_tokens"`
+	CachedTokens     int64     `json:"cached_tokens"`
+	Cost             string    `json:"cost"`
+	CostNano         int64     `json:"cost_nano"`
+	Kind             string    `json:"kind"`
+	Note             string    `json:"note,omitempty"`
+	Estimated        bool      `json:"estimated"`
+	Amount           string    `json:"amount"`
+	AmountNano       int64     `json:"amount_nano"`
+	DurationMS       int64     `json:"duration_ms"`
+}
+
+// NewUsageLogRowView shows ledger row e, its key named by ref.
+func NewUsageLogRowView(e keystore.LedgerEntry, ref keystore.KeyRef) UsageLogRowView {
+	v := UsageLogRowView{ID: e.ID, Time: e.CreatedAt, KeyID: e.KeyID, KeyName: ref.Name, KeyDeleted: ref.Deleted,
+		Model: e.Model, Status: e.Status, PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens,
+		CachedTokens: e.CachedTokens, Kind: e.Kind, Note: e.Note, Estimated: e.Estimated,
+		Amount: keystore.FormatAmount(e.Amount), AmountNano: e.Amount, DurationMS: e.DurationMS}
+	if e.Kind == keystore.KindUsage {
+		v.CostNano = -e.Amount
+	}
+	v.Cost = keystore.FormatAmount(v.CostNano)
+	return v
+}
+
+// UsageLogColumns is the header of the dashboard's CSV export of the
+// usage log: the fields of UsageLogRowView.
+var UsageLogColumns = []string{"id", "time", "key_id", "key_name", "key_deleted", "model", "status",
+	"prompt_tokens", "completion_tokens", "cached_tokens", "cost", "cost_nano", "kind", "note", "estimated",
+	"amount", "amount_nano", "duration_ms"}
+
+// UsageLogTotalsView sums the usage rows of a selection (adjustments are
+// not requests).
+type UsageLogTotalsView struct {
+	Requests         int64  `json:"requests"`
+	PromptTokens     int64  `json:"prompt_tokens"`
+	CompletionTokens int64  `json:"completion_tokens"`
+	CachedTokens     int64  `json:"cached_tokens"`
+	Cost             string `json:"cost"`
+	CostNano         int64  `json:"cost_nano"`
+}
+
+// UsageLogView is the dashboard's answer to GET api/usage/log.
+type UsageLogView struct {
+	Rows []UsageLogRowView `json:"rows"`
+	// NextCursor, when not null, fetches the next (older) page with
+	// ?cursor=.
+	NextCursor *string            `json:"next_cursor"`
+	Totals     UsageLogTotalsView `json:"totals"`
+	Currency   string             `json:"currency"`
+}
+
+// AccountListView is the dashboard's answer to GET api/accounts.
+type AccountListView struct {
+	Accounts []AccountView `json:"accounts"`
+}
+
+// AuditPageView is the dashboard's answer to GET api/audit.
+type AuditPageView struct {
+	Entries    []AuditEntryView `json:"entries"`
+	NextCursor *string          `json:"next_cursor"`
 }
 
 // --- amounts ---

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/user"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,7 +37,7 @@ func init() {
 }
 
 const (
-	aiGatewayUsage = "<accounts|keys|usage|backup|db> [command] [flags]"
+	aiGatewayUsage = "<accounts|keys|usage|audit|backup|db> [command] [flags]"
 	aiGatewayShort = "Manages AI gateway accounts, API keys and usage of a running Caddy"
 	aiGatewayLong  = `
 Manages the accounts and API keys of the AI gateway (the ai_gateway app)
@@ -107,7 +109,7 @@ func configureAIGatewayCommand(cmd *cobra.Command) {
 	pf.BoolVar(&c.json, "json", false, "Print the admin API's JSON answer instead of a table")
 	cmd.RunE = groupRunE
 	cmd.PersistentPreRunE = refuseKeysInCommandLine
-	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand(), c.backupCommand(), c.dbCommand())
+	cmd.AddCommand(c.accountsCommand(), c.keysCommand(), c.usageCommand(), c.auditCommand(), c.backupCommand(), c.dbCommand())
 }
 
 // groupRunE runs a command that only groups subcommands: without arguments
@@ -321,7 +323,7 @@ func (c *gatewayCLI) request(cmd *cobra.Command, method, uri string, reqBody any
 		}
 		body = bytes.NewReader(b)
 	}
-	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, body)
+	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, http.Header{ActorHeader: {cliUser()}}, body)
 	if err != nil {
 		msg := err.Error()
 		if m := caddyHTTPErrRe.FindStringSubmatch(msg); m != nil {
@@ -356,6 +358,27 @@ func (c *gatewayCLI) callInto(cmd *cobra.Command, method, uri string, reqBody, v
 }
 
 func escape(id string) string { return url.PathEscape(id) }
+
+// cliUser names the user running the CLI for the admin API's audit log:
+// user@host.
+func cliUser() string {
+	name := os.Getenv("USER")
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		name = u.Username
+	}
+	if name == "" {
+		name = "?"
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		name += "@" + h
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r >= 0x7f {
+			return '?'
+		}
+		return r
+	}, name)
+}
 
 // --- formatting ---
 
@@ -404,6 +427,14 @@ func fmtTimePtr(t *time.Time, none string) string {
 	return fmtTime(*t)
 }
 
+// keyStatus is a key's status, with who disabled it.
+func keyStatus(k KeyView) string {
+	if k.Status == keystore.KeyDisabled && k.DisabledByAdmin {
+		return k.Status + " (by an operator)"
+	}
+	return k.Status
+}
+
 func keyExpires(k keystore.Key) string {
 	s := fmtTimePtr(k.ExpiresAt, "never")
 	if k.Status == "expired" {
@@ -431,9 +462,21 @@ func printAccounts(w io.Writer, accts []AccountView) error {
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tNAME\tBALANCE\tDISABLED")
+	fmt.Fprintln(tw, "ID\tNAME\tBALANCE\tHELD\tSPENT THIS MONTH\tKEYS\tSTATUS")
 	for _, a := range accts {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.ID, a.Name, balance(a), yesNo(a.Disabled))
+		spent, keys := "-", "-"
+		if a.SpendMonthNano != nil {
+			spent = Money(keystore.FormatAmount(*a.SpendMonthNano), a.Currency)
+		}
+		if a.Keys != nil {
+			keys = strconv.Itoa(*a.Keys)
+		}
+		status := a.Status
+		if status == "" {
+			status = map[bool]string{true: "disabled", false: "active"}[a.Disabled]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Name, balance(a), Money(amount(a.Held), a.Currency),
+			spent, keys, status)
 	}
 	return tw.Flush()
 }
@@ -490,7 +533,7 @@ func printKey(w io.Writer, k KeyView) error {
 		"Name", k.Name,
 		"Account", k.AccountID,
 		"Hint", k.Hint,
-		"Status", k.Status,
+		"Status", keyStatus(k),
 		"Created", fmtTime(k.CreatedAt),
 		"Last used", fmtTimePtr(k.LastUsedAt, "never"),
 		"Expires", keyExpires(k.Key),
@@ -709,14 +752,15 @@ func (c *gatewayCLI) keysCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "keys",
 		Aliases: []string{"key"},
-		Short:   "Create, list, show, rename, delete and rotate API keys",
+		Short:   "Create, list, show, rename, update, disable, enable, delete and rotate API keys",
 		Long: `API keys (sk-...) authenticate requests to the gateway; each belongs to one
 account, which pays for its requests. The plaintext of a key is printed
 once, by 'keys create' and 'keys rotate'; afterwards only its hint (such
 as sk-…wxyz) is shown. Deleting a key takes effect on the next request.`,
 		RunE: groupRunE,
 	}
-	cmd.AddCommand(c.keysCreate(), c.keysList(), c.keysShow(), c.keysRename(), c.keysUpdate(), c.keysDelete(), c.keysRotate())
+	cmd.AddCommand(c.keysCreate(), c.keysList(), c.keysShow(), c.keysRename(), c.keysUpdate(),
+		c.keysSetDisabled(true), c.keysSetDisabled(false), c.keysDelete(), c.keysRotate())
 	return cmd
 }
 
@@ -964,6 +1008,35 @@ new limit counts what they already spent in the current period.`,
 	pf.register(cmd, true)
 	cmd.MarkFlagsMutuallyExclusive("expires-in", "expires-at", "no-expiry")
 	return cmd
+}
+
+// keysSetDisabled builds `keys disable KEY_ID` (disabled true) or `keys
+// enable KEY_ID`.
+func (c *gatewayCLI) keysSetDisabled(disabled bool) *cobra.Command {
+	use, short, done := "enable", "Let a disabled API key be used again", "enabled; it works again from the next request on"
+	if disabled {
+		use, short, done = "disable", "Refuse an API key (401 key_disabled) without deleting it",
+			"disabled; it gets 401 key_disabled from the next request on"
+	}
+	return &cobra.Command{
+		Use:   use + " KEY_ID",
+		Short: short,
+		Long: short + `. Only this key is affected, not the keys that replaced it
+by rotation; its name, policy and usage are kept. A key an operator
+disabled can only be enabled by an operator (the admin API, this CLI or
+an admin of the dashboard).`,
+		Args: keyIDArgs("KEY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var k KeyView
+			table, err := c.callInto(cmd, http.MethodPatch, "/ai-gateway/keys/"+escape(args[0]),
+				UpdateKeyRequest{Disabled: &disabled}, &k)
+			if err != nil || !table {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "Key %s (%q) is %s.\n", k.ID, k.Name, done)
+			return err
+		},
+	}
 }
 
 func (c *gatewayCLI) keysDelete() *cobra.Command {

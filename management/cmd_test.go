@@ -193,13 +193,13 @@ func TestCLIAccounts(t *testing.T) {
 
 	// list: table and JSON
 	out = mustCLI(t, g, "accounts", "list")
-	if h := strings.Fields(strings.SplitN(out, "\n", 2)[0]); strings.Join(h, " ") != "ID NAME BALANCE DISABLED" {
+	if h := strings.Fields(strings.SplitN(out, "\n", 2)[0]); strings.Join(h, " ") != "ID NAME BALANCE HELD SPENT THIS MONTH KEYS STATUS" {
 		t.Fatalf("list header %q:\n%s", h, out)
 	}
-	if row := tableRow(t, out, "acme"); strings.Join(row, " ") != "acme Acme Corp 10.00 USD no" {
+	if row := tableRow(t, out, "acme"); strings.Join(row, " ") != "acme Acme Corp 10.00 USD 0.00 USD 0.00 USD 0 active" {
 		t.Fatalf("acme row %q:\n%s", row, out)
 	}
-	if row := tableRow(t, out, "solo"); strings.Join(row, " ") != "solo solo 0.00 USD no" {
+	if row := tableRow(t, out, "solo"); strings.Join(row, " ") != "solo solo 0.00 USD 0.00 USD 0.00 USD 0 active" {
 		t.Fatalf("solo row %q:\n%s", row, out)
 	}
 	out = mustCLI(t, g, "accounts", "list", "--json")

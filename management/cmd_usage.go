@@ -12,15 +12,15 @@ import (
 
 // usageFlags are the filters of `caddy ai-gateway usage`.
 type usageFlags struct {
-	account, key, model, since, until, by string
-	limit                                 int
-	adjustments                           bool
+	account, key, model, status, since, until, by string
+	limit                                         int
+	adjustments                                   bool
 }
 
 func (c *gatewayCLI) usageCommand() *cobra.Command {
 	var f usageFlags
 	cmd := &cobra.Command{
-		Use:   "usage [--account ID] [--key KEY_ID] [--model M] [--since 24h] [--until T] [--by model|day|key|account] [--limit N]",
+		Use:   "usage [--account ID] [--key KEY_ID] [--model M] [--status ok|error|4xx|5xx|CODE] [--since 24h] [--until T] [--by model|day|key|account] [--limit N]",
 		Short: "Show the usage ledger and totals",
 		Long: `Shows what requests cost, from the ledger: one row per request the
 gateway admitted (model, tokens, cost, status), newest first, and totals.
@@ -28,7 +28,10 @@ gateway admitted (model, tokens, cost, status), newest first, and totals.
 With --by, prints totals grouped by model, day (UTC), key or account
 instead of the rows. --since and --until take a time (2026-11-25T10:00:00Z),
 a date (2026-11-25, UTC) or a duration back from now (24h, 30m).
---adjustments lists top-ups and corrections instead of requests.
+--adjustments lists top-ups and corrections instead of requests. --status
+keeps the requests that ended with a 2xx (ok), any other status (error),
+a 4xx, a 5xx, or one status (429); totals then count only the rows still
+in the ledger (retention prunes rows, the rollups keep no status).
 'usage export' writes the raw rows as CSV or JSON Lines.
 
 Rows marked "est." were charged by the documented estimate because the
@@ -45,7 +48,7 @@ provider reported no usage (for example a stream cut before its end).`,
 			}
 			q := url.Values{}
 			for name, v := range map[string]string{
-				"account": f.account, "key": f.key, "model": f.model,
+				"account": f.account, "key": f.key, "model": f.model, "status": f.status,
 				"since": f.since, "until": f.until, "by": f.by,
 			} {
 				if v != "" {
@@ -86,6 +89,7 @@ provider reported no usage (for example a stream cut before its end).`,
 	fl.StringVar(&f.account, "account", "", "Only this account")
 	fl.StringVar(&f.key, "key", "", "Only this key id")
 	fl.StringVar(&f.model, "model", "", "Only this model (exact name)")
+	fl.StringVar(&f.status, "status", "", "Only requests that ended so: ok (2xx), error, 4xx, 5xx or a status such as 429")
 	fl.StringVar(&f.since, "since", "", "From this time, date or duration ago (inclusive)")
 	fl.StringVar(&f.until, "until", "", "Up to this time, date or duration ago (exclusive)")
 	fl.StringVar(&f.by, "by", "", "Print totals grouped by model, day, key or account")
@@ -101,13 +105,17 @@ func printUsageRows(w io.Writer, u UsageView) error {
 		return err
 	}
 	tw := newTable(w)
-	fmt.Fprintln(tw, "TIME\tACCOUNT\tKEY\tMODEL\tPROMPT\tCACHED\tCOMPLETION\tSTATUS\tMS\tCOST")
+	fmt.Fprintln(tw, "TIME\tACCOUNT\tKEY\tNAME\tMODEL\tPROMPT\tCACHED\tCOMPLETION\tSTATUS\tMS\tCOST")
 	for _, r := range u.Rows {
 		cost := Money(amount(r.Cost), u.Currency)
 		if r.Estimated {
 			cost += " (est.)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", fmtTime(r.CreatedAt), r.AccountID, r.KeyID,
+		name := r.KeyName
+		if name == "" {
+			name = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", fmtTime(r.CreatedAt), r.AccountID, r.KeyID, name,
 			r.Model, Count(r.PromptTokens), r.CachedTokens, Count(r.CompletionTokens), r.Status, Count(r.DurationMS), cost)
 	}
 	if err := tw.Flush(); err != nil {

@@ -29,15 +29,15 @@ func TestCLIUsage(t *testing.T) {
 	// mock-* at 0.15 / 0.60 per 1M: (12*0.15 + 5*0.60) / 1M = 0.0000048.
 	out := mustCLI(t, g, "usage", "--account", "acme")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if h := strings.Join(strings.Fields(lines[0]), " "); h != "TIME ACCOUNT KEY MODEL PROMPT CACHED COMPLETION STATUS MS COST" {
+	if h := strings.Join(strings.Fields(lines[0]), " "); h != "TIME ACCOUNT KEY NAME MODEL PROMPT CACHED COMPLETION STATUS MS COST" {
 		t.Fatalf("usage header %q:\n%s", h, out)
 	}
 	rows := 0
 	for _, l := range lines[1:] {
 		f := strings.Fields(l)
-		if len(f) >= 10 && f[1] == "acme" {
+		if len(f) >= 11 && f[1] == "acme" {
 			rows++
-			if f[3] != "mock-model" || f[4] != "12" || f[6] != "5" || f[7] != "200" || f[9] != "0.0000048" {
+			if f[3] != "app" || f[4] != "mock-model" || f[5] != "12" || f[7] != "5" || f[8] != "200" || f[10] != "0.0000048" {
 				t.Fatalf("usage row %q", l)
 			}
 		}
@@ -121,7 +121,7 @@ func TestCLIAccountsDisableEnable(t *testing.T) {
 	if !strings.Contains(out, "Account acme is disabled") {
 		t.Fatalf("disable output:\n%s", out)
 	}
-	if r := tableRow(t, mustCLI(t, g, "accounts", "list"), "acme"); r[len(r)-1] != "yes" {
+	if r := tableRow(t, mustCLI(t, g, "accounts", "list"), "acme"); r[len(r)-1] != "disabled" {
 		t.Fatalf("list after disable: %q", r)
 	}
 	before := mock.Count()

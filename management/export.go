@@ -21,6 +21,7 @@ package management
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
@@ -53,9 +54,9 @@ const (
 )
 
 // ExportColumns is the CSV header of an export: the JSON fields of
-// LedgerRowView as the admin API sends them (key_name is the dashboard's).
+// LedgerRowView as the admin API sends them.
 var ExportColumns = []string{
-	"id", "created_at", "account_id", "key_id", "kind", "amount_nano", "balance_after_nano", "note",
+	"id", "created_at", "account_id", "key_id", "key_name", "kind", "amount_nano", "balance_after_nano", "note",
 	"model", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "status",
 	"duration_ms", "request_id", "estimated", "amount", "balance_after", "cost",
 }
@@ -80,7 +81,7 @@ func csvRecord(v LedgerRowView) []string {
 		estimated = "true"
 	}
 	return []string{
-		strconv.FormatInt(v.ID, 10), v.CreatedAt.Format(time.RFC3339Nano), v.AccountID, v.KeyID, v.Kind,
+		strconv.FormatInt(v.ID, 10), v.CreatedAt.Format(time.RFC3339Nano), v.AccountID, v.KeyID, v.KeyName, v.Kind,
 		strconv.FormatInt(v.AmountNano, 10), ptr(v.BalanceAfterNano), v.Note, v.Model,
 		ptr(v.PromptTokens), ptr(v.CompletionTokens), num(v.CachedTokens), num(v.ReasoningTokens),
 		num(int64(v.Status)), ptr(v.DurationMS), v.RequestID, estimated, v.Amount, v.BalanceAfter, v.Cost,
@@ -93,7 +94,7 @@ func csvRecord(v LedgerRowView) []string {
 func parseExportQuery(q url.Values, now time.Time) (keystore.LedgerFilter, string, error) {
 	for name := range q {
 		switch name {
-		case "account", "key", "model", "kind", "since", "until", "format":
+		case "account", "key", "model", "kind", "status", "since", "until", "format":
 		default:
 			return keystore.LedgerFilter{}, "", fmt.Errorf("unknown query parameter %q of an export", name)
 		}
@@ -128,6 +129,33 @@ type exportWriter struct {
 	csv    *csv.Writer // nil for JSON Lines
 	rows   int64
 	onPage func() // tests: called after each flush
+	names  *KeyNameCache
+}
+
+// KeyNameCache names the keys of ledger rows as an export meets them: one
+// lookup per key, deleted and rotated keys included.
+type KeyNameCache struct {
+	Store *keystore.Store
+	names map[string]keystore.KeyRef
+}
+
+// Name returns the name of key id ("" for no key).
+func (c *KeyNameCache) Name(ctx context.Context, id string) (keystore.KeyRef, error) {
+	if id == "" {
+		return keystore.KeyRef{}, nil
+	}
+	if r, ok := c.names[id]; ok {
+		return r, nil
+	}
+	got, err := c.Store.KeyNames(ctx, []string{id})
+	if err != nil {
+		return keystore.KeyRef{}, err
+	}
+	if c.names == nil {
+		c.names = map[string]keystore.KeyRef{}
+	}
+	c.names[id] = got[id]
+	return got[id], nil
 }
 
 func newExportWriter(w http.ResponseWriter, format string) *exportWriter {
@@ -146,8 +174,13 @@ func (ew *exportWriter) header() error {
 	return ew.csv.Write(ExportColumns)
 }
 
-func (ew *exportWriter) row(e keystore.LedgerEntry) error {
+func (ew *exportWriter) row(ctx context.Context, e keystore.LedgerEntry) error {
 	v := NewLedgerRowView(e)
+	ref, err := ew.names.Name(ctx, e.KeyID)
+	if err != nil {
+		return err
+	}
+	v.KeyName = ref.Name
 	if ew.csv != nil {
 		if err := ew.csv.Write(csvRecord(v)); err != nil {
 			return err
@@ -220,9 +253,10 @@ func (h adminHandler) export(w http.ResponseWriter, r *http.Request) error {
 	// trailers, never by an error answer, which would land in the rows.
 	ew := newExportWriter(w, format)
 	ew.onPage = exportPageHook
+	ew.names = &KeyNameCache{Store: h.store}
 	err = ew.header()
 	if err == nil {
-		err = h.store.ExportLedger(r.Context(), f, ew.row)
+		err = h.store.ExportLedger(r.Context(), f, func(e keystore.LedgerEntry) error { return ew.row(r.Context(), e) })
 	}
 	if err == nil {
 		err = ew.flush()

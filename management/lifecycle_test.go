@@ -282,7 +282,7 @@ func TestRotateWithGrace(t *testing.T) {
 	if bytes.Contains(raw, []byte(oldSecret)) {
 		t.Fatal("the rotate answer contains the old plaintext")
 	}
-	if r.Old.Status != "active" || r.Old.ExpiresAt == nil {
+	if r.Old.Status != "rotated" || r.Old.ExpiresAt == nil {
 		t.Fatalf("old key during grace %+v", r.Old)
 	}
 	if exp := *r.Old.ExpiresAt; exp.Before(t0.Add(grace-time.Millisecond)) || exp.After(time.Now().Add(grace)) {

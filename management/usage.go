@@ -14,6 +14,7 @@ import (
 // parseUsageFilter reads the query of GET /ai-gateway/usage:
 //
 //	account, key, model, kind (usage|adjustment)
+//	status: ok (2xx) | error | 4xx | 5xx | an HTTP status (429)
 //	since, until: RFC 3339 time, a date (2026-11-25, UTC) or a duration
 //	              back from now (24h, 30m)
 //	limit (rows, default 100, max 10000), before (row id, for paging)
@@ -21,13 +22,14 @@ import (
 func parseUsageFilter(q url.Values, now time.Time) (keystore.LedgerFilter, string, error) {
 	for name := range q {
 		switch name {
-		case "account", "key", "model", "kind", "since", "until", "limit", "before", "by":
+		case "account", "key", "model", "kind", "status", "since", "until", "limit", "before", "by":
 		default:
 			return keystore.LedgerFilter{}, "", fmt.Errorf("unknown query parameter %q", name)
 		}
 	}
 	f := keystore.LedgerFilter{
 		AccountID: q.Get("account"), KeyID: q.Get("key"), Model: q.Get("model"), Kind: q.Get("kind"),
+		Status: q.Get("status"),
 	}
 	var err error
 	if f.Since, err = parseWhen(q.Get("since"), now); err != nil {
@@ -98,11 +100,75 @@ func (h adminHandler) usage(w http.ResponseWriter, r *http.Request) error {
 	for _, t := range totals {
 		ans.Totals = append(ans.Totals, NewUsageTotalView(t))
 	}
+	names, err := h.store.KeyNames(r.Context(), rowKeyIDs(rows))
+	if err != nil {
+		return storeErr(err)
+	}
 	for _, e := range rows {
-		ans.Rows = append(ans.Rows, NewLedgerRowView(e))
+		v := NewLedgerRowView(e)
+		v.KeyName = names[e.KeyID].Name
+		ans.Rows = append(ans.Rows, v)
 	}
 	if len(rows) == f.RowLimit() {
 		ans.NextBefore = rows[len(rows)-1].ID
+	}
+	return writeJSON(w, http.StatusOK, ans)
+}
+
+// rowKeyIDs returns the key ids of ledger rows (repeated ids included).
+func rowKeyIDs(rows []keystore.LedgerEntry) []string {
+	ids := make([]string, 0, len(rows))
+	for _, e := range rows {
+		ids = append(ids, e.KeyID)
+	}
+	return ids
+}
+
+// parseAuditFilter reads the query of GET /ai-gateway/audit: account,
+// target, action (exact, or a group: account, balance, key), actor (exact,
+// or a prefix ending in *), since, until (as in usage), limit (1-1000,
+// default 100), before (an entry id, for paging).
+func parseAuditFilter(q url.Values, now time.Time) (keystore.AuditFilter, error) {
+	for name := range q {
+		switch name {
+		case "account", "target", "action", "actor", "since", "until", "limit", "before":
+		default:
+			return keystore.AuditFilter{}, fmt.Errorf("unknown query parameter %q", name)
+		}
+	}
+	f := keystore.AuditFilter{AccountID: q.Get("account"), Target: q.Get("target"), Action: q.Get("action"), Actor: q.Get("actor")}
+	var err error
+	if f.Since, err = parseWhen(q.Get("since"), now); err != nil {
+		return f, fmt.Errorf("since: %w", err)
+	}
+	if f.Until, err = parseWhen(q.Get("until"), now); err != nil {
+		return f, fmt.Errorf("until: %w", err)
+	}
+	if s := q.Get("limit"); s != "" {
+		if f.Limit, err = strconv.Atoi(s); err != nil || f.Limit < 1 || f.Limit > 1000 {
+			return f, fmt.Errorf("limit must be an integer from 1 to 1000, got %q", s)
+		}
+	}
+	if s := q.Get("before"); s != "" {
+		if f.BeforeID, err = strconv.ParseInt(s, 10, 64); err != nil || f.BeforeID < 1 {
+			return f, fmt.Errorf("before must be a positive entry id, got %q", s)
+		}
+	}
+	return f, nil
+}
+
+func (h adminHandler) audit(w http.ResponseWriter, r *http.Request) error {
+	f, err := parseAuditFilter(r.URL.Query(), time.Now())
+	if err != nil {
+		return apiErr(http.StatusBadRequest, err)
+	}
+	entries, err := h.store.Audit(r.Context(), f)
+	if err != nil {
+		return storeErr(err)
+	}
+	ans := AuditView{Entries: entries}
+	if len(entries) == f.RowLimit() {
+		ans.NextBefore = entries[len(entries)-1].ID
 	}
 	return writeJSON(w, http.StatusOK, ans)
 }

@@ -82,6 +82,7 @@ const (
 	CodeInvalidAPIKey       = "invalid_api_key"
 	CodeInsufficientBalance = "insufficient_balance"
 	CodeAccountDisabled     = "account_disabled"
+	CodeKeyDisabled         = "key_disabled"
 	CodeStoreUnavailable    = "store_unavailable"
 	CodeGatewayMisconfig    = "gateway_misconfigured"
 	CodeModelNotPriced      = "model_not_priced"
