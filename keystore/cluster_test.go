@@ -699,3 +699,72 @@ func TestClusterNewerSchemaRefused(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// TestClusterManyAccountsBatches: two instances charging twenty accounts
+// concurrently (batches touching many accounts, in both orders): every
+// balance equals its ledger and what was charged, and balance_after chains
+// per account across the instances' rows.
+func TestClusterManyAccountsBatches(t *testing.T) {
+	ctx := context.Background()
+	_, st := openInstances(t, 2, testCluster(-1))
+	const accounts = 20
+	for i := range accounts {
+		id := fmt.Sprintf("a%02d", i)
+		if _, err := st[0].CreateAccount(ctx, id, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := st[0].AdjustBalance(ctx, id, 100*NanoPerUnit, "top-up"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var charged [accounts]atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := st[w%2]
+			for i := range 300 {
+				n := (i*7 + w*3) % accounts
+				if w%2 == 1 {
+					n = accounts - 1 - n
+				}
+				h, err := s.ReserveFor(Identity{AccountID: fmt.Sprintf("a%02d", n)}, 1000)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				cost := int64(1 + (i+w)%50)
+				if _, err := h.Settle(Charge{Cost: cost}); err != nil {
+					t.Error(err)
+					return
+				}
+				charged[n].Add(cost)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, s := range st {
+		if err := s.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range accounts {
+		id := fmt.Sprintf("a%02d", i)
+		acct, err := st[i%2].Account(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, err := st[0].LedgerSum(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := 100*NanoPerUnit - charged[i].Load(); acct.Balance != want || sum != want {
+			t.Errorf("%s: balance %d, ledger %d, want %d", id, acct.Balance, sum, want)
+		}
+	}
+	if breaks := queryInt(t, st[0].r, `SELECT count(*) FROM (SELECT balance_after - amount - lag(balance_after, 1, 0) OVER (PARTITION BY account_id ORDER BY id) AS d
+		FROM ledger) x WHERE d <> 0`); breaks != 0 {
+		t.Errorf("%d ledger rows whose balance_after does not follow the previous row of their account", breaks)
+	}
+}

@@ -62,6 +62,25 @@ func (c *cluster) lockBatchAccounts(ctx context.Context, tx *sql.Tx, batch []*wr
 	return rows.Err()
 }
 
+// addToBalances adds delta(a) to the stored balance of every account of
+// accts in one statement, inside the batch's transaction.
+func (c *cluster) addToBalances(ctx context.Context, tx *sql.Tx, accts []*accountState, delta func(*accountState) int64) error {
+	ids := make([]string, len(accts))
+	deltas := make([]int64, len(accts))
+	for i, a := range accts {
+		ids[i], deltas[i] = a.id, delta(a)
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE accounts a SET balance = a.balance + d.delta
+		FROM unnest($1::text[], $2::bigint[]) AS d(id, delta) WHERE a.id = d.id`, ids, deltas)
+	if err != nil {
+		return fmt.Errorf("updating balances: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != int64(len(ids)) {
+		return fmt.Errorf("updating balances: %d of %d accounts changed (%v)", n, len(ids), err)
+	}
+	return nil
+}
+
 // settleLeases lowers this instance's leases by what the batch charges
 // (never below zero: a charge beyond the lease is already off the balance)
 // and records the batch id, inside the batch's transaction.

@@ -640,9 +640,17 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 			return fmt.Errorf("updating usage rollups: %w", err)
 		}
 	}
-	for _, a := range w.touched {
-		if err := addToStoredBalance(ctx, tx, a.id, w.accts[a].after-a.durable); err != nil {
+	if s.cluster != nil && len(w.touched) > 1 {
+		// Shared database: the batch's accounts are locked already; one
+		// statement for all of them instead of a round trip each.
+		if err := s.cluster.addToBalances(ctx, tx, w.touched, func(a *accountState) int64 { return w.accts[a].after - a.durable }); err != nil {
 			return err
+		}
+	} else {
+		for _, a := range w.touched {
+			if err := addToStoredBalance(ctx, tx, a.id, w.accts[a].after-a.durable); err != nil {
+				return err
+			}
 		}
 	}
 	if c := s.cluster; c != nil {

@@ -80,7 +80,9 @@ func main() {
 	}
 	time.Sleep(500 * time.Millisecond) // every instance hears of them
 
-	load(siteList, keys, *connections, *warmup) // warm caches and leases
+	// Every key once on every instance (caches, leases), then a warm-up.
+	warm(siteList, keys, *connections)
+	load(siteList, keys, *connections, *warmup)
 	n, _ := load(siteList, keys, *connections, *duration)
 	fmt.Printf("%sthroughput_rps=%.0f\n", prefix, float64(n)/duration.Seconds())
 
@@ -131,6 +133,31 @@ func load(sites, keys []string, clients int, d time.Duration) (int64, []time.Dur
 	wg.Wait()
 	slices.Sort(lats)
 	return ok.Load(), lats
+}
+
+// warm sends one request per key to every instance, with clients
+// clients.
+func warm(sites, keys []string, clients int) {
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(sites)*len(keys) {
+					return
+				}
+				if status, body := chat(sites[i%len(sites)], keys[i/len(sites)]); status != http.StatusOK {
+					log.Fatalf("warming: status %d: %s", status, body)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // revocation times n deletions on the first instance until the second
