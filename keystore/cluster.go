@@ -47,9 +47,9 @@ import (
 // instances. They are ignored on SQLite. The zero value is usable.
 type ClusterOptions struct {
 	// InstanceID names this process among the instances (leases, settled
-	// batch ids, logs). Default: random at each Open, which is what a
-	// process needs: the leases of a previous run must not be mistaken for
-	// its own.
+	// batch ids, logs). Default: random at each Open. A configured id must
+	// be unique among the running instances: Open gives back the leases
+	// found under it (a previous run's).
 	InstanceID string
 	// PollInterval is how often the change feed is polled when no
 	// notification arrives. Default 200ms.
@@ -180,6 +180,7 @@ type changeApplier interface {
 // PostgreSQL database: the change feed and its staleness.
 type cluster struct {
 	opts  ClusterOptions
+	runID string // random per process: batch ids
 	pool  *pgxpool.Pool
 	db    *sql.DB // the same pool through database/sql
 	apply changeApplier
@@ -225,6 +226,16 @@ func newCluster(ctx context.Context, pool *pgxpool.Pool, opts ClusterOptions, ap
 	}
 	c := &cluster{opts: opts, pool: pool, db: stdlib.OpenDBFromPool(pool), apply: apply, base: time.Now(),
 		leases: make(map[string]*leaseState), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	var rb [8]byte
+	if _, err := rand.Read(rb[:]); err != nil {
+		return nil, err
+	}
+	c.runID = hex.EncodeToString(rb[:])
+	// Leases under this instance id are a previous run's (a configured
+	// instance_id): this run has no budget behind them.
+	if _, err := pool.Exec(ctx, `DELETE FROM aigw_leases WHERE instance_id = $1`, opts.InstanceID); err != nil {
+		return nil, fmt.Errorf("clearing leases of a previous run: %w", err)
+	}
 	var last int64
 	sent := c.clock()
 	if err := pool.QueryRow(ctx, `SELECT COALESCE(max(seq), 0) FROM aigw_changes`).Scan(&last); err != nil {

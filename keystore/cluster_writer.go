@@ -14,10 +14,12 @@ import (
 // lowers this instance's leases by what it charges, and records its batch
 // id, so that a batch whose COMMIT outcome is unknown is never applied twice.
 
-// batchID names a batch of usage rows: the instance and the queue position
-// of its first row, the same on every attempt.
+// batchID names a batch of usage rows: this process (runID, random even
+// when the instance id is configured, since queue positions start again at
+// each start) and the queue position of its first row, the same on every
+// attempt.
 func (c *cluster) batchID(batch []*writeOp) string {
-	return fmt.Sprintf("%s/%d", c.opts.InstanceID, batch[0].seq)
+	return fmt.Sprintf("%s/%s/%d", c.opts.InstanceID, c.runID, batch[0].seq)
 }
 
 // batchCommitted reports whether the batch with this id was committed (by an

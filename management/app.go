@@ -105,7 +105,9 @@ type App struct {
 
 	// Names this instance in the database (its leases and settled
 	// batches). Default: random at each start, which is what a process
-	// needs; set it only to recognise an instance's rows.
+	// needs; set it only to recognise an instance's rows, and then to a
+	// name no other running instance has (a start gives back the leases
+	// of a previous run under the same name).
 	InstanceID string `json:"instance_id,omitempty"`
 
 	dbPath string // resolved: an absolute SQLite path or a PostgreSQL connection string
