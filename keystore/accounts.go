@@ -23,6 +23,10 @@ type Account struct {
 	Disabled bool `json:"disabled"`
 	// CreatedAt is when the account was created.
 	CreatedAt time.Time `json:"created_at"`
+	// RateLimits are the account's own rate limits, across all its keys;
+	// nil: none (defaults of the gateway's config may still apply). Views
+	// show them with their use (AccountRateUsage) instead.
+	RateLimits *RateLimits `json:"-"`
 
 	// reserved is, on a database shared by several instances, the part of
 	// the balance the instances have leased (see Reserved).
@@ -124,7 +128,12 @@ func (s *Store) loadAccounts(ctx context.Context) error {
 }
 
 func (a *accountState) snapshot() Account {
-	return Account{ID: a.id, Name: a.name, Balance: a.balance, Disabled: a.disabled, CreatedAt: fromMS(a.createdAt)}
+	acct := Account{ID: a.id, Name: a.name, Balance: a.balance, Disabled: a.disabled, CreatedAt: fromMS(a.createdAt)}
+	if a.rate != nil && !a.rate.own.IsZero() {
+		own := a.rate.own
+		acct.RateLimits = &own
+	}
+	return acct
 }
 
 // shownBalance is the balance the store reports for a: on a database shared

@@ -161,7 +161,7 @@ func (s *Store) grant(ctx context.Context, accountID string, decide func(balance
 }
 
 // reserveCluster is ReserveFor on a store shared by several instances.
-func (s *Store) reserveCluster(id Identity, amount int64, opt ReserveOption) (*Hold, error) {
+func (s *Store) reserveCluster(id Identity, amount int64, opt ReserveOption, rate *RateRequest) (*Hold, error) {
 	c := s.cluster
 	if err := c.check(); err != nil {
 		return nil, err
@@ -180,18 +180,18 @@ func (s *Store) reserveCluster(id Identity, amount int64, opt ReserveOption) (*H
 	l := c.leaseOf(accountID)
 	if c.opts.Lease > 0 {
 		// Lease mode: from the budget when it covers the request.
-		if h, err, ok := s.reserveLocal(id, amount, opt, l, true); ok {
+		if h, err, ok := s.reserveLocal(id, amount, opt, rate, l, true); ok {
 			return h, err
 		}
-		return s.reserveLeased(id, amount, opt, l)
+		return s.reserveLeased(id, amount, opt, rate, l)
 	}
-	return s.reserveExact(id, amount, opt, l)
+	return s.reserveExact(id, amount, opt, rate, l)
 }
 
 // reserveLocal admits from the budget in memory. With onlyIfCovered it
 // gives up (ok false) unless the budget covers the whole request, so that
 // the caller can lease more first.
-func (s *Store) reserveLocal(id Identity, amount int64, opt ReserveOption, l *leaseState, onlyIfCovered bool) (h *Hold, err error, ok bool) {
+func (s *Store) reserveLocal(id Identity, amount int64, opt ReserveOption, rate *RateRequest, l *leaseState, onlyIfCovered bool) (h *Hold, err error, ok bool) {
 	s.acctMu.Lock()
 	defer s.acctMu.Unlock()
 	a, found := s.accounts[id.AccountID]
@@ -204,7 +204,7 @@ func (s *Store) reserveLocal(id Identity, amount int64, opt ReserveOption, l *le
 			return nil, nil, false
 		}
 	}
-	h, err = s.reserveLocked(a, id, amount, opt, false)
+	h, err = s.reserveLocked(a, id, amount, opt, rate, false)
 	if err == nil {
 		l.lastUse = s.cluster.clock()
 	}
@@ -214,12 +214,12 @@ func (s *Store) reserveLocal(id Identity, amount int64, opt ReserveOption, l *le
 // reserveLeased is lease mode when the budget does not cover the request:
 // lease what is missing (at least ClusterOptions.Lease) if the balance has
 // it free, then admit from the budget by the usual rule.
-func (s *Store) reserveLeased(id Identity, amount int64, opt ReserveOption, l *leaseState) (*Hold, error) {
+func (s *Store) reserveLeased(id Identity, amount int64, opt ReserveOption, rate *RateRequest, l *leaseState) (*Hold, error) {
 	c := s.cluster
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// Another request may have leased while this one waited.
-	if h, err, ok := s.reserveLocal(id, amount, opt, l, true); ok {
+	if h, err, ok := s.reserveLocal(id, amount, opt, rate, l, true); ok {
 		return h, err
 	}
 	s.acctMu.RLock()
@@ -258,14 +258,14 @@ func (s *Store) reserveLeased(id Identity, amount int64, opt ReserveOption, l *l
 		}
 		s.acctMu.Unlock()
 	}
-	h, err, _ := s.reserveLocal(id, amount, opt, l, false)
+	h, err, _ := s.reserveLocal(id, amount, opt, rate, l, false)
 	return h, err
 }
 
 // reserveExact is exact mode: the rule is applied, under the account's row
 // lock, to balance - sum(leases) + this instance's unused budget, and the
 // lease grows by what the hold needs beyond that budget.
-func (s *Store) reserveExact(id Identity, amount int64, opt ReserveOption, l *leaseState) (*Hold, error) {
+func (s *Store) reserveExact(id Identity, amount int64, opt ReserveOption, rate *RateRequest, l *leaseState) (*Hold, error) {
 	c := s.cluster
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -305,7 +305,7 @@ func (s *Store) reserveExact(id Identity, amount int64, opt ReserveOption, l *le
 	a.balance += res.granted
 	l.lastUse = c.clock()
 	// The cluster-wide rule admitted it: hold exactly what was decided.
-	return s.reserveLocked(a, id, hold, ReserveOption{}, true)
+	return s.reserveLocked(a, id, hold, ReserveOption{}, rate, true)
 }
 
 // Spend limits across instances. A key lineage's limit is shared the same

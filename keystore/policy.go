@@ -99,6 +99,9 @@ type KeyPolicy struct {
 	// ByHolder: the account holder creates the key (the dashboard); the
 	// policy is then the key's own, and not an operator's AdminPolicy.
 	ByHolder bool
+	// RateLimits of the lineage (ratelimit.go); nil or zero: none of its
+	// own.
+	RateLimits *RateLimits
 }
 
 // AdminPolicy is the part of a key lineage's policy that an operator set:
@@ -192,6 +195,14 @@ func (p *KeyPolicy) validate(now time.Time) error {
 			return err
 		}
 	}
+	if p.RateLimits != nil {
+		if err := p.RateLimits.Validate(); err != nil {
+			return err
+		}
+		if p.RateLimits.IsZero() {
+			p.RateLimits = nil
+		}
+	}
 	return nil
 }
 
@@ -223,6 +234,9 @@ type KeyUpdate struct {
 
 	SetSpendLimit bool
 	SpendLimit    *SpendLimit // nil: no limit
+
+	SetRateLimits bool
+	RateLimits    *RateLimits // nil or zero: none of its own
 }
 
 // LimitError is the error of a request refused because its key lineage has
@@ -493,7 +507,7 @@ func (s *Store) endSpendLocked(h *Hold, cost int64) string {
 }
 
 // policyColumns are the api_keys columns of a key's policy.
-const policyColumns = `allowed_models, spend_limit, limit_period`
+const policyColumns = `allowed_models, spend_limit, limit_period, rate_limits`
 
 func encodeModels(m []string) any {
 	if len(m) == 0 {
@@ -534,7 +548,7 @@ func decodeLimit(amount sql.NullInt64, period sql.NullString) *SpendLimit {
 // limit: ever). Each change is recorded in the audit log: key.rename,
 // key.disable / key.enable, key.update (policy).
 func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, error) {
-	if u.Name == nil && u.Disabled == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit {
+	if u.Name == nil && u.Disabled == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit && !u.SetRateLimits {
 		return Key{}, fmt.Errorf("%w: nothing to change", ErrInvalid)
 	}
 	if s.isClosed() {
@@ -548,7 +562,7 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 		}
 		name = n
 	}
-	pol := KeyPolicy{ExpiresAt: u.ExpiresAt, AllowedModels: u.AllowedModels, SpendLimit: u.SpendLimit}
+	pol := KeyPolicy{ExpiresAt: u.ExpiresAt, AllowedModels: u.AllowedModels, SpendLimit: u.SpendLimit, RateLimits: u.RateLimits}
 	if !u.SetExpiry {
 		pol.ExpiresAt = nil
 	}
@@ -564,6 +578,9 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 		return Key{}, err
 	}
 	ceiling := ceilingOf(cur)
+	if u.AsHolder && u.SetRateLimits {
+		return Key{}, fmt.Errorf("%w: rate limits are set by an operator", ErrNotAllowed)
+	}
 	if u.AsHolder {
 		if err := holderMayUpdate(cur, &u, &pol); err != nil {
 			return Key{}, err
@@ -655,6 +672,13 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 			}
 			detail["allowed_models"] = Change{nilIfEmpty(old.AllowedModels), nilIfEmpty(pol.AllowedModels)}
 		}
+		if u.SetRateLimits {
+			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET rate_limits = ? WHERE lineage = ? AND deleted_at IS NULL`,
+				encodeRateLimits(pol.RateLimits), lineage); err != nil {
+				return nil, err
+			}
+			detail["rate_limits"] = Change{old.RateLimits, pol.RateLimits}
+		}
 		if u.SetSpendLimit {
 			amount, period := encodeLimit(pol.SpendLimit)
 			q := `UPDATE api_keys SET spend_limit = ?, limit_period = ? WHERE lineage = ? AND deleted_at IS NULL`
@@ -685,6 +709,9 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 			restore()
 		}
 		return Key{}, err
+	}
+	if u.SetRateLimits {
+		s.setKeyRateLimits(lineage, pol.RateLimits)
 	}
 	select {
 	case <-loaded:

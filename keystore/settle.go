@@ -149,6 +149,7 @@ func (h *Hold) Settle(u Charge) (LedgerEntry, error) {
 	a.balance = after
 	h.endLocked()
 	scope := s.endSpendLocked(h, -row.amount)
+	h.endRatesLocked(satAdd(row.prompt, row.completion))
 	s.acctMu.Unlock()
 	// Still under q.mu: the queue order is the order in which charges hit
 	// memory, so the writer's balance_after chain follows it.

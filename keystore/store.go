@@ -59,7 +59,8 @@ type Options struct {
 	// deadlock. Log the error and alert on it: while it fires, charges
 	// accumulate in memory only. A failed batch of retention pruning
 	// (LedgerRetention) is reported here too; it is retried at the next
-	// pruning round and loses nothing.
+	// pruning round and loses nothing. So is a failed sync of rate limit
+	// counts with other instances (RateSyncInterval), retried at the next.
 	OnWriteError func(err error, pending int)
 	// MaxPendingWrites and MaxPendingAge bound the backlog of balance
 	// changes waiting for a commit: past either, WriteBacklog and Reserve
@@ -92,6 +93,12 @@ type Options struct {
 	// while (version 4 builds the usage rollups from every ledger row); log
 	// the calls so that an operator sees why startup waits.
 	OnMigrationProgress func(MigrationProgress)
+	// RateSyncInterval is how often a store on PostgreSQL shares its rate
+	// limit counts with the other stores on the database (several gateway
+	// instances; see ratelimit_sync.go for the bound). Default 100ms;
+	// negative: never (each instance counts alone). Ignored on SQLite,
+	// where a store is alone on its database.
+	RateSyncInterval time.Duration
 	// LedgerRetention, if positive, is how long raw ledger rows are kept:
 	// a background task deletes older rows in small batches (see
 	// Store.PruneLedger), carrying their sum forward per account so that
@@ -145,6 +152,22 @@ type Store struct {
 	// spend holds the spend counters of key lineages with a limit, by
 	// lineage; guarded by acctMu.
 	spend map[string]*spendState
+	// keyRates and modelRates hold the rate limit states of key lineages
+	// (by lineage) and model limits (by name); accounts keep theirs in
+	// accountState.rate. Guarded by acctMu.
+	keyRates   map[string]*rateState
+	modelRates map[string]*rateState
+	// The rate limit sync with other stores on a PostgreSQL database
+	// (ratelimit_sync.go): this store's name in rate_counts, the interval
+	// (0: no sync), the other instances' counts by scope (under acctMu),
+	// and the loop's state.
+	instanceID    string
+	rateSyncEvery time.Duration
+	rateRemote    map[string]*remoteCounts
+	rateOthers    int        // live other instances at the last sync (under acctMu)
+	rateSyncMu    sync.Mutex // one SyncRates at a time
+	rateSyncRound int        // under rateSyncMu
+	rateSyncDone  chan struct{}
 
 	lastUsed *lastUsedTracker
 
@@ -201,7 +224,8 @@ type accountState struct {
 	balance   int64 // committed balance plus settled charges not yet committed
 	held      int64 // sum of the account's holds in flight
 	disabled  bool
-	createdAt int64 // unix ms
+	createdAt int64      // unix ms
+	rate      *rateState // rate limits and their counts; nil: none yet
 
 	// durable is the balance as of the last committed ledger row. Only the
 	// ledger writer reads or writes it, under Store.writeMu (and Open
@@ -292,6 +316,11 @@ func (s *Store) start(opts Options) {
 	go s.writeLoop()
 	go s.objectLoop()
 	go s.pruneLoop()
+	if s.rateSyncEvery > 0 {
+		go s.rateSyncLoop()
+	} else {
+		close(s.rateSyncDone)
+	}
 }
 
 // openSQLiteStore is Open for an SQLite file.
@@ -383,6 +412,10 @@ func newStore(ctx context.Context, opts Options, d dialect, w, r *sql.DB) (*Stor
 		now:          opts.Now,
 		accounts:     make(map[string]*accountState),
 		spend:        make(map[string]*spendState),
+		keyRates:     make(map[string]*rateState),
+		modelRates:   make(map[string]*rateState),
+		instanceID:   newInstanceID(),
+		rateSyncDone: make(chan struct{}),
 		keys:         newKeyCache(opts.KeyCacheSize),
 		newPlaintext: newPlaintextKey,
 		lastUsed:     newLastUsedTracker(),
@@ -402,6 +435,13 @@ func newStore(ctx context.Context, opts Options, d dialect, w, r *sql.DB) (*Stor
 		pruneDone:     make(chan struct{}),
 	}
 	s.retention.Store(int64(max(opts.LedgerRetention, 0)))
+	if d == dialectPostgres {
+		s.rateSyncEvery = opts.RateSyncInterval
+		if s.rateSyncEvery == 0 {
+			s.rateSyncEvery = 100 * time.Millisecond
+		}
+		s.rateSyncEvery = max(s.rateSyncEvery, 0)
+	}
 	// Prepared before the writer starts, so that its first commit does not
 	// pay for them.
 	if err := s.prepareInserts(ctx); err != nil {
@@ -415,6 +455,11 @@ func newStore(ctx context.Context, opts Options, d dialect, w, r *sql.DB) (*Stor
 		return nil, err
 	}
 	if err := s.loadSpendStates(ctx); err != nil {
+		s.w.Close()
+		s.r.Close()
+		return nil, err
+	}
+	if err := s.loadRateLimits(ctx); err != nil {
 		s.w.Close()
 		s.r.Close()
 		return nil, err
@@ -458,6 +503,7 @@ func (s *Store) Close() error {
 		<-s.objects.done
 		<-s.flushDone
 		<-s.pruneDone
+		<-s.rateSyncDone
 		for _, st := range s.inserts { // the writer is gone: no one uses them
 			st.Close()
 		}
