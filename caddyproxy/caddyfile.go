@@ -37,6 +37,8 @@ func parseBalanceGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 //		alias <public-name> <provider-model>
 //		models_endpoint gateway | upstream
 //		endpoint <METHOD> <path> price <amount> | free
+//		rate_limit key | account <kind> <n> [<kind> <n> ...]
+//		model_rate_limit <model-glob> <kind> <n> [<kind> <n> ...]
 //	}
 //
 // Amounts are decimals of the currency per 1M tokens, except an image price
@@ -52,7 +54,12 @@ func parseBalanceGuard(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 // provider answers 2xx, a free one is passed on without a charge. Sizes take units like
 // request_body's max_size (10MB, 64MiB). alias may be repeated; the body
 // going upstream names the provider's model, everything the gateway records
-// names the public one. The block is optional.
+// names the public one. rate_limit sets the default rate limits of every key
+// lineage (key) or account (account) for the kinds their own limits leave
+// unset; model_rate_limit a limit shared by all requests for the provider
+// models the glob matches (repeatable, first match wins). A kind is rpm,
+// tpm, concurrency, rpd or tpd, and n a positive integer. The block is
+// optional.
 func (g *BalanceGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -142,6 +149,38 @@ func (g *BalanceGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			g.Endpoints = append(g.Endpoints, e)
+		case "rate_limit":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			var dst **keystore.RateLimits
+			switch d.Val() {
+			case "key":
+				dst = &g.KeyRateLimits
+			case "account":
+				dst = &g.AccountRateLimits
+			default:
+				return d.Errf("rate_limit takes key or account, then limits such as rpm 60; got %q", d.Val())
+			}
+			if *dst != nil {
+				return d.Errf("rate_limit %s is given twice", d.Val())
+			}
+			l, err := parseRateFields(d, "rate_limit "+d.Val())
+			if err != nil {
+				return err
+			}
+			*dst = &l
+		case "model_rate_limit":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			m := ModelRateLimit{Model: d.Val()}
+			l, err := parseRateFields(d, "model_rate_limit "+m.Model)
+			if err != nil {
+				return err
+			}
+			m.RateLimits = l
+			g.ModelRateLimits = append(g.ModelRateLimits, m)
 		default:
 			return d.Errf("unrecognized balance_guard option %q", d.Val())
 		}
@@ -253,6 +292,45 @@ func parseEndpoint(d *caddyfile.Dispenser) (Endpoint, error) {
 		return e, d.Err(err.Error())
 	}
 	return e, nil
+}
+
+// parseRateFields reads the "<kind> <n>" pairs of a rate limit line; at
+// least one, each kind once.
+func parseRateFields(d *caddyfile.Dispenser, line string) (keystore.RateLimits, error) {
+	var l keystore.RateLimits
+	args := d.RemainingArgs()
+	if len(args) == 0 || len(args)%2 != 0 {
+		return l, d.Errf("%s takes pairs of a kind (rpm, tpm, concurrency, rpd, tpd) and a limit, got %q", line, strings.Join(args, " "))
+	}
+	for i := 0; i < len(args); i += 2 {
+		var dst *int64
+		switch args[i] {
+		case keystore.RateRPM:
+			dst = &l.RPM
+		case keystore.RateTPM:
+			dst = &l.TPM
+		case keystore.RateConcurrency:
+			dst = &l.Concurrency
+		case keystore.RateRPD:
+			dst = &l.RPD
+		case keystore.RateTPD:
+			dst = &l.TPD
+		default:
+			return l, d.Errf("%s: unknown kind %q (want rpm, tpm, concurrency, rpd or tpd)", line, args[i])
+		}
+		if *dst != 0 {
+			return l, d.Errf("%s: %s is given twice", line, args[i])
+		}
+		n, err := strconv.ParseInt(args[i+1], 10, 64)
+		if err != nil || n <= 0 {
+			return l, d.Errf("%s: %s must be a positive integer, got %q", line, args[i], args[i+1])
+		}
+		*dst = n
+	}
+	if err := l.Validate(); err != nil {
+		return l, d.Errf("%s: %v", line, err)
+	}
+	return l, nil
 }
 
 // Interface guard

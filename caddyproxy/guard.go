@@ -77,6 +77,19 @@ type BalanceGuard struct {
 	// each at a price per request or free; every endpoint neither the
 	// guard nor this list knows is refused with 403 endpoint_not_allowed.
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	// KeyRateLimits are the rate limits of every key lineage for each kind
+	// its own limits (set through the admin API) leave unset: each lineage
+	// counts apart. {"rpm": 60, "tpm": 100000, "concurrency": 4, "rpd": 0,
+	// "tpd": 0}; 0 or absent: no limit of that kind. See ratelimit.go.
+	KeyRateLimits *keystore.RateLimits `json:"key_rate_limits,omitempty"`
+	// AccountRateLimits are the rate limits of every account, across all
+	// its keys, for each kind its own limits leave unset.
+	AccountRateLimits *keystore.RateLimits `json:"account_rate_limits,omitempty"`
+	// ModelRateLimits are limits shared by all requests for the provider
+	// models a pattern matches, whoever makes them; the first match applies.
+	ModelRateLimits []ModelRateLimit `json:"model_rate_limits,omitempty"`
+
+	ratesConfigured bool // any of the three above
 
 	models  []string // the catalog of GET /v1/models, sorted
 	created int64    // "created" of the model objects: when the config loaded
@@ -135,6 +148,9 @@ func (g *BalanceGuard) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := g.provisionEndpoints(); err != nil {
+		return err
+	}
+	if err := g.provisionRateLimits(); err != nil {
 		return err
 	}
 	app, err := management.LoadApp(ctx)
@@ -217,6 +233,7 @@ func (g *BalanceGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	if refusal != nil {
 		return g.refuse(w, refusal)
 	}
+	sw.rate = adm.hold.RateStatus()
 	defer adm.end(&err)
 	if refusal := g.prepare(r, adm); refusal != nil {
 		return g.refuse(w, refusal)
@@ -278,7 +295,7 @@ func (g *BalanceGuard) passUnmetered(w http.ResponseWriter, r *http.Request, nex
 		return g.refuse(w, refusal)
 	}
 	// A hold of nothing is the admission check: released at once.
-	hold, err := g.st().ReserveFor(id, 0)
+	hold, err := g.st().ReserveFor(id, 0, g.rateOption("", 0))
 	if err != nil {
 		return g.refuse(w, g.reserveError(id, err))
 	}
@@ -334,7 +351,7 @@ func (g *BalanceGuard) admit(r *http.Request, id keystore.Identity, ep endpoint)
 	if !ok {
 		return nil, modelNotPriced(info.Model)
 	}
-	hold, capped, refusal := g.reserve(id, ep, info, rb.Raw, rt)
+	hold, capped, refusal := g.reserve(id, ep, info, rb.Raw, rt, g.rateOption(upstream, g.requestTokens(ep, info)))
 	if refusal != nil {
 		return nil, refusal
 	}
@@ -440,8 +457,13 @@ func (g *BalanceGuard) holdFor(ep endpoint, info openaiwire.RequestInfo, rt rate
 
 func (g *BalanceGuard) reserveError(id keystore.Identity, err error) *openaiwire.APIError {
 	accountID := id.AccountID
-	var limit *keystore.LimitError
+	var (
+		limit *keystore.LimitError
+		rl    *keystore.RateLimitError
+	)
 	switch {
+	case errors.As(err, &rl):
+		return g.rateLimited(rl)
 	case errors.As(err, &limit):
 		return g.keyLimit(id, limit)
 	case errors.Is(err, keystore.ErrInsufficientBalance):
@@ -493,6 +515,9 @@ func (g *BalanceGuard) refuse(w http.ResponseWriter, e *openaiwire.APIError) err
 		reason = e.Code
 	}
 	g.metrics.rejected.WithLabelValues(reason).Inc()
+	if sw, ok := w.(*scrubWriter); ok {
+		sw.own = e.Header
+	}
 	return e.Write(w)
 }
 

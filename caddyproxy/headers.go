@@ -5,6 +5,8 @@ import (
 	"net/http"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
 // Header hygiene of every request the guard forwards, both ways.
@@ -22,7 +24,9 @@ var clientOnlyHeaders = [...]string{
 
 // providerOnlyHeaders are response headers that never reach a client: they
 // name the operator's provider organization and project, and cookies set
-// by the provider (or its CDN) belong to the gateway's own connection.
+// by the provider (or its CDN) belong to the gateway's own connection. The
+// provider's x-ratelimit-* (its limits of the operator's account) are
+// replaced by the gateway's own (dropProviderRateHeaders).
 var providerOnlyHeaders = [...]string{"OpenAI-Organization", "OpenAI-Project", "Set-Cookie"}
 
 // scrubRequest removes the clientOnlyHeaders from r.
@@ -38,7 +42,9 @@ func scrubRequest(r *http.Request) {
 // of priced endpoints.
 type scrubWriter struct {
 	*caddyhttp.ResponseWriterWrapper
-	status int // the final status written; 0 before
+	status int                 // the final status written; 0 before
+	rate   keystore.RateStatus // the caller's rate limits, sent as x-ratelimit-* (ratelimit.go)
+	own    http.Header         // headers of the guard's own answer (refuse), kept through the scrub
 }
 
 func newScrubWriter(w http.ResponseWriter) *scrubWriter {
@@ -49,6 +55,11 @@ func (s *scrubWriter) scrub() {
 	h := s.Header()
 	for _, name := range providerOnlyHeaders {
 		h.Del(name)
+	}
+	dropProviderRateHeaders(h)
+	setRateHeaders(h, s.rate)
+	for k, v := range s.own {
+		h[k] = v
 	}
 }
 

@@ -255,7 +255,9 @@ func (g *BalanceGuard) passMedia(w http.ResponseWriter, r *http.Request, next ca
 	holdAmount := g.mediaHold(&mr, req, ep)
 	// Like every metered request, the balance must cover the worst case
 	// (n images at the largest applicable price), checked under the lock.
-	hold, rerr := g.st().ReserveFor(id, holdAmount, keystore.RequireCovered)
+	// Rate limits: requests and concurrency; images and audio are not
+	// counted against token limits.
+	hold, rerr := g.st().ReserveFor(id, holdAmount, keystore.RequireCovered, g.rateOption(upstream, 0))
 	if rerr != nil {
 		var be *keystore.BalanceError
 		if !errors.As(rerr, &be) {
@@ -265,6 +267,9 @@ func (g *BalanceGuard) passMedia(w http.ResponseWriter, r *http.Request, next ca
 		refusal.Message = fmt.Sprintf("The request could cost up to %s %s (%s), more than the balance covers. ",
 			keystore.FormatAmount(holdAmount), g.currency, describeMedia(req, ep)) + refusal.Message
 		return g.refuse(w, refusal)
+	}
+	if sw, ok := w.(*scrubWriter); ok {
+		sw.rate = hold.RateStatus()
 	}
 	r.Header.Set("Accept-Encoding", "identity")
 	a := &admission{id: id, ep: ep, info: openaiwire.RequestInfo{Model: req.Model}, upstream: upstream, rate: rate{label: mr.label, metrics: mr.metrics}, hold: hold}

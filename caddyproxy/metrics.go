@@ -28,7 +28,9 @@ type metrics struct {
 	cost      *prometheus.CounterVec // model
 	estimated *prometheus.CounterVec // model
 	rejected  *prometheus.CounterVec // Reason: balance_guard refusals
-	holds     *holdsCollector
+	// rateLimited counts refusals by a rate limit: kind, scope.
+	rateLimited *prometheus.CounterVec
+	holds       *holdsCollector
 }
 
 // Destruct implements caddy.Destructor (nothing to release).
@@ -57,6 +59,10 @@ func newMetrics() *metrics {
 			Namespace: ns, Name: "rejected_total",
 			Help: "Requests refused by balance_guard before reaching the provider, by reason.",
 		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "rate_limited_total",
+			Help: "Requests refused by a rate limit, by kind (rpm, tpm, concurrency, rpd, tpd) and scope (key, account, model).",
+		}, []string{"kind", "scope"}),
 		holds: &holdsCollector{
 			count: prometheus.NewDesc(ns+"_holds_in_flight", "Reservations held for requests in flight.", []string{"database"}, nil),
 			sum: prometheus.NewDesc(ns+"_held_amount", "Amount held for requests in flight, in units of the configured currency.",
@@ -75,7 +81,7 @@ func loadMetrics(ctx caddy.Context, store storeSource) (*metrics, error) {
 	}
 	m := val.(*metrics)
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.tokens, m.cost, m.estimated, m.rejected, m.holds} {
+		for _, c := range []prometheus.Collector{m.requests, m.tokens, m.cost, m.estimated, m.rejected, m.rateLimited, m.holds} {
 			if err := reg.Register(c); err != nil {
 				var already prometheus.AlreadyRegisteredError
 				if !errors.As(err, &already) {

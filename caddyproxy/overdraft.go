@@ -56,11 +56,13 @@ func limitMember(ep endpoint) string {
 //
 // The store checks and holds under its lock (keystore.RequireCovered,
 // keystore.UpTo), so the cap is derived from the very amount held.
-func (g *BalanceGuard) reserve(id keystore.Identity, ep endpoint, info openaiwire.RequestInfo, raw []byte, rt rate) (*keystore.Hold, int64, *openaiwire.APIError) {
+//
+// rateOpt applies the rate limits (rateOption).
+func (g *BalanceGuard) reserve(id keystore.Identity, ep endpoint, info openaiwire.RequestInfo, raw []byte, rt rate, rateOpt keystore.ReserveOption) (*keystore.Hold, int64, *openaiwire.APIError) {
 	full := g.holdFor(ep, info, rt)
 	member := limitMember(ep)
 	if info.MaxTokens > 0 || member == "" {
-		hold, err := g.st().ReserveFor(id, full, keystore.RequireCovered)
+		hold, err := g.st().ReserveFor(id, full, keystore.RequireCovered, rateOpt)
 		if err != nil {
 			return nil, 0, g.notCovered(id, err, ep, info, raw, rt, full)
 		}
@@ -69,7 +71,7 @@ func (g *BalanceGuard) reserve(id keystore.Identity, ep endpoint, info openaiwir
 	completions := max(info.Completions, 1)
 	least := min(rt.cost(openaiwire.Usage{PromptTokens: info.EstimatedPromptTokens,
 		CompletionTokens: mulSat(minOutput(ep), completions)}), full)
-	hold, err := g.st().ReserveFor(id, full, keystore.UpTo(least))
+	hold, err := g.st().ReserveFor(id, full, keystore.UpTo(least), rateOpt)
 	if err != nil {
 		return nil, 0, g.notCovered(id, err, ep, info, raw, rt, full)
 	}

@@ -34,6 +34,7 @@ func (g *BalanceGuard) passPriced(w *scrubWriter, r *http.Request, next caddyhtt
 	if refusal != nil {
 		return g.refuse(w, refusal)
 	}
+	w.rate = hold.RateStatus()
 	start := time.Now()
 	defer func() {
 		rec := recover()
@@ -51,7 +52,7 @@ func (g *BalanceGuard) passPriced(w *scrubWriter, r *http.Request, next caddyhtt
 // a request of a fixed price is not let in on a balance that cannot pay for
 // it, and two concurrent requests cannot both take the same last amount.
 func (g *BalanceGuard) holdCovered(id keystore.Identity, e *Endpoint) (*keystore.Hold, *openaiwire.APIError) {
-	hold, err := g.st().ReserveFor(id, e.price, keystore.RequireCovered)
+	hold, err := g.st().ReserveFor(id, e.price, keystore.RequireCovered, g.rateOption("", 0))
 	if err == nil {
 		return hold, nil
 	}

@@ -143,6 +143,21 @@ func TestBrowserUsageLog(t *testing.T) {
 			t.Fatalf("the CSV names the key %q", rec[kc])
 		}
 	}
+
+	// only the balance changes: the seed's two top-ups
+	var topups int
+	for _, r := range all {
+		if r.Kind != "usage" {
+			topups++
+		}
+	}
+	b.run(chromedp.Click(chromedp.CSS(`#log-reset`)))
+	b.waitFor(`document.querySelector('#log-key').value === '' && document.querySelectorAll('#log-body tr').length === 50`)
+	b.run(chromedp.SetValue(chromedp.CSS(`#log-kind`), "adjustment"), chromedp.Click(chromedp.CSS(`#log-apply`)))
+	b.waitFor(fmt.Sprintf(`document.querySelectorAll('#log-body tr').length === %d`, topups))
+	if s := b.text(`#log-body`); strings.Count(s, "Top-up") != topups || !strings.Contains(s, "+25.00") {
+		t.Fatalf("the balance changes show as %q", s)
+	}
 	b.checkClean()
 }
 

@@ -185,3 +185,46 @@ func TestBrowserDeletedKeysKeepNames(t *testing.T) {
 	}
 	b.checkClean()
 }
+
+// TestBrowserOperatorPolicy: a limit the operator set shows in the list,
+// and an account holder who tries to raise it gets the server's reason as a
+// sentence in the dialog, with what they typed kept; rate limits the
+// operator set show with their use.
+func TestBrowserOperatorPolicy(t *testing.T) {
+	e := newEnv(t)
+	id, secret := e.g.NewKey("carol", "governed")
+	e.g.MustAdmin("PATCH", "/ai-gateway/keys/"+id, map[string]any{
+		"spend_limit": map[string]string{"amount": "1", "period": "day"},
+		"rate_limits": map[string]int{"rpm": 60, "concurrency": 4},
+	}, http.StatusOK, nil)
+	if st, code := e.chat(secret, "10,5"); st != 200 {
+		t.Fatalf("request: %d %s", st, code)
+	}
+	b := newBrowser(t, "carol", 1280, 900)
+	b.open(e.dashURL())
+	row := `tr[data-key="` + id + `"]`
+	if s := b.text(row + ` [data-policy="operator"]`); !strings.Contains(s, "1.00 USD per day") {
+		t.Fatalf("the operator's limit shows as %q", s)
+	}
+	rpm := b.text(row + ` [data-policy="rate"][data-kind="rpm"]`)
+	if !strings.Contains(rpm, "60 requests per minute") || !strings.Contains(rpm, "1 used") {
+		t.Fatalf("the rpm limit shows as %q", rpm)
+	}
+	if s := b.text(row + ` [data-policy="rate"][data-kind="concurrency"]`); !strings.Contains(s, "4 requests at once") {
+		t.Fatalf("the concurrency limit shows as %q", s)
+	}
+	b.run(
+		chromedp.Click(chromedp.CSS(row+` button[data-action="edit"]`), chromedp.NodeVisible),
+		chromedp.WaitVisible(chromedp.CSS(`#dlg-edit[open]`)),
+	)
+	b.setValue(`#edit-limit`, "5.00")
+	b.run(chromedp.Click(chromedp.CSS(`#edit-submit`)), chromedp.WaitVisible(chromedp.CSS(`#dlg-edit .form-error`)))
+	msg := b.text(`#dlg-edit .form-error`)
+	if !strings.Contains(msg, "operator") || strings.ToUpper(msg[:1]) != msg[:1] || !strings.HasSuffix(msg, ".") {
+		t.Fatalf("the refusal reads %q", msg)
+	}
+	if b.value(`#edit-limit`) != "5.00" {
+		t.Fatal("the typed limit was lost")
+	}
+	b.checkClean()
+}

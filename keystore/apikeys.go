@@ -40,6 +40,10 @@ type Key struct {
 	// its account holder may narrow AllowedModels and SpendLimit; nil
 	// when an operator set none.
 	AdminPolicy *AdminPolicy `json:"admin_policy,omitempty"`
+	// RateLimits are the lineage's own rate limits; nil: none (defaults
+	// of the gateway's config may still apply). Views show them with
+	// their use (KeyRateUsage) instead.
+	RateLimits *RateLimits `json:"-"`
 }
 
 // ExpiringWithin is how close to its expiry a key is reported "expiring".
@@ -81,13 +85,17 @@ func (s *Store) scanKey(row interface{ Scan(...any) error }) (Key, error) {
 		byAdmin                     int64
 		aModels, aPeriod            sql.NullString
 		aLimit                      sql.NullInt64
+		rates                       sql.NullString
 	)
 	if err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Hint, &created, &lastUsed, &expires, &replacedBy,
-		&models, &limit, &period, &disabled, &byAdmin, &aModels, &aLimit, &aPeriod); err != nil {
+		&models, &limit, &period, &rates, &disabled, &byAdmin, &aModels, &aLimit, &aPeriod); err != nil {
 		return Key{}, err
 	}
 	var err error
 	if k.AllowedModels, err = decodeModels(models); err != nil {
+		return Key{}, err
+	}
+	if k.RateLimits, err = decodeRateLimits(rates.String); err != nil {
 		return Key{}, err
 	}
 	k.SpendLimit = decodeLimit(limit, period)
@@ -148,6 +156,9 @@ func (s *Store) CreateKey(ctx context.Context, accountID, name string, pol KeyPo
 	if err := pol.validate(s.now()); err != nil {
 		return Key{}, "", err
 	}
+	if pol.ByHolder && pol.RateLimits != nil {
+		return Key{}, "", fmt.Errorf("%w: rate limits are set by an operator", ErrNotAllowed)
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if s.isClosed() {
@@ -179,6 +190,9 @@ func (s *Store) CreateKey(ctx context.Context, accountID, name string, pol KeyPo
 	if k.SpendLimit != nil {
 		detail["spend_limit"] = k.SpendLimit
 	}
+	if k.RateLimits != nil {
+		detail["rate_limits"] = k.RateLimits
+	}
 	if err := s.writeAudit(ctx, tx, accountID, k.ID, ActionKeyCreate, detail); err != nil {
 		return Key{}, "", err
 	}
@@ -198,6 +212,9 @@ func (s *Store) CreateKey(ctx context.Context, accountID, name string, pol KeyPo
 		s.acctMu.Lock()
 		s.spend[k.ID] = st
 		s.acctMu.Unlock()
+	}
+	if pol.RateLimits != nil {
+		s.setKeyRateLimits(k.ID, pol.RateLimits) // a new key is its own lineage
 	}
 	return k, plaintext, nil
 }
@@ -227,15 +244,15 @@ func (s *Store) insertKey(ctx context.Context, tx *sql.Tx, accountID, name, line
 	aLimit, aPeriod := encodeLimit(ceiling.SpendLimit)
 	if _, err := tx.ExecContext(ctx,
 		`INSERT INTO api_keys (id, account_id, name, hash, hint, created_at, expires_at, lineage, `+policyColumns+`, `+adminPolicyColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id, accountID, name, h[:], keyHint(plaintext), unixMS(now), exp, lineage,
-		encodeModels(pol.AllowedModels), limit, period, encodeModels(ceiling.AllowedModels), aLimit, aPeriod); err != nil {
+		encodeModels(pol.AllowedModels), limit, period, encodeRateLimits(pol.RateLimits), encodeModels(ceiling.AllowedModels), aLimit, aPeriod); err != nil {
 		return Key{}, "", fmt.Errorf("creating key: %w", err)
 	}
 	k := Key{
 		ID: id, AccountID: accountID, Name: name, Hint: keyHint(plaintext),
 		CreatedAt:     fromMS(unixMS(now)),
-		AllowedModels: pol.AllowedModels, SpendLimit: pol.SpendLimit,
+		AllowedModels: pol.AllowedModels, SpendLimit: pol.SpendLimit, RateLimits: pol.RateLimits,
 	}
 	if ceiling.AllowedModels != nil || ceiling.SpendLimit != nil {
 		k.AdminPolicy = &ceiling
@@ -412,7 +429,7 @@ func (s *Store) RotateKey(ctx context.Context, id string, grace time.Duration) (
 		return Key{}, "", Key{}, fmt.Errorf("rotating key %q: %w", id, err)
 	}
 	newKey, plaintext, err = s.insertKey(ctx, tx, old.AccountID, old.Name, lineage,
-		KeyPolicy{ExpiresAt: newExpiry, AllowedModels: old.AllowedModels, SpendLimit: old.SpendLimit}, ceilingOf(old))
+		KeyPolicy{ExpiresAt: newExpiry, AllowedModels: old.AllowedModels, SpendLimit: old.SpendLimit, RateLimits: old.RateLimits}, ceilingOf(old))
 	if err != nil {
 		return Key{}, "", Key{}, err
 	}
@@ -471,6 +488,13 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 	if s.isClosed() {
 		return Identity{}, ErrClosed
 	}
+	if s.cluster != nil {
+		// Another instance may have revoked the key: trust the cache only
+		// while the change feed is fresh.
+		if err := s.cluster.check(); err != nil {
+			return Identity{}, err
+		}
+	}
 	now := unixMS(s.now())
 	h := HashKey(plaintext)
 	e, unknownUntil, epoch := s.keys.get(h)
@@ -489,6 +513,13 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 		}
 		if err != nil {
 			return Identity{}, err
+		}
+		if s.cluster != nil {
+			// The key may belong to an account another instance created
+			// a moment ago, before the feed told this one.
+			if err := s.knowAccount(ctx, e.accountID); err != nil {
+				return Identity{}, err
+			}
 		}
 		s.keys.put(h, e, epoch)
 	}

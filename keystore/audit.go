@@ -22,11 +22,12 @@ const (
 	ActionAccountUpdate     = "account.update" // the name
 	ActionAccountDisable    = "account.disable"
 	ActionAccountEnable     = "account.enable"
-	ActionBalanceTopup      = "balance.topup"      // a positive adjustment
-	ActionBalanceCorrection = "balance.correction" // a negative adjustment
+	ActionAccountRateLimits = "account.rate_limits" // its own rate limits
+	ActionBalanceTopup      = "balance.topup"       // a positive adjustment
+	ActionBalanceCorrection = "balance.correction"  // a negative adjustment
 	ActionKeyCreate         = "key.create"
 	ActionKeyRename         = "key.rename"
-	ActionKeyUpdate         = "key.update" // its policy: allowed models, spend limit, expiry
+	ActionKeyUpdate         = "key.update" // its policy: allowed models, spend limit, rate limits, expiry
 	ActionKeyDisable        = "key.disable"
 	ActionKeyEnable         = "key.enable"
 	ActionKeyRotate         = "key.rotate"

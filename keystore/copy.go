@@ -24,6 +24,7 @@ var copyTables = []struct{ name, order string }{
 	{"usage_daily", "day, account_id, key_id, model"},
 	{"provider_objects", "id"},
 	{"audit", "id"},
+	{"rate_counts", "instance, scope, span, bucket"}, // empty on SQLite (ratelimit_sync.go)
 }
 
 // CopyReport is what CopyToPostgres copied: rows per table, in copy order.

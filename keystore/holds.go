@@ -3,6 +3,7 @@ package keystore
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // Hold is a reservation of part of an account's balance for one request in
@@ -21,6 +22,8 @@ type Hold struct {
 
 	lineage   string // key lineage whose spend counter the charge goes to
 	spendHeld bool   // amount is counted in that counter's holds
+
+	rl *holdRates // what the hold counted against rate limits; nil: none (ratelimit.go)
 }
 
 // Amount returns the reserved amount in nano-units.
@@ -83,8 +86,15 @@ func (s *Store) ReserveFor(id Identity, amount int64, opts ...ReserveOption) (*H
 	if amount < 0 || amount > maxAmountUnits*NanoPerUnit {
 		return nil, fmt.Errorf("%w: hold amount %s out of range", ErrInvalid, FormatAmount(amount))
 	}
-	var opt ReserveOption
+	var (
+		opt  ReserveOption
+		rate *RateRequest
+	)
 	for _, o := range opts {
+		if o.withRate {
+			rate = o.rate
+			continue
+		}
 		opt = o
 	}
 	if opt.upTo && (opt.minimum < 0 || opt.minimum > amount) {
@@ -96,28 +106,60 @@ func (s *Store) ReserveFor(id Identity, amount int64, opts ...ReserveOption) (*H
 	if err := s.WriteBacklog(); err != nil {
 		return nil, err
 	}
+	if s.cluster != nil {
+		return s.reserveCluster(id, amount, opt, rate)
+	}
 	s.acctMu.Lock()
 	defer s.acctMu.Unlock()
 	a, ok := s.accounts[accountID]
 	if !ok {
 		return nil, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
 	}
+	return s.reserveLocked(a, id, amount, opt, rate, false)
+}
+
+// reserveLocked is ReserveFor's rule and hold on account a; the caller holds
+// s.acctMu. admitted skips the balance rule: the caller applied it already
+// (exact mode across instances, lease.go), and amount is the hold.
+func (s *Store) reserveLocked(a *accountState, id Identity, amount int64, opt ReserveOption, rate *RateRequest, admitted bool) (*Hold, error) {
+	accountID := a.id
 	if a.disabled {
 		return nil, fmt.Errorf("account %q: %w", accountID, ErrAccountDisabled)
 	}
-	avail, ok := subInt64(a.balance, a.held)
-	if !ok {
-		avail = math.MinInt64 // only reachable with absurd balances
-	}
-	if amount, ok = opt.fit(amount, avail); !ok {
-		return nil, &BalanceError{AccountID: accountID, Balance: a.balance, Held: a.held, Wanted: opt.wanted(amount)}
-	}
-	if avail <= 0 {
-		return nil, fmt.Errorf("account %q: available balance %s: %w", accountID, FormatAmount(avail), ErrInsufficientBalance)
+	if !admitted {
+		avail, ok := subInt64(a.balance, a.held)
+		if !ok {
+			avail = math.MinInt64 // only reachable with absurd balances
+		}
+		if amount, ok = opt.fit(amount, avail); !ok {
+			return nil, &BalanceError{AccountID: accountID, Balance: a.balance, Held: a.held, Wanted: opt.wanted(amount)}
+		}
+		if avail <= 0 {
+			return nil, fmt.Errorf("account %q: available balance %s: %w", accountID, FormatAmount(avail), ErrInsufficientBalance)
+		}
 	}
 	held, ok := addInt64(a.held, amount)
 	if !ok {
 		return nil, fmt.Errorf("%w: holds on account %q would overflow", ErrInvalid, accountID)
+	}
+	var (
+		scopes [3]rateScope
+		now    int64
+		tokens int64
+	)
+	nscopes := s.rateScopesLocked(id, a, rate, &scopes)
+	if nscopes > 0 {
+		now = s.now().UnixNano()
+		if rate != nil {
+			tokens = max(rate.Tokens, 0)
+		}
+		var allowEvery time.Duration // the local allowance applies while other instances share the counts
+		if s.rateOthers > 0 {
+			allowEvery = s.rateSyncEvery
+		}
+		if e := checkRatesLocked(scopes[:nscopes], tokens, now, allowEvery); e != nil {
+			return nil, e
+		}
 	}
 	counted, err := s.reserveSpend(id, amount)
 	if err != nil {
@@ -126,16 +168,27 @@ func (s *Store) ReserveFor(id Identity, amount int64, opts ...ReserveOption) (*H
 	a.held = held
 	s.holdCount++
 	s.holdAmount += amount
-	return &Hold{s: s, acct: a, amount: amount, lineage: id.lineage, spendHeld: counted}, nil
+	if nscopes == 0 {
+		return &Hold{s: s, acct: a, amount: amount, lineage: id.lineage, spendHeld: counted}, nil
+	}
+	hr := &holdWithRates{Hold: Hold{s: s, acct: a, amount: amount, lineage: id.lineage, spendHeld: counted}}
+	hr.Hold.rl = &hr.rates
+	countRatesLocked(scopes[:nscopes], tokens, now, &hr.rates.refs)
+	hr.rates.n = nscopes
+	hr.rates.status = rateStatusLocked(scopes[:nscopes], now)
+	return &hr.Hold, nil
 }
 
 // ReserveOption tightens ReserveFor's admission rule. The zero value is the
 // plain rule (available > 0, the hold then counts in full); when several
-// are given, the last one applies.
+// balance options are given, the last one applies. WithRate combines with
+// them.
 type ReserveOption struct {
-	covered bool  // the whole amount must be available
-	upTo    bool  // hold what is available, between minimum and amount
-	minimum int64 // with upTo
+	rate     *RateRequest // WithRate: combines with the others
+	withRate bool
+	covered  bool  // the whole amount must be available
+	upTo     bool  // hold what is available, between minimum and amount
+	minimum  int64 // with upTo
 }
 
 // RequireCovered admits a hold only if the account's available balance
@@ -207,7 +260,8 @@ func (h *Hold) Release() {
 	}
 	h.s.acctMu.Lock()
 	if h.endLocked() {
-		h.s.endSpendLocked(h, 0)
+		_ = h.s.endSpendLocked(h, 0)
+		h.endRatesLocked(0)
 	}
 	h.s.acctMu.Unlock()
 }
@@ -234,6 +288,14 @@ func (s *Store) Available(accountID string) (balance, held int64, err error) {
 	a, ok := s.accounts[accountID]
 	if !ok {
 		return 0, 0, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
+	}
+	if s.cluster != nil {
+		// Shared database: the balance and the sum of every instance's
+		// leases as of this instance's last lease transaction.
+		if l := s.cluster.peekLease(accountID); l != nil && l.seen {
+			return l.seenBalance, l.seenLeased, nil
+		}
+		return 0, 0, nil
 	}
 	return a.balance, a.held, nil
 }

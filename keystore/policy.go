@@ -99,6 +99,9 @@ type KeyPolicy struct {
 	// ByHolder: the account holder creates the key (the dashboard); the
 	// policy is then the key's own, and not an operator's AdminPolicy.
 	ByHolder bool
+	// RateLimits of the lineage (ratelimit.go); nil or zero: none of its
+	// own.
+	RateLimits *RateLimits
 }
 
 // AdminPolicy is the part of a key lineage's policy that an operator set:
@@ -192,6 +195,14 @@ func (p *KeyPolicy) validate(now time.Time) error {
 			return err
 		}
 	}
+	if p.RateLimits != nil {
+		if err := p.RateLimits.Validate(); err != nil {
+			return err
+		}
+		if p.RateLimits.IsZero() {
+			p.RateLimits = nil
+		}
+	}
 	return nil
 }
 
@@ -223,6 +234,9 @@ type KeyUpdate struct {
 
 	SetSpendLimit bool
 	SpendLimit    *SpendLimit // nil: no limit
+
+	SetRateLimits bool
+	RateLimits    *RateLimits // nil or zero: none of its own
 }
 
 // LimitError is the error of a request refused because its key lineage has
@@ -251,6 +265,11 @@ type spendState struct {
 	spent  int64 // charged in the current period, settled in memory
 	held   int64 // holds in flight counted against the limit
 	loaded bool  // spent includes the ledger rows committed before the state existed
+
+	// budget is, on a database shared by several instances, what this
+	// instance has leased of the limit in the current period minus what it
+	// charged since (lease.go); the limit's rule applies to it there.
+	budget int64
 }
 
 // periodBounds returns the start and end (unix ms) of the period that holds
@@ -274,6 +293,7 @@ func (st *spendState) roll(nowMS int64) {
 	if st.end != 0 && nowMS >= st.end {
 		st.start, st.end = periodBounds(st.limit.Period, nowMS)
 		st.spent = 0
+		st.budget = 0    // leased for the period that ended
 		st.loaded = true // nothing committed before the state belongs to this period
 	}
 }
@@ -311,6 +331,18 @@ func (s *Store) KeySpend(ctx context.Context, keyID string) (spent, held int64, 
 		return 0, 0, nil, false
 	}
 	st.roll(unixMS(s.now()))
+	if s.cluster != nil {
+		// Shared database: committed spend and every instance's leases,
+		// the same on each.
+		start, resets := st.start, st.resets()
+		s.acctMu.Unlock()
+		spent, leased, err := s.lineageCommitted(ctx, lineage, start)
+		s.acctMu.Lock()
+		if err != nil {
+			return 0, 0, nil, false
+		}
+		return spent, leased, resets, true
+	}
 	return st.spent, st.held, st.resets(), true
 }
 
@@ -433,8 +465,9 @@ func (s *Store) reserveSpend(id Identity, amount int64) (bool, error) {
 		return false, nil
 	}
 	st.roll(unixMS(s.now()))
-	used, ok := addInt64(st.spent, st.held)
-	if !ok || used >= st.limit.Amount {
+	// On a shared database reserveLineage has applied the rule to the
+	// lineage's spend across instances already, and leased the hold.
+	if used, ok := addInt64(st.spent, st.held); s.cluster == nil && (!ok || used >= st.limit.Amount) {
 		return false, &LimitError{KeyID: id.KeyID, Limit: st.limit, Spent: st.spent, Held: st.held, Resets: st.resets()}
 	}
 	held, ok := addInt64(st.held, amount)
@@ -446,14 +479,15 @@ func (s *Store) reserveSpend(id Identity, amount int64) (bool, error) {
 }
 
 // endSpendLocked takes a hold off its lineage's counter and charges cost to
-// it. The caller holds acctMu.
-func (s *Store) endSpendLocked(h *Hold, cost int64) {
+// it. The caller holds acctMu. On a database shared by several instances it
+// returns the lease scope the charge counts against ("" if none).
+func (s *Store) endSpendLocked(h *Hold, cost int64) string {
 	if h.lineage == "" {
-		return
+		return ""
 	}
 	st := s.spend[h.lineage]
 	if st == nil {
-		return
+		return ""
 	}
 	if h.spendHeld {
 		st.held -= h.amount
@@ -464,11 +498,16 @@ func (s *Store) endSpendLocked(h *Hold, cost int64) {
 	if cost > 0 {
 		st.roll(unixMS(s.now()))
 		st.spent += cost
+		if s.cluster != nil {
+			st.budget -= cost
+			return lineageScope(h.lineage, st.start)
+		}
 	}
+	return ""
 }
 
 // policyColumns are the api_keys columns of a key's policy.
-const policyColumns = `allowed_models, spend_limit, limit_period`
+const policyColumns = `allowed_models, spend_limit, limit_period, rate_limits`
 
 func encodeModels(m []string) any {
 	if len(m) == 0 {
@@ -509,7 +548,7 @@ func decodeLimit(amount sql.NullInt64, period sql.NullString) *SpendLimit {
 // limit: ever). Each change is recorded in the audit log: key.rename,
 // key.disable / key.enable, key.update (policy).
 func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, error) {
-	if u.Name == nil && u.Disabled == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit {
+	if u.Name == nil && u.Disabled == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit && !u.SetRateLimits {
 		return Key{}, fmt.Errorf("%w: nothing to change", ErrInvalid)
 	}
 	if s.isClosed() {
@@ -523,7 +562,7 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 		}
 		name = n
 	}
-	pol := KeyPolicy{ExpiresAt: u.ExpiresAt, AllowedModels: u.AllowedModels, SpendLimit: u.SpendLimit}
+	pol := KeyPolicy{ExpiresAt: u.ExpiresAt, AllowedModels: u.AllowedModels, SpendLimit: u.SpendLimit, RateLimits: u.RateLimits}
 	if !u.SetExpiry {
 		pol.ExpiresAt = nil
 	}
@@ -539,6 +578,9 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 		return Key{}, err
 	}
 	ceiling := ceilingOf(cur)
+	if u.AsHolder && u.SetRateLimits {
+		return Key{}, fmt.Errorf("%w: rate limits are set by an operator", ErrNotAllowed)
+	}
 	if u.AsHolder {
 		if err := holderMayUpdate(cur, &u, &pol); err != nil {
 			return Key{}, err
@@ -630,6 +672,13 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 			}
 			detail["allowed_models"] = Change{nilIfEmpty(old.AllowedModels), nilIfEmpty(pol.AllowedModels)}
 		}
+		if u.SetRateLimits {
+			if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET rate_limits = ? WHERE lineage = ? AND deleted_at IS NULL`,
+				encodeRateLimits(pol.RateLimits), lineage); err != nil {
+				return nil, err
+			}
+			detail["rate_limits"] = Change{old.RateLimits, pol.RateLimits}
+		}
 		if u.SetSpendLimit {
 			amount, period := encodeLimit(pol.SpendLimit)
 			q := `UPDATE api_keys SET spend_limit = ?, limit_period = ? WHERE lineage = ? AND deleted_at IS NULL`
@@ -660,6 +709,9 @@ func (s *Store) UpdateKey(ctx context.Context, id string, u KeyUpdate) (Key, err
 			restore()
 		}
 		return Key{}, err
+	}
+	if u.SetRateLimits {
+		s.setKeyRateLimits(lineage, pol.RateLimits)
 	}
 	select {
 	case <-loaded:

@@ -206,6 +206,28 @@ CREATE TABLE audit (
 CREATE INDEX audit_account ON audit(account_id);
 CREATE INDEX audit_time ON audit(created_at);
 `,
+	// 7: rate
+	// limits of key lineages (the same on every live key of a lineage) and
+	// accounts, a JSON object {"rpm","tpm","concurrency","rpd","tpd"}
+	// (NULL: none). rate_counts shares the counts of several stores on
+	// one PostgreSQL database (ratelimit_sync.go; unused on SQLite): per
+	// instance, scope ('k:<lineage>', 'a:<account>', 'm:<model>') and
+	// bucket, the requests and tokens counted ('s': a second, bucket in
+	// unix s; 'd': a UTC day, bucket in unix ms) or in flight ('c').
+	`
+ALTER TABLE api_keys ADD COLUMN rate_limits TEXT;
+ALTER TABLE accounts ADD COLUMN rate_limits TEXT;
+CREATE TABLE rate_counts (
+	instance   TEXT    NOT NULL,
+	scope      TEXT    NOT NULL,
+	span       TEXT    NOT NULL,
+	bucket     INTEGER NOT NULL,
+	requests   INTEGER NOT NULL,
+	tokens     INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL,            -- unix ms
+	PRIMARY KEY (instance, scope, span, bucket)
+) STRICT, WITHOUT ROWID;
+`,
 }
 
 // SchemaVersion is the schema version this build writes.

@@ -173,6 +173,21 @@ CREATE TABLE audit (
 CREATE INDEX audit_account ON audit(account_id);
 CREATE INDEX audit_time ON audit(created_at);
 `,
+	// 7: rate limits.
+	`
+ALTER TABLE api_keys ADD COLUMN rate_limits TEXT;
+ALTER TABLE accounts ADD COLUMN rate_limits TEXT;
+CREATE TABLE rate_counts (
+	instance   TEXT   NOT NULL,
+	scope      TEXT   NOT NULL,
+	span       TEXT   NOT NULL,
+	bucket     BIGINT NOT NULL,
+	requests   BIGINT NOT NULL,
+	tokens     BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL,
+	PRIMARY KEY (instance, scope, span, bucket)
+);
+`,
 }
 
 // pgSchemaTable records, on PostgreSQL, the migrations applied (SQLite

@@ -59,7 +59,8 @@ type Options struct {
 	// deadlock. Log the error and alert on it: while it fires, charges
 	// accumulate in memory only. A failed batch of retention pruning
 	// (LedgerRetention) is reported here too; it is retried at the next
-	// pruning round and loses nothing.
+	// pruning round and loses nothing. So is a failed sync of rate limit
+	// counts with other instances (RateSyncInterval), retried at the next.
 	OnWriteError func(err error, pending int)
 	// MaxPendingWrites and MaxPendingAge bound the backlog of balance
 	// changes waiting for a commit: past either, WriteBacklog and Reserve
@@ -92,12 +93,23 @@ type Options struct {
 	// while (version 4 builds the usage rollups from every ledger row); log
 	// the calls so that an operator sees why startup waits.
 	OnMigrationProgress func(MigrationProgress)
+	// RateSyncInterval is how often a store on PostgreSQL shares its rate
+	// limit counts with the other stores on the database (several gateway
+	// instances; see ratelimit_sync.go for the bound). Default 100ms;
+	// negative: never (each instance counts alone). Ignored on SQLite,
+	// where a store is alone on its database.
+	RateSyncInterval time.Duration
 	// LedgerRetention, if positive, is how long raw ledger rows are kept:
 	// a background task deletes older rows in small batches (see
 	// Store.PruneLedger), carrying their sum forward per account so that
 	// balances, LedgerSum and usage totals are unchanged. 0 keeps every
 	// row forever.
 	LedgerRetention time.Duration
+	// Cluster, if set, makes a Store on PostgreSQL one of several
+	// instances sharing the database (cluster.go, lease.go): it follows
+	// the change feed, fails closed when it cannot, and spends balances
+	// through leases. Ignored on SQLite.
+	Cluster *ClusterOptions
 }
 
 // Store is the handle on one database. It is safe for concurrent use.
@@ -140,6 +152,23 @@ type Store struct {
 	// spend holds the spend counters of key lineages with a limit, by
 	// lineage; guarded by acctMu.
 	spend map[string]*spendState
+	// keyRates and modelRates hold the rate limit states of key lineages
+	// (by lineage) and model limits (by name); accounts keep theirs in
+	// accountState.rate. Guarded by acctMu.
+	keyRates   map[string]*rateState
+	modelRates map[string]*rateState
+	// The rate limit sync with other stores on a PostgreSQL database
+	// (ratelimit_sync.go): this store's name in rate_counts, the interval
+	// (0: no sync), the other instances' counts by scope (under acctMu),
+	// and the loop's state.
+	instanceID    string
+	rateSyncEvery time.Duration
+	rateRemote    map[string]*remoteCounts
+	rateOthers    int          // live other instances at the last sync (under acctMu)
+	rateSynced    []*rateState // every state that syncs (under acctMu)
+	rateSyncMu    sync.Mutex   // one SyncRates at a time
+	rateSyncRound int          // under rateSyncMu
+	rateSyncDone  chan struct{}
 
 	lastUsed *lastUsedTracker
 
@@ -174,6 +203,10 @@ type Store struct {
 	pruneWake chan struct{}
 	pruneDone chan struct{}
 
+	// cluster links the store with the other instances on its PostgreSQL
+	// database (cluster.go); nil on SQLite and for a store alone.
+	cluster *cluster
+
 	// lock holds the exclusive process lock (lock.go) until Close; nil on
 	// PostgreSQL.
 	lock *os.File
@@ -192,7 +225,8 @@ type accountState struct {
 	balance   int64 // committed balance plus settled charges not yet committed
 	held      int64 // sum of the account's holds in flight
 	disabled  bool
-	createdAt int64 // unix ms
+	createdAt int64      // unix ms
+	rate      *rateState // rate limits and their counts; nil: none yet
 
 	// durable is the balance as of the last committed ledger row. Only the
 	// ledger writer reads or writes it, under Store.writeMu (and Open
@@ -246,6 +280,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	)
 	if IsPostgres(opts.Path) {
 		s, err = openPostgresStore(ctx, opts)
+		if err == nil && opts.Cluster != nil {
+			if err = s.joinCluster(ctx, opts.Path, *opts.Cluster); err != nil {
+				s.closeUnstarted()
+				err = redactErr(opts.Path, fmt.Errorf("joining the instances on %s: %w", RedactDatabase(opts.Path), err))
+			}
+		}
 	} else {
 		s, err = openSQLiteStore(ctx, opts)
 	}
@@ -256,12 +296,32 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// closeUnstarted closes the database pools of a store whose goroutines
+// never started (Open failing after the store was built).
+func (s *Store) closeUnstarted() {
+	for _, st := range s.inserts {
+		st.Close()
+	}
+	for _, m := range s.upserts {
+		for _, st := range m {
+			st.Close()
+		}
+	}
+	s.r.Close()
+	s.w.Close()
+}
+
 // start starts the store's goroutines.
 func (s *Store) start(opts Options) {
 	go s.flushLoop(opts.LastUsedFlushInterval)
 	go s.writeLoop()
 	go s.objectLoop()
 	go s.pruneLoop()
+	if s.rateSyncEvery > 0 {
+		go s.rateSyncLoop()
+	} else {
+		close(s.rateSyncDone)
+	}
 }
 
 // openSQLiteStore is Open for an SQLite file.
@@ -353,6 +413,10 @@ func newStore(ctx context.Context, opts Options, d dialect, w, r *sql.DB) (*Stor
 		now:          opts.Now,
 		accounts:     make(map[string]*accountState),
 		spend:        make(map[string]*spendState),
+		keyRates:     make(map[string]*rateState),
+		modelRates:   make(map[string]*rateState),
+		instanceID:   newInstanceID(),
+		rateSyncDone: make(chan struct{}),
 		keys:         newKeyCache(opts.KeyCacheSize),
 		newPlaintext: newPlaintextKey,
 		lastUsed:     newLastUsedTracker(),
@@ -372,6 +436,13 @@ func newStore(ctx context.Context, opts Options, d dialect, w, r *sql.DB) (*Stor
 		pruneDone:     make(chan struct{}),
 	}
 	s.retention.Store(int64(max(opts.LedgerRetention, 0)))
+	if d == dialectPostgres {
+		s.rateSyncEvery = opts.RateSyncInterval
+		if s.rateSyncEvery == 0 {
+			s.rateSyncEvery = 100 * time.Millisecond
+		}
+		s.rateSyncEvery = max(s.rateSyncEvery, 0)
+	}
 	// Prepared before the writer starts, so that its first commit does not
 	// pay for them.
 	if err := s.prepareInserts(ctx); err != nil {
@@ -385,6 +456,11 @@ func newStore(ctx context.Context, opts Options, d dialect, w, r *sql.DB) (*Stor
 		return nil, err
 	}
 	if err := s.loadSpendStates(ctx); err != nil {
+		s.w.Close()
+		s.r.Close()
+		return nil, err
+	}
+	if err := s.loadRateLimits(ctx); err != nil {
 		s.w.Close()
 		s.r.Close()
 		return nil, err
@@ -428,6 +504,7 @@ func (s *Store) Close() error {
 		<-s.objects.done
 		<-s.flushDone
 		<-s.pruneDone
+		<-s.rateSyncDone
 		for _, st := range s.inserts { // the writer is gone: no one uses them
 			st.Close()
 		}
@@ -437,6 +514,10 @@ func (s *Store) Close() error {
 			}
 		}
 		err := s.flushLastUsed(context.Background())
+		if s.cluster != nil {
+			// Every charge is committed: the leases can go.
+			err = errors.Join(err, s.leaveCluster())
+		}
 		err = errors.Join(s.writerErr, s.objects.err, err, s.r.Close(), s.w.Close())
 		// Last: the next Open may start as soon as the lock is free.
 		if s.lock != nil {

@@ -26,12 +26,12 @@ func init() {
 //	GET    /ai-gateway/accounts
 //	POST   /ai-gateway/accounts                 {"id","name"}
 //	GET    /ai-gateway/accounts/{id}
-//	PATCH  /ai-gateway/accounts/{id}            {"name","disabled"}
+//	PATCH  /ai-gateway/accounts/{id}            {"name","disabled","rate_limits"}
 //	POST   /ai-gateway/accounts/{id}/balance    {"amount":"10.50","note"}
 //	GET    /ai-gateway/keys[?account=ID]
 //	POST   /ai-gateway/keys                     {"account","name","expires_at"|"expires_in"}
 //	GET    /ai-gateway/keys/{id}
-//	PATCH  /ai-gateway/keys/{id}                {"name","disabled","expires_at"|"expires_in","allowed_models","spend_limit"}
+//	PATCH  /ai-gateway/keys/{id}                {"name","disabled","expires_at"|"expires_in","allowed_models","spend_limit","rate_limits"}
 //	DELETE /ai-gateway/keys/{id}
 //	POST   /ai-gateway/keys/{id}/rotate         {"grace":"24h"}
 //	GET    /ai-gateway/usage?account=&key=&model=&status=&since=&until=&by=
@@ -278,12 +278,32 @@ func (h adminHandler) updateAccount(w http.ResponseWriter, r *http.Request, id s
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	if req.Name == nil && req.Disabled == nil {
-		return apiErr(http.StatusBadRequest, errors.New("nothing to change: give name and/or disabled"))
+	if req.Name == nil && req.Disabled == nil && req.RateLimits == nil {
+		return apiErr(http.StatusBadRequest, errors.New("nothing to change: give name, disabled and/or rate_limits"))
 	}
-	a, err := h.store.UpdateAccount(r.Context(), id, req.Name, req.Disabled)
-	if err != nil {
-		return storeErr(err)
+	var rl *keystore.RateLimits
+	if req.RateLimits != nil {
+		a, err := h.store.Account(r.Context(), id)
+		if err != nil {
+			return storeErr(err)
+		}
+		if rl, err = patchRateLimits(a.RateLimits, req.RateLimits); err != nil {
+			return err
+		}
+	}
+	var (
+		a   keystore.Account
+		err error
+	)
+	if req.Name != nil || req.Disabled != nil {
+		if a, err = h.store.UpdateAccount(r.Context(), id, req.Name, req.Disabled); err != nil {
+			return storeErr(err)
+		}
+	}
+	if req.RateLimits != nil {
+		if a, err = h.store.SetAccountRateLimits(r.Context(), id, rl); err != nil {
+			return storeErr(err)
+		}
 	}
 	return writeJSON(w, http.StatusOK, h.view(a))
 }
@@ -332,6 +352,33 @@ func parseLimit(l LimitRequest) (*keystore.SpendLimit, error) {
 	return sl, nil
 }
 
+// patchRateLimits applies a rate_limits member of a PATCH to the current
+// own limits cur: null removes them all, an object changes the kinds it
+// gives (0 removes one). The result is nil when no limit is left.
+func patchRateLimits(cur *keystore.RateLimits, raw json.RawMessage) (*keystore.RateLimits, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var req RateLimitsRequest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, apiErr(http.StatusBadRequest, fmt.Errorf(`rate_limits must be an object such as {"rpm": 60, "tpm": 100000, "concurrency": 4, "rpd": 10000, "tpd": 1000000} or null: %w`, err))
+	}
+	var base keystore.RateLimits
+	if cur != nil {
+		base = *cur
+	}
+	l := req.Apply(base)
+	if err := l.Validate(); err != nil {
+		return nil, storeErr(err)
+	}
+	if l.IsZero() {
+		return nil, nil
+	}
+	return &l, nil
+}
+
 // expiry resolves expires_at / expires_in of a request.
 func expiry(at *time.Time, in string) (*time.Time, error) {
 	if in == "" {
@@ -365,6 +412,10 @@ func (h adminHandler) createKey(w http.ResponseWriter, r *http.Request) error {
 		if pol.SpendLimit, err = parseLimit(*req.SpendLimit); err != nil {
 			return err
 		}
+	}
+	if req.RateLimits != nil {
+		l := req.RateLimits.Apply(keystore.RateLimits{})
+		pol.RateLimits = &l
 	}
 	k, plaintext, err := h.store.CreateKey(r.Context(), req.Account, req.Name, pol)
 	if err != nil {
@@ -429,8 +480,18 @@ func (h adminHandler) updateKey(w http.ResponseWriter, r *http.Request, id strin
 			}
 		}
 	}
-	if u.Name == nil && u.Disabled == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit {
-		return apiErr(http.StatusBadRequest, errors.New("nothing to change: give name, disabled, expires_at, expires_in, allowed_models and/or spend_limit"))
+	if req.RateLimits != nil {
+		cur, err := h.store.Key(r.Context(), id)
+		if err != nil {
+			return storeErr(err)
+		}
+		u.SetRateLimits = true
+		if u.RateLimits, err = patchRateLimits(cur.RateLimits, req.RateLimits); err != nil {
+			return err
+		}
+	}
+	if u.Name == nil && u.Disabled == nil && !u.SetExpiry && !u.SetAllowedModels && !u.SetSpendLimit && !u.SetRateLimits {
+		return apiErr(http.StatusBadRequest, errors.New("nothing to change: give name, disabled, expires_at, expires_in, allowed_models, spend_limit and/or rate_limits"))
 	}
 	k, err := h.store.UpdateKey(r.Context(), id, u)
 	if err != nil {

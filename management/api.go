@@ -47,6 +47,9 @@ type AccountView struct {
 	SpendMonthNano *int64 `json:"spend_month_nano,omitempty"`
 	SpendMonth     string `json:"spend_month,omitempty"`
 	Keys           *int   `json:"keys,omitempty"`
+	// RateLimits are the account's rate limits (across all its keys) with
+	// their use right now; see RateLimitView.
+	RateLimits []RateLimitView `json:"rate_limits,omitempty"`
 }
 
 // accountStatus is AccountView.Status of a.
@@ -60,8 +63,57 @@ func accountStatus(a keystore.Account) string {
 // NewAccountView shows account a of store s in currency.
 func NewAccountView(s *keystore.Store, a keystore.Account, currency string) AccountView {
 	_, held, _ := s.Available(a.ID)
+	if r, ok := a.Reserved(); ok {
+		// Several instances: what they have reserved, the same on each.
+		held = r
+	}
+	rl, _ := s.AccountRateUsage(a.ID)
 	return AccountView{Account: a, Balance: keystore.FormatAmount(a.Balance), Currency: currency,
-		HeldNano: held, Held: keystore.FormatAmount(held), Status: accountStatus(a)}
+		HeldNano: held, Held: keystore.FormatAmount(held), Status: accountStatus(a), RateLimits: rl}
+}
+
+// RateLimitView is one rate limit of a key, an account or a model, with its
+// use right now: kind (rpm, tpm, concurrency, rpd, tpd), scope (key,
+// account, model), name (a model limit's pattern), limit, used, remaining,
+// resets_at (when used next drops if nothing else is admitted; absent for
+// concurrency) and default (the limit comes from balance_guard's config,
+// not from the key's or account's own limits).
+type RateLimitView = keystore.RateUsage
+
+// RateLimitsRequest sets rate limits in a request: each kind given is set
+// (0 removes it), kinds not given are left as they are. In a create
+// request the kinds not given are simply not set.
+type RateLimitsRequest struct {
+	RPM         *int64 `json:"rpm,omitempty"`
+	TPM         *int64 `json:"tpm,omitempty"`
+	Concurrency *int64 `json:"concurrency,omitempty"`
+	RPD         *int64 `json:"rpd,omitempty"`
+	TPD         *int64 `json:"tpd,omitempty"`
+}
+
+// Apply returns cur with the kinds the request gives replaced.
+func (r RateLimitsRequest) Apply(cur keystore.RateLimits) keystore.RateLimits {
+	for _, f := range []struct {
+		v   *int64
+		dst *int64
+	}{{r.RPM, &cur.RPM}, {r.TPM, &cur.TPM}, {r.Concurrency, &cur.Concurrency}, {r.RPD, &cur.RPD}, {r.TPD, &cur.TPD}} {
+		if f.v != nil {
+			*f.dst = *f.v
+		}
+	}
+	return cur
+}
+
+// KeyRateLimits lists the rate limits that apply to a key's requests with
+// their use: its lineage's, its account's and the model limits requests
+// were checked against since the gateway started. nil when the key is
+// gone.
+func KeyRateLimits(ctx context.Context, s *keystore.Store, keyID string) []RateLimitView {
+	out, err := s.KeyRateUsage(ctx, keyID)
+	if err != nil {
+		return nil
+	}
+	return append(out, s.ModelRateUsage()...)
 }
 
 // AccountViews shows every account of store s.
@@ -98,10 +150,12 @@ type CreateAccountRequest struct {
 }
 
 // UpdateAccountRequest is the body that changes an account (admin API);
-// absent fields are unchanged.
+// absent fields are unchanged. rate_limits changes the kinds it gives
+// (RateLimitsRequest); null removes all the account's own rate limits.
 type UpdateAccountRequest struct {
-	Name     *string `json:"name,omitempty"`
-	Disabled *bool   `json:"disabled,omitempty"`
+	Name       *string         `json:"name,omitempty"`
+	Disabled   *bool           `json:"disabled,omitempty"`
+	RateLimits json.RawMessage `json:"rate_limits,omitempty"`
 }
 
 // BalanceRequest is the body that adjusts a balance: a decimal string
@@ -158,6 +212,10 @@ type SpendLimitView struct {
 type KeyView struct {
 	keystore.Key
 	SpendLimit *SpendLimitView `json:"spend_limit,omitempty"`
+	// RateLimits are the rate limits that apply to the key's requests with
+	// their use (KeyRateLimits); the admin API and the dashboard's key
+	// list fill them in.
+	RateLimits []RateLimitView `json:"rate_limits,omitempty"`
 }
 
 // NewKeyView shows key k with its spend limit but not its use (the
@@ -174,6 +232,7 @@ func NewKeyView(k keystore.Key) KeyView {
 // current period (the admin API's view).
 func KeyViewWithUse(ctx context.Context, s *keystore.Store, k keystore.Key) KeyView {
 	v := NewKeyView(k)
+	v.RateLimits = KeyRateLimits(ctx, s, k.ID)
 	if l := v.SpendLimit; l != nil {
 		var spent, held int64
 		if sp, h, resets, ok := s.KeySpend(ctx, k.ID); ok {
@@ -255,6 +314,9 @@ type CreateKeyRequest struct {
 	ExpiresIn     string        `json:"expires_in,omitempty"`
 	AllowedModels []string      `json:"allowed_models,omitempty"`
 	SpendLimit    *LimitRequest `json:"spend_limit,omitempty"`
+	// RateLimits of the key's lineage: {"rpm": 60, "tpm": 100000,
+	// "concurrency": 4, "rpd": …, "tpd": …}.
+	RateLimits *RateLimitsRequest `json:"rate_limits,omitempty"`
 }
 
 // UpdateKeyRequest is the body that changes a key in the admin API. Absent
@@ -267,6 +329,9 @@ type UpdateKeyRequest struct {
 	ExpiresIn     string          `json:"expires_in,omitempty"`
 	AllowedModels json.RawMessage `json:"allowed_models,omitempty"`
 	SpendLimit    json.RawMessage `json:"spend_limit,omitempty"`
+	// RateLimits changes the kinds it gives (RateLimitsRequest); null
+	// removes all the lineage's own rate limits.
+	RateLimits json.RawMessage `json:"rate_limits,omitempty"`
 }
 
 // DashboardKeyRequest is the body that creates a key in the dashboard:

@@ -482,13 +482,17 @@ func printAccounts(w io.Writer, accts []AccountView) error {
 }
 
 func printAccount(w io.Writer, a AccountView) error {
-	return printFields(w,
+	pairs := []string{
 		"ID", a.ID,
 		"Name", a.Name,
 		"Balance", balance(a),
 		"Disabled", yesNo(a.Disabled),
 		"Created", fmtTime(a.CreatedAt),
-	)
+	}
+	if len(a.RateLimits) > 0 {
+		pairs = append(pairs, "Rate limits", rateLimits(a.RateLimits))
+	}
+	return printFields(w, pairs...)
 }
 
 // models renders a key's allowlist.
@@ -539,6 +543,7 @@ func printKey(w io.Writer, k KeyView) error {
 		"Expires", keyExpires(k.Key),
 		"Models", models(k),
 		"Spend limit", limit(k),
+		"Rate limits", rateLimits(k.RateLimits),
 	}
 	if k.ReplacedBy != "" {
 		pairs = append(pairs, "Replaced by", k.ReplacedBy)
@@ -563,14 +568,14 @@ func (c *gatewayCLI) accountsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "accounts",
 		Aliases: []string{"account"},
-		Short:   "Create, list, show, top up, disable and enable accounts",
+		Short:   "Create, list, show, update, top up, disable and enable accounts",
 		Long: `Accounts hold the balance that requests made with their API keys are
 charged to. An account id is a slug of 1-64 characters: a-z, 0-9, '.', '_'
 or '-', starting with a letter or digit.`,
 		RunE: groupRunE,
 	}
 	cmd.AddCommand(c.accountsCreate(), c.accountsList(), c.accountsShow(), c.accountsTopup(),
-		c.accountsSetDisabled(true), c.accountsSetDisabled(false))
+		c.accountsSetDisabled(true), c.accountsSetDisabled(false), c.accountsUpdate())
 	return cmd
 }
 
@@ -767,17 +772,24 @@ as sk-…wxyz) is shown. Deleting a key takes effect on the next request.`,
 func (c *gatewayCLI) keysCreate() *cobra.Command {
 	var account, name, expiresIn, expiresAt string
 	var pf policyFlags
+	var rf rateFlags
 	cmd := &cobra.Command{
-		Use:   "create --account ID --name NAME [--expires-in 720h | --expires-at TIME] [--models GLOBS] [--limit AMOUNT [--limit-period day]]",
+		Use:   "create --account ID --name NAME [--expires-in 720h | --expires-at TIME] [--models GLOBS] [--limit AMOUNT [--limit-period day]] [--rpm N] [--tpm N] [--concurrency N] [--rpd N] [--tpd N]",
 		Short: "Create an API key for an account (the key is printed once)",
 		Long: `Creates an API key for an account and prints it. This is the only time the
 key is shown: store it now. Without --expires-in or --expires-at the key
 does not expire. --models restricts the key to models matching any of the
 comma-separated globs (gpt-4o-mini,o3*); --limit caps what it may spend in
-total, per day or per month (UTC).`,
+total, per day or per month (UTC). --rpm, --tpm, --concurrency, --rpd and
+--tpd limit its requests and tokens (input + output) per minute (any 60 s
+window) and per UTC day, and its requests in flight.`,
 		Args: namedArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			pol, err := pf.read(cmd)
+			if err != nil {
+				return err
+			}
+			rl, _, err := rf.read(cmd, false)
 			if err != nil {
 				return err
 			}
@@ -786,7 +798,7 @@ total, per day or per month (UTC).`,
 				return err
 			}
 			req := CreateKeyRequest{Account: account, Name: name, ExpiresIn: expiresIn, ExpiresAt: at,
-				AllowedModels: pol.models, SpendLimit: pol.limit}
+				AllowedModels: pol.models, SpendLimit: pol.limit, RateLimits: rl}
 			var nk SecretKeyView
 			table, err := c.callInto(cmd, http.MethodPost, "/ai-gateway/keys", req, &nk)
 			if err != nil || !table {
@@ -798,6 +810,9 @@ total, per day or per month (UTC).`,
 			if len(nk.AllowedModels) > 0 || nk.SpendLimit != nil {
 				fmt.Fprintf(w, "Models: %s; spend limit: %s.\n", models(nk.KeyView), limit(nk.KeyView))
 			}
+			if len(nk.RateLimits) > 0 {
+				fmt.Fprintf(w, "Rate limits: %s.\n", rateLimits(nk.RateLimits))
+			}
 			printSecret(w, nk)
 			return nil
 		},
@@ -808,6 +823,7 @@ total, per day or per month (UTC).`,
 	f.StringVar(&expiresIn, "expires-in", "", "Expire the key after this duration (e.g. 720h or 30d)")
 	f.StringVar(&expiresAt, "expires-at", "", "Expire the key at this RFC 3339 time")
 	pf.register(cmd, false)
+	rf.register(cmd, false)
 	_ = cmd.MarkFlagRequired("account")
 	_ = cmd.MarkFlagRequired("name")
 	cmd.MarkFlagsMutuallyExclusive("expires-in", "expires-at")
@@ -962,16 +978,23 @@ func (c *gatewayCLI) keysUpdate() *cobra.Command {
 	var name, expiresIn, expiresAt string
 	var noExpiry bool
 	var pf policyFlags
+	var rf rateFlags
 	cmd := &cobra.Command{
-		Use:   "update KEY_ID [--name NAME] [--models GLOBS | --any-model] [--limit AMOUNT [--limit-period day] | --no-limit] [--expires-in 720h | --expires-at TIME | --no-expiry]",
-		Short: "Change an API key's name, allowed models, spend limit or expiry",
+		Use:   "update KEY_ID [--name NAME] [--models GLOBS | --any-model] [--limit AMOUNT [--limit-period day] | --no-limit] [--expires-in 720h | --expires-at TIME | --no-expiry] [--rpm N] [--tpm N] [--concurrency N] [--rpd N] [--tpd N] [--no-rate-limits]",
+		Short: "Change an API key's name, allowed models, spend limit, rate limits or expiry",
 		Long: `Changes an API key. The change holds from the very next request. Allowed
-models and the spend limit apply to the key together with the keys it
-replaced or that replace it by rotation, which share one spend counter; a
-new limit counts what they already spent in the current period.`,
+models, the spend limit and the rate limits apply to the key together with
+the keys it replaced or that replace it by rotation, which share one spend
+counter and one count per rate limit; a new spend limit counts what they
+already spent in the current period. A rate limit flag sets that limit and
+leaves the others as they are; 0 removes one, --no-rate-limits all.`,
 		Args: keyIDArgs("KEY_ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pol, err := pf.read(cmd)
+			if err != nil {
+				return err
+			}
+			rl, clearRates, err := rf.read(cmd, true)
 			if err != nil {
 				return err
 			}
@@ -984,11 +1007,12 @@ new limit counts what they already spent in the current period.`,
 				ExpiresAt:     rawOrNull(at, at != nil, noExpiry),
 				AllowedModels: rawOrNull(pol.models, pol.models != nil, pol.clearModels),
 				SpendLimit:    rawOrNull(pol.limit, pol.limit != nil, pol.clearLimit),
+				RateLimits:    rawOrNull(rl, rl != nil, clearRates),
 			}
 			if cmd.Flags().Changed("name") {
 				req.Name = &name
 			}
-			if req.Name == nil && req.ExpiresIn == "" && req.ExpiresAt == nil && req.AllowedModels == nil && req.SpendLimit == nil {
+			if req.Name == nil && req.ExpiresIn == "" && req.ExpiresAt == nil && req.AllowedModels == nil && req.SpendLimit == nil && req.RateLimits == nil {
 				return usageError(cmd, errors.New("nothing to change: give at least one flag"))
 			}
 			var k KeyView
@@ -1006,6 +1030,7 @@ new limit counts what they already spent in the current period.`,
 	f.StringVar(&expiresAt, "expires-at", "", "Expire the key at this RFC 3339 time")
 	f.BoolVar(&noExpiry, "no-expiry", false, "Remove the key's expiry")
 	pf.register(cmd, true)
+	rf.register(cmd, true)
 	cmd.MarkFlagsMutuallyExclusive("expires-in", "expires-at", "no-expiry")
 	return cmd
 }

@@ -71,6 +71,9 @@ type APIError struct {
 	Code    string
 	Message string
 	Reason  string
+	// Header holds extra response headers (a 429's Retry-After and
+	// x-ratelimit-*); nil: none.
+	Header http.Header
 }
 
 // Error types and codes of the gateway's own errors.
@@ -90,6 +93,11 @@ const (
 	CodeModelNotFound       = "model_not_found"
 	CodeKeyLimitExceeded    = "key_limit_exceeded"
 	CodeEndpointNotAllowed  = "endpoint_not_allowed"
+	CodeRateLimitExceeded   = "rate_limit_exceeded"
+
+	// Types of a 429 rate_limit_exceeded, as OpenAI sends them.
+	TypeRequests = "requests"
+	TypeTokens   = "tokens"
 )
 
 // Error implements error.
@@ -100,6 +108,9 @@ func (e *APIError) Error() string { return e.Message }
 func (e *APIError) Write(w http.ResponseWriter) error {
 	body := ErrorJSON(e.Message, e.Type, e.Code)
 	h := w.Header()
+	for k, v := range e.Header {
+		h[k] = v
+	}
 	if e.Status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="ai-gateway"`)
 	}

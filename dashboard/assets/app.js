@@ -419,14 +419,22 @@
 			if (ap.spend_limit) parts.push(money(ap.spend_limit.amount != null ? ap.spend_limit.amount : nanoAmount(ap.spend_limit.amount_nano)) + ' ' + (periodNames[ap.spend_limit.period] || ap.spend_limit.period));
 			out.push(el('li', { 'data-policy': 'operator' }, el('span', { class: 'muted', text: 'Set by the operator (you can only narrow it): ' }), parts.join(' · ')));
 		}
-		for (const r of k.rate_limits || []) {
+		out.push(...rateLines(k.rate_limits));
+		return el('ul', { class: 'policy' }, ...out);
+	}
+
+	// rateLines shows rate limits as they come from the server: each with
+	// its kind, scope, use and reset, whatever kinds there are.
+	function rateLines(limits) {
+		return (limits || []).map((r) => {
 			let t = numFmt.format(r.limit) + ' ' + (rateNames[r.kind] || r.kind);
-			if (r.scope) t += ' (' + r.scope + ')';
+			const scope = [r.scope && r.scope !== 'key' ? r.scope : '', r.name || ''].filter((x) => x).join(' ');
+			if (scope) t += ' (' + scope + ')';
 			if (r.used != null) t += ' · ' + numFmt.format(r.used) + ' used';
 			if (r.resets_at) t += ' · resets ' + fmtDateTime(r.resets_at);
-			out.push(el('li', { 'data-policy': 'rate' }, el('span', { class: 'muted', text: 'Rate limit: ' }), t));
-		}
-		return el('ul', { class: 'policy' }, ...out);
+			if (r.default) t += ' · gateway default';
+			return el('li', { 'data-policy': 'rate', 'data-kind': r.kind }, el('span', { class: 'muted', text: 'Rate limit: ' }), t);
+		});
 	}
 
 	function renderKeys() {
@@ -702,6 +710,7 @@
 		$('#stat-balance').textContent = money(a.balance);
 		$('#stat-balance').classList.toggle('negative', a.balance_nano <= 0);
 		$('#stat-held').textContent = a.held_nano > 0 ? money(a.held) + ' held by requests in progress' : 'Available for requests';
+		$('#stat-limits').replaceChildren(...rateLines(a.rate_limits));
 		$('#stat-spend-title').textContent = 'Spent, last ' + u.days + ' days';
 		$('#stat-spend').textContent = money(u.total.cost);
 		$('#stat-spend-sub').textContent = 'since ' + fmtDate(u.since + 'T00:00:00Z');
@@ -771,6 +780,7 @@
 		add('key', $('#log-key').value);
 		add('model', $('#log-model').value.trim());
 		add('status', $('#log-status').value);
+		add('kind', $('#log-kind').value);
 		return q;
 	}
 
@@ -824,7 +834,8 @@
 				el('td', { class: 'num tok', 'data-label': 'Tokens in / out' }, usage ? tokens(r) : ''),
 				el('td', { class: 'num opt', 'data-label': 'Cached' }, usage && r.cached_tokens ? numFmt.format(r.cached_tokens) : ''),
 				el('td', { class: 'num status' + (r.status >= 200 && r.status < 300 ? ' ok' : ''), 'data-label': 'Status' }, usage && r.status ? String(r.status) : ''),
-				el('td', { class: 'num amount', 'data-label': 'Cost' }, money(r.cost, false))));
+				el('td', { class: 'num amount' + (usage ? '' : ' pos'), 'data-label': usage ? 'Cost' : 'Amount' },
+					usage ? money(r.cost, false) : (r.amount_nano >= 0 ? '+' : '') + money(r.amount, false))));
 		}
 		const t = res.totals || {};
 		$('#log-totals').textContent = 'Selection: ' + plural(t.requests || 0, 'request') + ' · ' +
@@ -846,6 +857,7 @@
 		for (const id of ['#log-from', '#log-to', '#log-model']) $(id).value = '';
 		$('#log-key').value = '';
 		$('#log-status').value = '';
+		$('#log-kind').value = '';
 		state.log = { cursors: [''], page: 0, next: null };
 		act(loadLog);
 	});
