@@ -27,7 +27,19 @@ type Account struct {
 	// nil: none (defaults of the gateway's config may still apply). Views
 	// show them with their use (AccountRateUsage) instead.
 	RateLimits *RateLimits `json:"-"`
+
+	// reserved is, on a database shared by several instances, the part of
+	// the balance the instances have leased (see Reserved).
+	reserved    int64
+	hasReserved bool
 }
+
+// Reserved returns, for an account read from a database shared by several
+// instances, the part of its balance that the instances have reserved
+// (their live leases: holds in flight, charges not yet committed, and
+// budget not yet used), the same whichever instance reads it; ok is false
+// for a store alone on its database (see Store.Available for its holds).
+func (a Account) Reserved() (amount int64, ok bool) { return a.reserved, a.hasReserved }
 
 // LedgerEntry is one row of the ledger: a change of an account's balance.
 // Usage rows (Kind KindUsage) also carry what the request consumed.
@@ -124,6 +136,19 @@ func (a *accountState) snapshot() Account {
 	return acct
 }
 
+// shownBalance is the balance the store reports for a: on a database shared
+// by several instances the committed balance last seen (in memory, balance
+// is this instance's budget, see lease.go). The caller holds acctMu.
+func (s *Store) shownBalance(a *accountState) int64 {
+	if s.cluster == nil {
+		return a.balance
+	}
+	if l := s.cluster.peekLease(a.id); l != nil && l.seen {
+		return l.seenBalance
+	}
+	return 0
+}
+
 // CreateAccount creates an account with a zero balance. An empty name
 // defaults to the id.
 func (s *Store) CreateAccount(ctx context.Context, id, name string) (Account, error) {
@@ -171,8 +196,13 @@ func (s *Store) CreateAccount(ctx context.Context, id, name string) (Account, er
 	return snap, nil
 }
 
-// Account returns one account.
-func (s *Store) Account(_ context.Context, id string) (Account, error) {
+// Account returns one account. On a database shared by several instances
+// it reads the account's committed state from the database, the same on
+// every instance.
+func (s *Store) Account(ctx context.Context, id string) (Account, error) {
+	if s.cluster != nil {
+		return s.clusterAccount(ctx, id)
+	}
 	s.acctMu.RLock()
 	defer s.acctMu.RUnlock()
 	a, ok := s.accounts[id]
@@ -182,8 +212,15 @@ func (s *Store) Account(_ context.Context, id string) (Account, error) {
 	return a.snapshot(), nil
 }
 
-// Accounts lists all accounts ordered by id.
-func (s *Store) Accounts(_ context.Context) []Account {
+// Accounts lists all accounts ordered by id. On a database shared by
+// several instances it reads their committed state from the database (if
+// that fails, the last committed balances this instance saw).
+func (s *Store) Accounts(ctx context.Context) []Account {
+	if s.cluster != nil {
+		if out, ok := s.clusterAccounts(ctx); ok {
+			return out
+		}
+	}
 	s.acctMu.RLock()
 	out := make([]Account, 0, len(s.accounts))
 	for _, a := range s.accounts {
@@ -203,7 +240,7 @@ func (s *Store) Balance(accountID string) (balance int64, disabled bool, err err
 	if !ok {
 		return 0, false, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
 	}
-	return a.balance, a.disabled, nil
+	return s.shownBalance(a), a.disabled, nil
 }
 
 // AdjustBalance adds amount (nano-units, negative for a correction) to an

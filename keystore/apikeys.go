@@ -488,6 +488,13 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 	if s.isClosed() {
 		return Identity{}, ErrClosed
 	}
+	if s.cluster != nil {
+		// Another instance may have revoked the key: trust the cache only
+		// while the change feed is fresh.
+		if err := s.cluster.check(); err != nil {
+			return Identity{}, err
+		}
+	}
 	now := unixMS(s.now())
 	h := HashKey(plaintext)
 	e, unknownUntil, epoch := s.keys.get(h)
@@ -506,6 +513,13 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 		}
 		if err != nil {
 			return Identity{}, err
+		}
+		if s.cluster != nil {
+			// The key may belong to an account another instance created
+			// a moment ago, before the feed told this one.
+			if err := s.knowAccount(ctx, e.accountID); err != nil {
+				return Identity{}, err
+			}
 		}
 		s.keys.put(h, e, epoch)
 	}

@@ -181,3 +181,13 @@ func (t *lastUsedTracker) peek(id string) int64 {
 	defer t.mu.Unlock()
 	return t.pending[id]
 }
+
+// clear drops every entry, positive and negative, and fences off in-flight
+// lookups (a store sharing its database, after a gap in the change feed).
+func (c *keyCache) clear() {
+	c.mu.Lock()
+	c.epoch++
+	clear(c.entries)
+	clear(c.unknown)
+	c.mu.Unlock()
+}

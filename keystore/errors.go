@@ -46,3 +46,10 @@ var (
 	// ErrSettled: the hold was already settled or released.
 	ErrSettled = errors.New("hold already settled or released")
 )
+
+// ErrUnavailable: the store cannot vouch for its cached state, because it
+// has not heard from the shared PostgreSQL database for longer than the
+// revocation staleness bound (ClusterOptions.RevocationStaleness); nothing is
+// admitted until it hears again. Only stores shared by several instances
+// return it.
+var ErrUnavailable = errors.New("key store unavailable")

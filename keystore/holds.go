@@ -106,24 +106,37 @@ func (s *Store) ReserveFor(id Identity, amount int64, opts ...ReserveOption) (*H
 	if err := s.WriteBacklog(); err != nil {
 		return nil, err
 	}
+	if s.cluster != nil {
+		return s.reserveCluster(id, amount, opt, rate)
+	}
 	s.acctMu.Lock()
 	defer s.acctMu.Unlock()
 	a, ok := s.accounts[accountID]
 	if !ok {
 		return nil, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
 	}
+	return s.reserveLocked(a, id, amount, opt, rate, false)
+}
+
+// reserveLocked is ReserveFor's rule and hold on account a; the caller holds
+// s.acctMu. admitted skips the balance rule: the caller applied it already
+// (exact mode across instances, lease.go), and amount is the hold.
+func (s *Store) reserveLocked(a *accountState, id Identity, amount int64, opt ReserveOption, rate *RateRequest, admitted bool) (*Hold, error) {
+	accountID := a.id
 	if a.disabled {
 		return nil, fmt.Errorf("account %q: %w", accountID, ErrAccountDisabled)
 	}
-	avail, ok := subInt64(a.balance, a.held)
-	if !ok {
-		avail = math.MinInt64 // only reachable with absurd balances
-	}
-	if amount, ok = opt.fit(amount, avail); !ok {
-		return nil, &BalanceError{AccountID: accountID, Balance: a.balance, Held: a.held, Wanted: opt.wanted(amount)}
-	}
-	if avail <= 0 {
-		return nil, fmt.Errorf("account %q: available balance %s: %w", accountID, FormatAmount(avail), ErrInsufficientBalance)
+	if !admitted {
+		avail, ok := subInt64(a.balance, a.held)
+		if !ok {
+			avail = math.MinInt64 // only reachable with absurd balances
+		}
+		if amount, ok = opt.fit(amount, avail); !ok {
+			return nil, &BalanceError{AccountID: accountID, Balance: a.balance, Held: a.held, Wanted: opt.wanted(amount)}
+		}
+		if avail <= 0 {
+			return nil, fmt.Errorf("account %q: available balance %s: %w", accountID, FormatAmount(avail), ErrInsufficientBalance)
+		}
 	}
 	held, ok := addInt64(a.held, amount)
 	if !ok {
@@ -247,7 +260,7 @@ func (h *Hold) Release() {
 	}
 	h.s.acctMu.Lock()
 	if h.endLocked() {
-		h.s.endSpendLocked(h, 0)
+		_ = h.s.endSpendLocked(h, 0)
 		h.endRatesLocked(0)
 	}
 	h.s.acctMu.Unlock()
@@ -275,6 +288,14 @@ func (s *Store) Available(accountID string) (balance, held int64, err error) {
 	a, ok := s.accounts[accountID]
 	if !ok {
 		return 0, 0, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
+	}
+	if s.cluster != nil {
+		// Shared database: the balance and the sum of every instance's
+		// leases as of this instance's last lease transaction.
+		if l := s.cluster.peekLease(accountID); l != nil && l.seen {
+			return l.seenBalance, l.seenLeased, nil
+		}
+		return 0, 0, nil
 	}
 	return a.balance, a.held, nil
 }

@@ -265,6 +265,11 @@ type spendState struct {
 	spent  int64 // charged in the current period, settled in memory
 	held   int64 // holds in flight counted against the limit
 	loaded bool  // spent includes the ledger rows committed before the state existed
+
+	// budget is, on a database shared by several instances, what this
+	// instance has leased of the limit in the current period minus what it
+	// charged since (lease.go); the limit's rule applies to it there.
+	budget int64
 }
 
 // periodBounds returns the start and end (unix ms) of the period that holds
@@ -288,6 +293,7 @@ func (st *spendState) roll(nowMS int64) {
 	if st.end != 0 && nowMS >= st.end {
 		st.start, st.end = periodBounds(st.limit.Period, nowMS)
 		st.spent = 0
+		st.budget = 0    // leased for the period that ended
 		st.loaded = true // nothing committed before the state belongs to this period
 	}
 }
@@ -325,6 +331,18 @@ func (s *Store) KeySpend(ctx context.Context, keyID string) (spent, held int64, 
 		return 0, 0, nil, false
 	}
 	st.roll(unixMS(s.now()))
+	if s.cluster != nil {
+		// Shared database: committed spend and every instance's leases,
+		// the same on each.
+		start, resets := st.start, st.resets()
+		s.acctMu.Unlock()
+		spent, leased, err := s.lineageCommitted(ctx, lineage, start)
+		s.acctMu.Lock()
+		if err != nil {
+			return 0, 0, nil, false
+		}
+		return spent, leased, resets, true
+	}
 	return st.spent, st.held, st.resets(), true
 }
 
@@ -447,8 +465,9 @@ func (s *Store) reserveSpend(id Identity, amount int64) (bool, error) {
 		return false, nil
 	}
 	st.roll(unixMS(s.now()))
-	used, ok := addInt64(st.spent, st.held)
-	if !ok || used >= st.limit.Amount {
+	// On a shared database reserveLineage has applied the rule to the
+	// lineage's spend across instances already, and leased the hold.
+	if used, ok := addInt64(st.spent, st.held); s.cluster == nil && (!ok || used >= st.limit.Amount) {
 		return false, &LimitError{KeyID: id.KeyID, Limit: st.limit, Spent: st.spent, Held: st.held, Resets: st.resets()}
 	}
 	held, ok := addInt64(st.held, amount)
@@ -460,14 +479,15 @@ func (s *Store) reserveSpend(id Identity, amount int64) (bool, error) {
 }
 
 // endSpendLocked takes a hold off its lineage's counter and charges cost to
-// it. The caller holds acctMu.
-func (s *Store) endSpendLocked(h *Hold, cost int64) {
+// it. The caller holds acctMu. On a database shared by several instances it
+// returns the lease scope the charge counts against ("" if none).
+func (s *Store) endSpendLocked(h *Hold, cost int64) string {
 	if h.lineage == "" {
-		return
+		return ""
 	}
 	st := s.spend[h.lineage]
 	if st == nil {
-		return
+		return ""
 	}
 	if h.spendHeld {
 		st.held -= h.amount
@@ -478,7 +498,12 @@ func (s *Store) endSpendLocked(h *Hold, cost int64) {
 	if cost > 0 {
 		st.roll(unixMS(s.now()))
 		st.spent += cost
+		if s.cluster != nil {
+			st.budget -= cost
+			return lineageScope(h.lineage, st.start)
+		}
 	}
+	return ""
 }
 
 // policyColumns are the api_keys columns of a key's policy.

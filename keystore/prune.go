@@ -146,6 +146,13 @@ func (s *Store) pruneBatch(ctx context.Context, keep, cut int64) (int64, error) 
 		return 0, err
 	}
 	defer tx.Rollback()
+	if s.cluster != nil {
+		// Several instances prune the same ledger: one batch at a time,
+		// or two would carry the same rows forward.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, pruneLock); err != nil {
+			return 0, err
+		}
+	}
 	maxFunc := "MAX"
 	if s.dialect == dialectPostgres {
 		maxFunc = "GREATEST"

@@ -114,6 +114,7 @@ func (s *Store) syncStateLocked(st *rateState, name string) {
 		return
 	}
 	st.sync = &rateSyncState{name: name, pending: map[rateSyncKey][2]int64{}, remote: s.rateRemote[name]}
+	s.rateSynced = append(s.rateSynced, st)
 }
 
 // addPending records a count to send at the next sync.
@@ -170,13 +171,7 @@ func (s *Store) SyncRates(ctx context.Context) error {
 		clear(st.sync.pending)
 		adds = append(adds, add{scope: st.sync.name, span: spanInflight, abs: st.inflight})
 	}
-	for _, st := range s.keyRates {
-		each(st)
-	}
-	for _, a := range s.accounts {
-		each(a.rate)
-	}
-	for _, st := range s.modelRates {
+	for _, st := range s.rateSynced {
 		each(st)
 	}
 	s.acctMu.Unlock()
@@ -267,13 +262,7 @@ func (s *Store) SyncRates(ctx context.Context) error {
 			st.sync.sinceReq, st.sync.sinceTok = 0, 0
 		}
 	}
-	for _, st := range s.keyRates {
-		set(st)
-	}
-	for _, a := range s.accounts {
-		set(a.rate)
-	}
-	for _, st := range s.modelRates {
+	for _, st := range s.rateSynced {
 		set(st)
 	}
 	s.acctMu.Unlock()
@@ -308,20 +297,9 @@ func (s *Store) requeueLocked(list []rateAdd) {
 	if len(list) == 0 {
 		return
 	}
-	byName := map[string]*rateSyncState{}
-	each := func(st *rateState) {
-		if st != nil && st.sync != nil {
-			byName[st.sync.name] = st.sync
-		}
-	}
-	for _, st := range s.keyRates {
-		each(st)
-	}
-	for _, a := range s.accounts {
-		each(a.rate)
-	}
-	for _, st := range s.modelRates {
-		each(st)
+	byName := make(map[string]*rateSyncState, len(s.rateSynced))
+	for _, st := range s.rateSynced {
+		byName[st.sync.name] = st.sync
 	}
 	for _, a := range list {
 		if y := byName[a.scope]; y != nil && a.span != spanInflight {

@@ -568,3 +568,48 @@ func TestRateLimitsAcrossInstances(t *testing.T) {
 		h.Release()
 	}
 }
+
+// TestRateCountsSurviveRestartOnPostgres: on PostgreSQL a restarted store
+// counts what it admitted before the restart, as another instance's.
+func TestRateCountsSurviveRestartOnPostgres(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	clk := newFakeClock()
+	opts := Options{Now: clk.Now, RateSyncInterval: time.Hour}
+	s := openAt(t, db, opts)
+	mustAccount(t, s, "acme", "10")
+	_, pt, err := s.CreateKey(ctx, "acme", "k", KeyPolicy{RateLimits: &RateLimits{RPM: 3, RPD: 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := s.Authenticate(ctx, pt)
+	for range 3 {
+		if _, err := s.ReserveFor(id, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SyncRates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openAt(t, db, opts)
+	id2, _ := s2.Authenticate(ctx, pt)
+	if err := s2.SyncRates(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var re *RateLimitError
+	if _, err := s2.ReserveFor(id2, 1); !errors.As(err, &re) || re.Kind != RateRPM || re.Used != 3 {
+		t.Fatalf("after the restart: %v, want rpm refused with 3 used", err)
+	}
+	clk.Advance(61 * time.Second)
+	for range 2 {
+		if _, err := s2.ReserveFor(id2, 1); err != nil {
+			t.Fatalf("a minute later: %v", err)
+		}
+	}
+	if _, err := s2.ReserveFor(id2, 1); !errors.As(err, &re) || re.Kind != RateRPD || re.Used != 5 {
+		t.Fatalf("sixth of the day: %v, want rpd refused with 5 used", err)
+	}
+}

@@ -148,12 +148,12 @@ func (h *Hold) Settle(u Charge) (LedgerEntry, error) {
 	}
 	a.balance = after
 	h.endLocked()
-	s.endSpendLocked(h, -row.amount)
+	scope := s.endSpendLocked(h, -row.amount)
 	h.endRatesLocked(satAdd(row.prompt, row.completion))
 	s.acctMu.Unlock()
 	// Still under q.mu: the queue order is the order in which charges hit
 	// memory, so the writer's balance_after chain follows it.
-	op := &writeOp{acct: a, row: row}
+	op := &writeOp{acct: a, row: row, scope: scope}
 	q.pushLocked(op)
 	e := row.entry(0, after)
 	e.seq = op.seq

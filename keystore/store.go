@@ -105,6 +105,11 @@ type Options struct {
 	// balances, LedgerSum and usage totals are unchanged. 0 keeps every
 	// row forever.
 	LedgerRetention time.Duration
+	// Cluster, if set, makes a Store on PostgreSQL one of several
+	// instances sharing the database (cluster.go, lease.go): it follows
+	// the change feed, fails closed when it cannot, and spends balances
+	// through leases. Ignored on SQLite.
+	Cluster *ClusterOptions
 }
 
 // Store is the handle on one database. It is safe for concurrent use.
@@ -159,9 +164,10 @@ type Store struct {
 	instanceID    string
 	rateSyncEvery time.Duration
 	rateRemote    map[string]*remoteCounts
-	rateOthers    int        // live other instances at the last sync (under acctMu)
-	rateSyncMu    sync.Mutex // one SyncRates at a time
-	rateSyncRound int        // under rateSyncMu
+	rateOthers    int          // live other instances at the last sync (under acctMu)
+	rateSynced    []*rateState // every state that syncs (under acctMu)
+	rateSyncMu    sync.Mutex   // one SyncRates at a time
+	rateSyncRound int          // under rateSyncMu
 	rateSyncDone  chan struct{}
 
 	lastUsed *lastUsedTracker
@@ -196,6 +202,10 @@ type Store struct {
 	retention atomic.Int64
 	pruneWake chan struct{}
 	pruneDone chan struct{}
+
+	// cluster links the store with the other instances on its PostgreSQL
+	// database (cluster.go); nil on SQLite and for a store alone.
+	cluster *cluster
 
 	// lock holds the exclusive process lock (lock.go) until Close; nil on
 	// PostgreSQL.
@@ -270,6 +280,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	)
 	if IsPostgres(opts.Path) {
 		s, err = openPostgresStore(ctx, opts)
+		if err == nil && opts.Cluster != nil {
+			if err = s.joinCluster(ctx, opts.Path, *opts.Cluster); err != nil {
+				s.closeUnstarted()
+				err = redactErr(opts.Path, fmt.Errorf("joining the instances on %s: %w", RedactDatabase(opts.Path), err))
+			}
+		}
 	} else {
 		s, err = openSQLiteStore(ctx, opts)
 	}
@@ -278,6 +294,21 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s.start(opts)
 	return s, nil
+}
+
+// closeUnstarted closes the database pools of a store whose goroutines
+// never started (Open failing after the store was built).
+func (s *Store) closeUnstarted() {
+	for _, st := range s.inserts {
+		st.Close()
+	}
+	for _, m := range s.upserts {
+		for _, st := range m {
+			st.Close()
+		}
+	}
+	s.r.Close()
+	s.w.Close()
 }
 
 // start starts the store's goroutines.
@@ -483,6 +514,10 @@ func (s *Store) Close() error {
 			}
 		}
 		err := s.flushLastUsed(context.Background())
+		if s.cluster != nil {
+			// Every charge is committed: the leases can go.
+			err = errors.Join(err, s.leaveCluster())
+		}
 		err = errors.Join(s.writerErr, s.objects.err, err, s.r.Close(), s.w.Close())
 		// Last: the next Open may start as soon as the lock is free.
 		if s.lock != nil {

@@ -52,6 +52,10 @@ type writeOp struct {
 	row  ledgerRow
 	adj  *adjustment
 	load *spendLoad // see policy.go
+	// scope is, on a database shared by several instances, the lease
+	// scope of the spend limit the usage row counts against (lease.go);
+	// empty if none.
+	scope string
 }
 
 // special reports whether op is not a usage row.
@@ -582,11 +586,32 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 	if err := s.prepareInserts(ctx); err != nil {
 		return err
 	}
+	var batchID string
+	if c := s.cluster; c != nil {
+		batchID = c.batchID(batch)
+		if c.uncertain == batchID {
+			// The last attempt's COMMIT failed: it may have committed.
+			done, err := c.batchCommitted(ctx, batchID)
+			if err != nil {
+				return fmt.Errorf("checking batch %s: %w", batchID, err)
+			}
+			c.uncertain = ""
+			if done {
+				s.batches.Add(1)
+				return nil
+			}
+		}
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
+	if s.cluster != nil {
+		if err := s.cluster.lockBatchAccounts(ctx, tx, batch); err != nil {
+			return err
+		}
+	}
 	w := &s.scratch
 	w.reset()
 	w.args, err = execChunks(ctx, tx, s.inserts, len(batch), w.args, func(dst []any, i int) []any {
@@ -615,8 +640,30 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 			return fmt.Errorf("updating usage rollups: %w", err)
 		}
 	}
-	for _, a := range w.touched {
-		if err := addToStoredBalance(ctx, tx, a.id, w.accts[a].after-a.durable); err != nil {
+	if s.cluster != nil && len(w.touched) > 1 {
+		// Shared database: the batch's accounts are locked already; one
+		// statement for all of them instead of a round trip each.
+		if err := s.cluster.addToBalances(ctx, tx, w.touched, func(a *accountState) int64 { return w.accts[a].after - a.durable }); err != nil {
+			return err
+		}
+	} else {
+		for _, a := range w.touched {
+			if err := addToStoredBalance(ctx, tx, a.id, w.accts[a].after-a.durable); err != nil {
+				return err
+			}
+		}
+	}
+	if c := s.cluster; c != nil {
+		charged := make(map[string]int64, len(w.touched))
+		for _, a := range w.touched {
+			charged[a.id] = a.durable - w.accts[a].after
+		}
+		for _, op := range batch {
+			if op.scope != "" {
+				charged[op.scope] -= op.row.amount
+			}
+		}
+		if err := c.settleLeases(ctx, tx, batchID, charged); err != nil {
 			return err
 		}
 	}
@@ -626,10 +673,20 @@ func (s *Store) commitUsage(batch []*writeOp) error {
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		if s.cluster != nil {
+			s.cluster.uncertain = batchID
+		}
 		return err
 	}
 	for _, a := range w.touched {
 		a.durable = w.accts[a].after
+	}
+	if s.cluster != nil {
+		s.acctMu.Lock()
+		for _, a := range w.touched {
+			s.cluster.noteBalance(a.id, a.durable)
+		}
+		s.acctMu.Unlock()
 	}
 	s.batches.Add(1)
 	return nil
@@ -699,6 +756,21 @@ func (s *Store) runAdjustment(op *writeOp) {
 func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount int64, note string) (Account, LedgerEntry, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	// It runs on the writer goroutine: bounded like a usage batch.
+	ctx, cancel := s.backgroundWriteContext(ctx)
+	defer cancel()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
+	}
+	defer tx.Rollback()
+	if s.cluster != nil {
+		// Other instances charge the account too: the chain continues
+		// from the row as locked now.
+		if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1 FOR UPDATE`, a.id).Scan(&a.durable); err != nil {
+			return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
+		}
+	}
 	s.acctMu.RLock()
 	mem := a.balance
 	s.acctMu.RUnlock()
@@ -708,15 +780,6 @@ func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount in
 		return Account{}, LedgerEntry{}, fmt.Errorf("%w: balance would overflow", ErrInvalid)
 	}
 	row := ledgerRow{createdAt: unixMS(s.now()), accountID: a.id, kind: KindAdjustment, amount: amount, note: note}
-
-	// It runs on the writer goroutine: bounded like a usage batch.
-	ctx, cancel := s.backgroundWriteContext(ctx)
-	defer cancel()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance of %q: %w", a.id, err)
-	}
-	defer tx.Rollback()
 	if err := addToStoredBalance(ctx, tx, a.id, amount); err != nil {
 		return Account{}, LedgerEntry{}, fmt.Errorf("adjusting balance: %w", err)
 	}
@@ -742,8 +805,17 @@ func (s *Store) commitAdjustment(ctx context.Context, a *accountState, amount in
 	}
 	a.durable = after
 	s.acctMu.Lock()
-	a.balance += amount
+	if s.cluster == nil {
+		a.balance += amount
+	} else {
+		l := s.cluster.leaseOf(a.id)
+		l.denyUntil = 0 // spendable at once here; elsewhere through the feed
+		s.cluster.noteBalance(a.id, after)
+	}
 	snap := a.snapshot()
+	if s.cluster != nil {
+		snap.Balance = after
+	}
 	s.acctMu.Unlock()
 	return snap, row.entry(id, after), nil
 }

@@ -74,6 +74,42 @@ type App struct {
 	// keep every row forever.
 	LedgerRetention caddy.Duration `json:"ledger_retention,omitempty"`
 
+	// The settings below apply only to a PostgreSQL database, which
+	// several gateway instances may share (docs/operations.md, "Several
+	// instances"); an SQLite database ignores them.
+
+	// How much of an account's balance an instance takes at a time (a
+	// lease, in currency units such as "1.00") to admit requests without
+	// asking the database. The cluster-wide overdraft bound is one request
+	// per instance holding a lease on the account, plus overruns. "0"
+	// selects exact mode: every admission is checked against the balance
+	// in the database, which gives the single-instance bound (one request
+	// plus overruns) at the cost of a database round trip per request.
+	// Default "1.00".
+	Lease string `json:"lease,omitempty"`
+
+	// How long a lease outlives the last heartbeat of the instance holding
+	// it, so that the leases of a killed instance lapse. Default 30s; at
+	// least ten times revocation_staleness.
+	LeaseTTL caddy.Duration `json:"lease_ttl,omitempty"`
+
+	// How long an instance keeps serving from its caches without hearing
+	// from the database's change feed. A key revoked or an account
+	// disabled on any instance at time T is refused by every instance for
+	// every request after T + revocation_staleness; an instance cut off
+	// from the database for longer answers billed requests with 503
+	// store_unavailable until it hears again. The feed is polled every
+	// revocation_staleness/5 (at most 200ms) and pushed at once by
+	// LISTEN/NOTIFY. Default 1s.
+	RevocationStaleness caddy.Duration `json:"revocation_staleness,omitempty"`
+
+	// Names this instance in the database (its leases and settled
+	// batches). Default: random at each start, which is what a process
+	// needs; set it only to recognise an instance's rows, and then to a
+	// name no other running instance has (a start gives back the leases
+	// of a previous run under the same name).
+	InstanceID string `json:"instance_id,omitempty"`
+
 	dbPath string // resolved: an absolute SQLite path or a PostgreSQL connection string
 	dbName string // dbPath for logs: a PostgreSQL password redacted
 	logger *zap.Logger
@@ -127,6 +163,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.Currency == "" {
 		a.Currency = "USD"
 	}
+	if _, err := a.clusterOptions(); err != nil {
+		return err
+	}
 	repl := caddy.NewReplacer()
 	path := strings.TrimSpace(repl.ReplaceKnown(a.Database, ""))
 	if path == "" {
@@ -165,6 +204,15 @@ func (a *App) Start() error {
 // config holds it yet.
 func (a *App) take() error {
 	cacheSize, path, name := a.KeyCacheSize, a.dbPath, a.dbName
+	var cluster *keystore.ClusterOptions
+	if keystore.IsPostgres(path) {
+		// Another instance may share the database: always run as one of
+		// several (change feed, leases).
+		var err error
+		if cluster, err = a.clusterOptions(); err != nil {
+			return err
+		}
+	}
 	val, loaded, err := storePool.LoadOrNew(path, func() (caddy.Destructor, error) {
 		openCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -174,6 +222,7 @@ func (a *App) take() error {
 			OnWriteError:        writeErrorReporter(name, a.metrics),
 			LedgerRetention:     time.Duration(a.LedgerRetention),
 			OnMigrationProgress: migrationLogger(a.logger, name),
+			Cluster:             cluster,
 		})
 		if err != nil {
 			return nil, err
@@ -345,3 +394,27 @@ var (
 	_ caddy.CleanerUpper = (*App)(nil)
 	_ caddy.Destructor   = pooledStore{}
 )
+
+// clusterOptions are the store's settings for a database shared by several
+// instances.
+func (a *App) clusterOptions() (*keystore.ClusterOptions, error) {
+	o := &keystore.ClusterOptions{Lease: -1, InstanceID: a.InstanceID, LeaseTTL: time.Duration(a.LeaseTTL),
+		RevocationStaleness: time.Duration(a.RevocationStaleness)}
+	if a.Lease != "" {
+		n, err := keystore.ParseAmount(a.Lease)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("lease must be an amount such as 1.00 (0: exact mode), got %q", a.Lease)
+		}
+		o.Lease = n
+	}
+	if a.LeaseTTL < 0 || a.RevocationStaleness < 0 {
+		return nil, fmt.Errorf("lease_ttl and revocation_staleness must not be negative")
+	}
+	if o.RevocationStaleness > 0 {
+		o.PollInterval = min(o.RevocationStaleness/5, 200*time.Millisecond)
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	return o, nil
+}

@@ -7,6 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
 func init() {
@@ -22,6 +24,10 @@ func init() {
 //			key_cache_size <n>
 //			durable_billing on|off
 //			ledger_retention <duration>
+//			lease <amount>
+//			lease_ttl <duration>
+//			revocation_staleness <duration>
+//			instance_id <name>
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -43,7 +49,14 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 //		key_cache_size <n>
 //		durable_billing on|off
 //		ledger_retention <duration>
+//		lease <amount>
+//		lease_ttl <duration>
+//		revocation_staleness <duration>
+//		instance_id <name>
 //	}
+//
+// lease, lease_ttl, revocation_staleness and instance_id apply to a
+// PostgreSQL database shared by several instances (see App).
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume option name
 	if d.NextArg() {
@@ -79,6 +92,33 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("key_cache_size must be a positive integer, got %q", d.Val())
 			}
 			a.KeyCacheSize = n
+		case "lease":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			if n, err := keystore.ParseAmount(d.Val()); err != nil || n < 0 {
+				return d.Errf("lease must be an amount such as 1.00 (0: exact mode), got %q", d.Val())
+			}
+			a.Lease = d.Val()
+		case "lease_ttl", "revocation_staleness":
+			name := d.Val()
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(d.Val())
+			if err != nil || dur <= 0 {
+				return d.Errf("%s must be a positive duration such as 30s, got %q", name, d.Val())
+			}
+			if name == "lease_ttl" {
+				a.LeaseTTL = caddy.Duration(dur)
+			} else {
+				a.RevocationStaleness = caddy.Duration(dur)
+			}
+		case "instance_id":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			a.InstanceID = d.Val()
 		case "durable_billing":
 			if !d.NextArg() {
 				return d.ArgErr()

@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/metask/caddy-ai-gateway/keystore"
 )
 
 // argErr is the start of Caddy's message for a missing or extra argument;
@@ -93,5 +96,34 @@ func TestAppProvisionRefusesNegativeCacheSize(t *testing.T) {
 	}
 	if a.Store() != nil || a.taken {
 		t.Fatal("a store was opened for a refused config")
+	}
+}
+
+// TestClusterSettings: the settings of a shared PostgreSQL database become
+// the store's cluster options, and impossible combinations are refused.
+func TestClusterSettings(t *testing.T) {
+	a := &App{Lease: "0.25", LeaseTTL: caddy.Duration(time.Minute), RevocationStaleness: caddy.Duration(500 * time.Millisecond), InstanceID: "gw-a"}
+	o, err := a.clusterOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Lease != keystore.NanoPerUnit/4 || o.LeaseTTL != time.Minute || o.RevocationStaleness != 500*time.Millisecond ||
+		o.PollInterval != 100*time.Millisecond || o.InstanceID != "gw-a" {
+		t.Fatalf("options %+v", o)
+	}
+	if o, err := (&App{}).clusterOptions(); err != nil || o.Lease != -1 {
+		t.Fatalf("defaults: %+v, %v", o, err)
+	}
+	if o, err := (&App{Lease: "0"}).clusterOptions(); err != nil || o.Lease != 0 {
+		t.Fatalf("exact mode: %+v, %v", o, err)
+	}
+	for _, bad := range []*App{
+		{Lease: "-1"},
+		{Lease: "lots"},
+		{RevocationStaleness: caddy.Duration(5 * time.Second), LeaseTTL: caddy.Duration(10 * time.Second)},
+	} {
+		if _, err := bad.clusterOptions(); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
 	}
 }
