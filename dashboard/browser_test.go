@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -189,9 +190,14 @@ func (b *browser) open(url string) {
 	b.run(chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS(`body[data-ready]`)))
 }
 
+// text waits until sel is shown and reads its text in one step in the page
+// (the key list redraws itself while the page is looked at, so a node
+// found first and read later may be gone).
 func (b *browser) text(sel string) string {
 	b.t.Helper()
-	return get(b, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
+	q := `document.querySelector(` + strconv.Quote(sel) + `)`
+	b.run(chromedp.Poll[chromedp.Void](`(e => !!e && e.getClientRects().length > 0)(`+q+`)`, chromedp.WithPollingTimeout(stepTimeout)))
+	return get(b, chromedp.Evaluate[string](`(e => e ? e.innerText : '')(` + q + `)`))
 }
 
 func (b *browser) value(sel string) string {

@@ -28,6 +28,14 @@ func (b *browser) waitFor(js string) {
 	b.run(chromedp.Poll[chromedp.Void](js, chromedp.WithPollingTimeout(15*time.Second)))
 }
 
+// waitAfterFocus tells the page it got the focus back (as a user switching
+// back to its tab does) every 300 ms until the script is true.
+func (b *browser) waitAfterFocus(js string) {
+	b.t.Helper()
+	b.run(chromedp.Poll[chromedp.Void](`(window.dispatchEvent(new Event('focus')), `+js+`)`,
+		chromedp.WithPollingTimeout(15*time.Second), chromedp.WithPollingInterval(300*time.Millisecond)))
+}
+
 // cancelLoginPrompts answers the browser's login prompt (shown on a 401
 // with WWW-Authenticate) with Cancel, as a user who closes it would; the
 // page then gets the 401.
@@ -287,7 +295,7 @@ func TestBrowserLastUsedRefreshes(t *testing.T) {
 	if e.chatStatus(secret) != 200 {
 		t.Fatal("the request failed")
 	}
-	b.waitFor(`(window.dispatchEvent(new Event('focus')), document.querySelector('` + cell + `').textContent === 'Just now')`)
+	b.waitAfterFocus(`document.querySelector('` + cell + `').textContent === 'Just now'`)
 }
 
 // TestBrowserFailedTabSwitch: a view that cannot load leaves the view on

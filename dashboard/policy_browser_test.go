@@ -80,7 +80,7 @@ func TestBrowserSpendLimitAtCreation(t *testing.T) {
 	if len(rows) != 1 || rows[0].Amount != -21_000_000 {
 		t.Fatalf("ledger rows of the key: %+v", rows)
 	}
-	b.waitFor(`(window.dispatchEvent(new Event('focus')), document.querySelector('` + row + ` [data-policy="spend"]').textContent.includes('0.021 spent'))`)
+	b.waitAfterFocus(`document.querySelector('` + row + ` [data-policy="spend"]').textContent.includes('0.021 spent')`)
 	if s := b.text(row + ` [data-policy="spend"]`); !strings.Contains(s, "resets") {
 		t.Fatalf("the spend limit shows as %q, without its reset", s)
 	}

@@ -587,9 +587,11 @@
 	// "Last used" and the spend of limits change while the page is open:
 	// the list refreshes when the page comes back into view and every 30
 	// seconds while it is visible.
+	let refreshing = false;
 	async function refreshKeys() {
-		if (state.shown !== 'keys' || document.visibilityState !== 'visible' || $('dialog[open]')) return;
-		try { await loadKeys(); } catch (err) { /* the next action reports it */ }
+		if (refreshing || state.shown !== 'keys' || document.visibilityState !== 'visible' || $('dialog[open]')) return;
+		refreshing = true;
+		try { await loadKeys(); } catch (err) { /* the next action reports it */ } finally { refreshing = false; }
 	}
 	document.addEventListener('visibilitychange', refreshKeys);
 	window.addEventListener('focus', refreshKeys);
