@@ -14,9 +14,9 @@ import (
 // and what it reads from the database instead of memory.
 
 // applyChanges drops the cached state the changes made stale: key cache
-// entries by hash, account rows (reloaded), spend limits of the changed
-// keys' lineages (reloaded), and the "nothing free" mark of accounts whose
-// balance was adjusted.
+// entries by hash, account rows (reloaded), spend limits and rate limits of
+// the changed keys' lineages and accounts (reloaded), and the "nothing
+// free" mark of accounts whose balance was adjusted.
 func (s *Store) applyChanges(ctx context.Context, rows []feedRow) error {
 	accounts := map[string]bool{}
 	var keyIDs []string
@@ -50,6 +50,15 @@ func (s *Store) applyChanges(ctx context.Context, rows []feedRow) error {
 	}
 	if len(keyIDs) > 0 {
 		if err := s.reloadLimits(ctx, keyIDs); err != nil {
+			return err
+		}
+	}
+	if len(accounts) > 0 || len(keyIDs) > 0 {
+		ids := make([]string, 0, len(accounts))
+		for id := range accounts {
+			ids = append(ids, id)
+		}
+		if err := s.reloadRateLimits(ctx, ids, keyIDs); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package keystore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 )
 
@@ -121,4 +122,64 @@ func (s *Store) SetAccountRateLimits(ctx context.Context, id string, l *RateLimi
 		s.accountRateLocked(a).own = own
 	}
 	return a.snapshot(), nil
+}
+
+// reloadRateLimits reads again the own rate limits of accounts and of the
+// lineages of keys that another instance changed (the change feed,
+// cluster_apply.go); the counts are kept.
+func (s *Store) reloadRateLimits(ctx context.Context, accountIDs, keyIDs []string) error {
+	type acct struct {
+		id string
+		l  *RateLimits
+	}
+	var accts []acct
+	for _, id := range accountIDs {
+		var raw sql.NullString
+		err := s.r.QueryRowContext(ctx, `SELECT rate_limits FROM accounts WHERE id = ?`, id).Scan(&raw)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reloading rate limits of account %q: %w", id, err)
+		}
+		l, err := decodeRateLimits(raw.String)
+		if err != nil {
+			return fmt.Errorf("reloading rate limits of account %q: %w", id, err)
+		}
+		accts = append(accts, acct{id, l})
+	}
+	for _, id := range keyIDs {
+		var (
+			lineage string
+			raw     sql.NullString
+		)
+		err := s.r.QueryRowContext(ctx, `SELECT lineage, rate_limits FROM api_keys WHERE id = ?`, id).Scan(&lineage, &raw)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reloading rate limits of key %q: %w", id, err)
+		}
+		l, err := decodeRateLimits(raw.String)
+		if err != nil {
+			return fmt.Errorf("reloading rate limits of key %q: %w", id, err)
+		}
+		s.setKeyRateLimits(lineage, l)
+	}
+	s.acctMu.Lock()
+	defer s.acctMu.Unlock()
+	for _, x := range accts {
+		a := s.accounts[x.id]
+		if a == nil {
+			continue
+		}
+		var own RateLimits
+		if x.l != nil {
+			own = *x.l
+		}
+		if a.rate != nil || !own.IsZero() {
+			s.accountRateLocked(a).own = own
+		}
+	}
+	return nil
 }

@@ -613,3 +613,44 @@ func TestRateCountsSurviveRestartOnPostgres(t *testing.T) {
 		t.Fatalf("sixth of the day: %v, want rpd refused with 5 used", err)
 	}
 }
+
+// TestClusterRateLimitsFollowTheFeed: a rate limit set on one instance of a
+// cluster applies on the others once the change feed brings it.
+func TestClusterRateLimitsFollowTheFeed(t *testing.T) {
+	_, st := openInstances(t, 2, testCluster(0))
+	a, b := st[0], st[1]
+	ctx := context.Background()
+	mustAccount(t, a, "acme", "10")
+	k, pt := mustKey(t, a, "acme", "k")
+	if _, err := a.UpdateKey(ctx, k.ID, KeyUpdate{SetRateLimits: true, RateLimits: &RateLimits{RPM: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.SetAccountRateLimits(ctx, "acme", &RateLimits{Concurrency: 7}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		u, err := b.KeyRateUsage(ctx, k.ID)
+		return err == nil && len(u) == 2 && u[0].Kind == RateRPM && u[0].Limit == 1 && u[1].Limit == 7
+	})
+	var id Identity
+	waitFor(t, 10*time.Second, func() bool {
+		var err error
+		id, err = b.Authenticate(ctx, pt)
+		return err == nil
+	})
+	h, err := b.ReserveFor(id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	if _, err := b.ReserveFor(id, 1); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("second request on the other instance: %v", err)
+	}
+	if _, err := a.UpdateKey(ctx, k.ID, KeyUpdate{SetRateLimits: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		u, _ := b.KeyRateUsage(ctx, k.ID)
+		return len(u) == 1 && u[0].Kind == RateConcurrency
+	})
+}
