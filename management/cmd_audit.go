@@ -74,8 +74,8 @@ key). --actor takes an actor or a prefix ending in * ("dashboard:*").
 	fl.StringVar(&f.actor, "actor", "", "Only this actor, or actors starting with a prefix ending in *")
 	fl.StringVar(&f.since, "since", "", "From this time, date or duration ago (inclusive)")
 	fl.StringVar(&f.until, "until", "", "Up to this time, date or duration ago (exclusive)")
-	fl.IntVar(&f.limit, "limit", 0, "At most this many entries (default 100, max 1000)")
-	fl.Int64Var(&f.before, "before", 0, "Only entries older than this entry id (paging)")
+	decimalIntVar(fl, &f.limit, "limit", "At most this many entries (default 100, max 1000)")
+	decimalVar(fl, &f.before, "before", "Only entries older than this entry id (paging)")
 	return cmd
 }
 

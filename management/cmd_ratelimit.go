@@ -34,7 +34,7 @@ func (p *rateFlags) register(cmd *cobra.Command, update bool) {
 		if update {
 			help += "; 0 removes the limit"
 		}
-		f.Int64Var(&p.values[i], n, 0, help)
+		decimalVar(f, &p.values[i], n, help)
 	}
 	if update {
 		f.BoolVar(&p.clear, "no-rate-limits", false, "Remove all its own rate limits")

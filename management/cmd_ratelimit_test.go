@@ -41,4 +41,16 @@ func TestCLIRateLimits(t *testing.T) {
 	failCLI(t, g, []string{"keys", "update", id, "--rpm", "-1"}, "--rpm must be a positive integer")
 	failCLI(t, g, []string{"keys", "create", "--account", "acme", "--name", "x", "--tpm", "0"}, "--tpm must be a positive integer")
 	failCLI(t, g, []string{"accounts", "update", "acme"}, "nothing to change")
+
+	// Numbers are decimal, as in the Caddyfile: a padded 010 is ten, not
+	// the octal eight pflag's integer flags would read; Go literals are
+	// refused.
+	out = mustCLI(t, g, "keys", "update", id, "--rpm", "010")
+	if !strings.Contains(out, "/10 (key") || strings.Contains(out, "/8 (key") {
+		t.Fatalf("--rpm 010:\n%s", out)
+	}
+	for _, v := range []string{"0x10", "0b11", "1_000", "1.5", "1e3"} {
+		failCLI(t, g, []string{"keys", "update", id, "--concurrency", v}, "is not a whole number in decimal digits")
+	}
+	failCLI(t, g, []string{"usage", "--limit", "0x10"}, "is not a whole number in decimal digits")
 }

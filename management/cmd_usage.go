@@ -93,7 +93,7 @@ provider reported no usage (for example a stream cut before its end).`,
 	fl.StringVar(&f.since, "since", "", "From this time, date or duration ago (inclusive)")
 	fl.StringVar(&f.until, "until", "", "Up to this time, date or duration ago (exclusive)")
 	fl.StringVar(&f.by, "by", "", "Print totals grouped by model, day, key or account")
-	fl.IntVar(&f.limit, "limit", 0, "At most this many rows (default 100, max 10000)")
+	decimalIntVar(fl, &f.limit, "limit", "At most this many rows (default 100, max 10000)")
 	fl.BoolVar(&f.adjustments, "adjustments", false, "List top-ups and corrections instead of requests")
 	cmd.AddCommand(c.usageExport())
 	return cmd
