@@ -170,6 +170,9 @@ func decode(r *http.Request, v any) *apiError {
 		return badRequest("The request body must be a JSON object.")
 	case errors.Is(err, management.ErrTrailingData):
 		return badRequest("The request body has data after the JSON object.")
+	case errors.Is(err, management.ErrBodyTooLarge):
+		return &apiError{http.StatusRequestEntityTooLarge, "invalid_request_error", "body_too_large",
+			"The request is too large: the dashboard accepts at most 64 KB."}
 	default:
 		return badRequest("The request body is not valid: %v.", err)
 	}

@@ -206,4 +206,7 @@ func TestDisableKeyFromTheDashboard(t *testing.T) {
 	}
 	resp, body = bob.do("PATCH", "api/keys/"+k.ID, map[string]any{})
 	wantAPIError(t, resp, body, 400, "invalid_request")
+	// A body over the dashboard's 64 KB is "too large", not "not valid".
+	resp, body = bob.do("POST", "api/keys", map[string]any{"name": strings.Repeat("A", 70000)})
+	wantAPIError(t, resp, body, 413, "body_too_large")
 }

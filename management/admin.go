@@ -231,6 +231,8 @@ func decode(r *http.Request, v any) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, ErrBodyTooLarge):
+		return apiErr(http.StatusRequestEntityTooLarge, err)
 	case errors.Is(err, ErrEmptyBody), errors.Is(err, ErrTrailingData), errors.Is(err, ErrRepeatedMember):
 		return apiErr(http.StatusBadRequest, err)
 	}

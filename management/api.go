@@ -653,16 +653,24 @@ func writeBody(w http.ResponseWriter, status int, body []byte) error {
 var (
 	ErrEmptyBody    = errors.New("request body must be a JSON object")
 	ErrTrailingData = errors.New("request body has data after the JSON object")
+	// ErrBodyTooLarge: the body is longer than ReadJSON's limit. (Cut
+	// at the limit it would only fail as malformed JSON, which sends
+	// the caller looking for a syntax error that is not there.)
+	ErrBodyTooLarge = errors.New("request body is too large")
 )
 
 // ReadJSON decodes a JSON request body of at most limit bytes into v
 // strictly: unknown fields and trailing data are errors, so that a typo
-// never silently does nothing. It returns ErrEmptyBody, ErrTrailingData
-// or the decoder's error.
+// never silently does nothing. It returns ErrEmptyBody, ErrTrailingData,
+// ErrBodyTooLarge (wrapped, with the limit), ErrRepeatedMember or the
+// decoder's error.
 func ReadJSON(body io.Reader, limit int64, v any) error {
-	raw, err := io.ReadAll(io.LimitReader(body, limit))
+	raw, err := io.ReadAll(io.LimitReader(body, limit+1))
 	if err != nil {
 		return err
+	}
+	if int64(len(raw)) > limit {
+		return fmt.Errorf("%w: at most %d bytes", ErrBodyTooLarge, limit)
 	}
 	if name, ok := repeatedMember(raw); ok {
 		return fmt.Errorf("%w: %q", ErrRepeatedMember, name)

@@ -2,7 +2,9 @@ package management
 
 import (
 	"encoding/json"
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,5 +219,20 @@ func TestRequestBodiesEncodeAsBefore(t *testing.T) {
 		if err != nil || string(b) != c.want {
 			t.Errorf("%T: %s %v, want %s", c.got, b, err, c.want)
 		}
+	}
+}
+
+// TestReadJSONBodyTooLarge: a body over the limit is refused as too large,
+// not cut at the limit and reported as malformed JSON; one exactly at the
+// limit is read.
+func TestReadJSONBodyTooLarge(t *testing.T) {
+	var v struct{ Name string }
+	body := `{"Name":"` + strings.Repeat("a", 100) + `"}`
+	if err := ReadJSON(strings.NewReader(body), int64(len(body)), &v); err != nil || len(v.Name) != 100 {
+		t.Fatalf("at the limit: %v (%d bytes read)", err, len(v.Name))
+	}
+	err := ReadJSON(strings.NewReader(body), int64(len(body)-1), &v)
+	if !errors.Is(err, ErrBodyTooLarge) {
+		t.Fatalf("one byte over the limit: %v, want ErrBodyTooLarge", err)
 	}
 }
