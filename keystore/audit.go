@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -93,7 +94,31 @@ type Change struct {
 
 // writeAudit inserts an audit entry inside tx, the transaction of the
 // change it records; the actor comes from ctx.
+//
+// In a detail map, Change members whose old and new values are the same
+// are left out; when the map had Change members and none is left, the
+// change changed nothing and no entry is written, so that the log is not
+// filled with updates that set what was already there. (Other members,
+// such as "set_by", only describe the changes.)
 func (s *Store) writeAudit(ctx context.Context, tx *sql.Tx, accountID, target, action string, detail any) error {
+	if m, ok := detail.(map[string]any); ok {
+		kept, changes, real := make(map[string]any, len(m)), 0, 0
+		for name, v := range m {
+			c, isChange := v.(Change)
+			if isChange {
+				changes++
+				if sameJSON(c.Old, c.New) {
+					continue
+				}
+				real++
+			}
+			kept[name] = v
+		}
+		if changes > 0 && real == 0 {
+			return nil
+		}
+		detail = kept
+	}
 	if detail == nil {
 		detail = struct{}{}
 	}
@@ -107,6 +132,14 @@ func (s *Store) writeAudit(ctx context.Context, tx *sql.Tx, accountID, target, a
 		return fmt.Errorf("recording %s in the audit log: %w", action, err)
 	}
 	return nil
+}
+
+// sameJSON reports whether a and b encode to the same JSON (nil and a nil
+// pointer or slice both encode as null).
+func sameJSON(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }
 
 // AuditFilter selects audit entries. Zero-valued fields do not filter.

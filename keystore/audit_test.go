@@ -354,3 +354,42 @@ func TestModelsWithin(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditSkipsChangesThatChangeNothing: an update that sets what was
+// already there writes no audit entry, and one that changes one of two
+// things records only that one.
+func TestAuditSkipsChangesThatChangeNothing(t *testing.T) {
+	s := openTemp(t, Options{})
+	ctx := WithActor(context.Background(), "test")
+	mustAccount(t, s, "acme", "1")
+	k, _ := mustKey(t, s, "acme", "app")
+	models := []string{"gpt-4o*"}
+	if _, err := s.UpdateKey(ctx, k.ID, KeyUpdate{SetAllowedModels: true, AllowedModels: models}); err != nil {
+		t.Fatal(err)
+	}
+	before := queryInt(t, s.r, `SELECT COUNT(*) FROM audit`)
+	same := "app"
+	if _, err := s.UpdateKey(ctx, k.ID, KeyUpdate{Name: &same, SetAllowedModels: true, AllowedModels: models}); err != nil {
+		t.Fatal(err)
+	}
+	if got := queryInt(t, s.r, `SELECT COUNT(*) FROM audit`); got != before {
+		t.Fatalf("audit rows %d after an update that changed nothing, want %d", got, before)
+	}
+	if _, err := s.UpdateKey(ctx, k.ID, KeyUpdate{SetAllowedModels: true, AllowedModels: models,
+		SetRateLimits: true, RateLimits: &RateLimits{RPM: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := s.Audit(ctx, AuditFilter{Target: k.ID, Limit: 1})
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("audit: %v %+v", err, entries)
+	}
+	var detail map[string]json.RawMessage
+	if err := json.Unmarshal(entries[0].Detail, &detail); err != nil {
+		t.Fatal(err)
+	}
+	_, limits := detail["rate_limits"]
+	_, unchanged := detail["allowed_models"]
+	if !limits || unchanged {
+		t.Fatalf("detail %s, want rate_limits and not the unchanged allowed_models", entries[0].Detail)
+	}
+}
