@@ -136,6 +136,14 @@ func (a *accountState) snapshot() Account {
 	return acct
 }
 
+// snapshotOf is a.snapshot() with the balance the store reports (see
+// shownBalance); the caller holds acctMu.
+func (s *Store) snapshotOf(a *accountState) Account {
+	acct := a.snapshot()
+	acct.Balance = s.shownBalance(a)
+	return acct
+}
+
 // shownBalance is the balance the store reports for a: on a database shared
 // by several instances the committed balance last seen (in memory, balance
 // is this instance's budget, see lease.go). The caller holds acctMu.
@@ -191,7 +199,7 @@ func (s *Store) CreateAccount(ctx context.Context, id, name string) (Account, er
 	a := &accountState{id: id, name: name, createdAt: now}
 	s.acctMu.Lock()
 	s.accounts[id] = a
-	snap := a.snapshot()
+	snap := s.snapshotOf(a)
 	s.acctMu.Unlock()
 	return snap, nil
 }
@@ -224,7 +232,7 @@ func (s *Store) Accounts(ctx context.Context) []Account {
 	s.acctMu.RLock()
 	out := make([]Account, 0, len(s.accounts))
 	for _, a := range s.accounts {
-		out = append(out, a.snapshot())
+		out = append(out, s.snapshotOf(a))
 	}
 	s.acctMu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -350,7 +358,7 @@ func (s *Store) UpdateAccount(ctx context.Context, id string, name *string, disa
 	}
 	s.acctMu.Lock()
 	a.name, a.disabled = cur.name, cur.disabled
-	snap := a.snapshot()
+	snap := s.snapshotOf(a)
 	s.acctMu.Unlock()
 	return snap, nil
 }

@@ -163,8 +163,9 @@ func (s *Store) returnUnused(ctx context.Context) {
 		r      int64
 	}
 	var rets []ret
-	c.leaseMu.Lock()
+	// acctMu before leaseMu, as everywhere (noteBalance, shownBalance).
 	s.acctMu.Lock()
+	c.leaseMu.Lock()
 	for id, l := range c.leases {
 		a := s.accounts[id]
 		if a == nil || (c.opts.Lease > 0 && now-l.lastUse < int64(leaseIdle) && !l.pressed) {
@@ -187,8 +188,8 @@ func (s *Store) returnUnused(ctx context.Context) {
 			rets = append(rets, ret{&st.budget, scope, r})
 		}
 	}
-	s.acctMu.Unlock()
 	c.leaseMu.Unlock()
+	s.acctMu.Unlock()
 	if len(rets) == 0 {
 		return
 	}

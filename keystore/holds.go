@@ -290,12 +290,9 @@ func (s *Store) Available(accountID string) (balance, held int64, err error) {
 		return 0, 0, fmt.Errorf("account %q: %w", accountID, ErrNotFound)
 	}
 	if s.cluster != nil {
-		// Shared database: the balance and the sum of every instance's
-		// leases as of this instance's last lease transaction.
-		if l := s.cluster.peekLease(accountID); l != nil && l.seen {
-			return l.seenBalance, l.seenLeased, nil
-		}
-		return 0, 0, nil
+		// Shared database: the committed balance as last seen, and the
+		// holds in flight on this instance.
+		return s.shownBalance(a), a.held, nil
 	}
 	return a.balance, a.held, nil
 }

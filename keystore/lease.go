@@ -65,10 +65,10 @@ type leaseState struct {
 	denyUntil int64 // cluster clock: no grant attempt before (none was free)
 	lastUse   int64 // cluster clock of the last admission
 	pressed   bool  // another instance found too little free: give back unused budget now
-	// seenBalance and seenLeased are the balance and the sum of all live
-	// leases as of this instance's last grant transaction (Available).
-	seenBalance, seenLeased int64
-	seen                    bool
+	// seenBalance is the committed balance as this instance last saw it
+	// (Available, Balance).
+	seenBalance int64
+	seen        bool
 }
 
 // denyFor is how long an instance does not ask again for a lease on an
@@ -252,7 +252,7 @@ func (s *Store) reserveLeased(id Identity, amount int64, opt ReserveOption, rate
 		if a = s.accounts[id.AccountID]; a != nil {
 			a.balance += res.granted
 		}
-		l.seenBalance, l.seenLeased, l.seen = res.balance, res.leased+res.granted, true
+		l.seenBalance, l.seen = res.balance, true
 		if res.granted == 0 {
 			l.denyUntil = c.clock() + int64(denyFor)
 		}
@@ -294,7 +294,7 @@ func (s *Store) reserveExact(id Identity, amount int64, opt ReserveOption, rate 
 	s.acctMu.Lock()
 	defer s.acctMu.Unlock()
 	if res.balance != 0 || res.leased != 0 {
-		l.seenBalance, l.seenLeased, l.seen = res.balance, res.leased+res.granted, true
+		l.seenBalance, l.seen = res.balance, true
 	}
 	if err != nil {
 		return nil, err

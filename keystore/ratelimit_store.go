@@ -121,7 +121,7 @@ func (s *Store) SetAccountRateLimits(ctx context.Context, id string, l *RateLimi
 	if a.rate != nil || !own.IsZero() {
 		s.accountRateLocked(a).own = own
 	}
-	return a.snapshot(), nil
+	return s.snapshotOf(a), nil
 }
 
 // reloadRateLimits reads again the own rate limits of accounts and of the

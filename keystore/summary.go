@@ -57,6 +57,24 @@ func (s *Store) AccountSummaries(ctx context.Context) ([]AccountSummary, error) 
 	for _, t := range spend {
 		spent[t.Group] = t.Cost
 	}
+	if s.cluster != nil {
+		// Shared database: committed state, the same on every instance.
+		accts, ok := s.clusterAccounts(ctx)
+		if !ok {
+			return nil, fmt.Errorf("listing accounts: %w", ErrUnavailable)
+		}
+		out := make([]AccountSummary, 0, len(accts))
+		s.acctMu.RLock()
+		for _, a := range accts {
+			var held int64 // in flight on this instance
+			if mine := s.accounts[a.ID]; mine != nil {
+				held = mine.held
+			}
+			out = append(out, AccountSummary{Account: a, Held: held, SpendMonth: spent[a.ID], Keys: keys[a.ID]})
+		}
+		s.acctMu.RUnlock()
+		return out, nil
+	}
 	s.acctMu.RLock()
 	out := make([]AccountSummary, 0, len(s.accounts))
 	for _, a := range s.accounts {

@@ -63,10 +63,6 @@ func accountStatus(a keystore.Account) string {
 // NewAccountView shows account a of store s in currency.
 func NewAccountView(s *keystore.Store, a keystore.Account, currency string) AccountView {
 	_, held, _ := s.Available(a.ID)
-	if r, ok := a.Reserved(); ok {
-		// Several instances: what they have reserved, the same on each.
-		held = r
-	}
 	rl, _ := s.AccountRateUsage(a.ID)
 	return AccountView{Account: a, Balance: keystore.FormatAmount(a.Balance), Currency: currency,
 		HeldNano: held, Held: keystore.FormatAmount(held), Status: accountStatus(a), RateLimits: rl}
