@@ -3,7 +3,6 @@ package keystore
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 )
@@ -57,13 +56,19 @@ func (s *Store) AccountSummaries(ctx context.Context) ([]AccountSummary, error) 
 	for _, t := range spend {
 		spent[t.Group] = t.Cost
 	}
+	// Accounts, not the memory map: on a database shared by several
+	// instances memory holds this instance's lease, not the balance.
+	accts := s.Accounts(ctx)
+	out := make([]AccountSummary, 0, len(accts))
 	s.acctMu.RLock()
-	out := make([]AccountSummary, 0, len(s.accounts))
-	for _, a := range s.accounts {
-		out = append(out, AccountSummary{Account: a.snapshot(), Held: a.held, SpendMonth: spent[a.id], Keys: keys[a.id]})
+	for _, acct := range accts {
+		var held int64
+		if a, ok := s.accounts[acct.ID]; ok {
+			held = a.held
+		}
+		out = append(out, AccountSummary{Account: acct, Held: held, SpendMonth: spent[acct.ID], Keys: keys[acct.ID]})
 	}
 	s.acctMu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
 
