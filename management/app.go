@@ -268,7 +268,7 @@ func (a *App) warnIfSwitched() {
 func writeErrorReporter(path string, m *storeMetrics) func(error, int) {
 	var errs prometheus.Counter
 	if m != nil {
-		errs = m.writeErrors.WithLabelValues(path)
+		errs = m.writeErrors.WithLabelValues(keystore.RedactDatabase(path))
 	}
 	return func(err error, pending int) {
 		if errs != nil {

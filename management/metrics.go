@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/metask/caddy-ai-gateway/keystore"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -92,6 +93,7 @@ func (c *backlogCollector) Collect(ch chan<- prometheus.Metric) {
 		if !ok || ps.Store == nil {
 			return true
 		}
+		path = keystore.RedactDatabase(path) // a PostgreSQL URL may hold a password
 		failing := 0.0
 		if ps.WriteBacklog() != nil {
 			failing = 1

@@ -56,6 +56,19 @@ func TestPostgresDatabasePasswordNeverShown(t *testing.T) {
 	}
 	chatOK(t, g, key) // the running config is untouched
 
+	// Every metric labelled with the database names it without the
+	// password (the ledger backlog gauges and the write-error counter
+	// once showed it in clear).
+	_, raw := gwtest.Scrape(t, g)
+	if strings.Contains(raw, secret) {
+		t.Fatalf("/metrics shows the database password")
+	}
+	for _, name := range []string{"caddy_ai_gateway_ledger_pending_writes", "caddy_ai_gateway_ledger_backlogged"} {
+		if !strings.Contains(raw, name+`{database="postgres://postgres:xxxxx@`) {
+			t.Fatalf("/metrics has no %s for the redacted database", name)
+		}
+	}
+
 	logs, rerr := os.ReadFile(filepath.Join(g.Dir, "caddy.log"))
 	if rerr != nil {
 		t.Fatal(rerr)
