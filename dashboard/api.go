@@ -116,7 +116,7 @@ func storeError(err error) *apiError {
 		return &apiError{http.StatusConflict, "invalid_request_error", "already_exists", msg}
 	case errors.Is(err, keystore.ErrNotAllowed):
 		return &apiError{http.StatusForbidden, "permission_error", "not_allowed", sentence(afterSentinel(msg, keystore.ErrNotAllowed))}
-	case errors.Is(err, keystore.ErrClosed):
+	case keystore.IsUnavailable(err):
 		return &apiError{http.StatusServiceUnavailable, "server_error", "store_unavailable",
 			"The key store is not available right now. Try again in a moment."}
 	}

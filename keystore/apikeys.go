@@ -520,6 +520,15 @@ func (s *Store) Authenticate(ctx context.Context, plaintext string) (Identity, e
 			if err := s.knowAccount(ctx, e.accountID); err != nil {
 				return Identity{}, err
 			}
+			// Likewise the key itself: its lineage's spend and rate
+			// limits, which the feed would bring a moment later, must
+			// hold from its first request here.
+			if err := s.reloadLimits(ctx, []string{e.id}); err != nil {
+				return Identity{}, err
+			}
+			if err := s.reloadRateLimits(ctx, nil, []string{e.id}); err != nil {
+				return Identity{}, err
+			}
 		}
 		s.keys.put(h, e, epoch)
 	}

@@ -1,6 +1,15 @@
 package keystore
 
-import "errors"
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
 
 // Sentinel errors. Every error the store returns for one of these cases wraps
 // the sentinel with %w, so callers test with errors.Is and still get a message
@@ -53,3 +62,29 @@ var (
 // admitted until it hears again. Only stores shared by several instances
 // return it.
 var ErrUnavailable = errors.New("key store unavailable")
+
+// IsUnavailable reports whether err means that the database cannot be
+// reached or cannot take writes right now, so that the same call may
+// succeed later: ErrUnavailable, ErrBacklog, ErrClosed, or a connection
+// that failed or broke (a PostgreSQL server that is down or restarting, a
+// network timeout). Callers answer it with 503, not 500.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBacklog) || errors.Is(err, ErrClosed) ||
+		errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var connect *pgconn.ConnectError
+	var netErr net.Error
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// The server answered: unavailable only if it is shutting down
+		// or cannot accept connections (class 57P: operator intervention,
+		// 08: connection exception).
+		return strings.HasPrefix(pgErr.Code, "57P") || strings.HasPrefix(pgErr.Code, "08")
+	}
+	return errors.As(err, &connect) || errors.As(err, &netErr)
+}

@@ -75,6 +75,15 @@ type leaseState struct {
 // account that had none free; a top-up is thus spendable within it.
 const denyFor = 100 * time.Millisecond
 
+// pressureReturn bounds how long a grant that found the balance leased
+// by other instances waits for them to give back their unused leases
+// (they do at their lease loop's next round, every poll interval, after
+// the pressure notification), trying again every pressureRetry.
+const (
+	pressureReturn = time.Second
+	pressureRetry  = 50 * time.Millisecond
+)
+
 // grantTimeout bounds a grant transaction on the request path.
 const grantTimeout = 5 * time.Second
 
@@ -231,13 +240,14 @@ func (s *Store) reserveLeased(id Identity, amount int64, opt ReserveOption, rate
 	deny := l.denyUntil
 	s.acctMu.RUnlock()
 	if c.clock() >= deny {
-		res, err := s.grant(context.Background(), id.AccountID, func(balance, leased int64) (int64, error) {
+		decide := func(balance, leased int64) (int64, error) {
 			free := balance - leased
 			if free <= 0 {
 				return 0, nil
 			}
 			return min(max(c.opts.Lease, missing), free), nil
-		})
+		}
+		res, err := s.grant(context.Background(), id.AccountID, decide)
 		if err != nil {
 			return nil, err
 		}
@@ -247,6 +257,23 @@ func (s *Store) reserveLeased(id Identity, amount int64, opt ReserveOption, rate
 			nctx, cancel := context.WithTimeout(context.Background(), grantTimeout)
 			_, _ = c.db.ExecContext(nctx, `SELECT pg_notify('aigw_pressure', $1)`, id.AccountID)
 			cancel()
+			s.acctMu.RLock()
+			own := int64(0)
+			if a != nil {
+				own = max(a.balance, 0)
+			}
+			s.acctMu.RUnlock()
+			// Leases beyond this instance's own hold the rest of the
+			// balance: wait for them to come back (their holders give
+			// back unused lease at their lease loop's next round) and
+			// try again, rather than refusing a request that a balance
+			// spread over instances could pay for.
+			for deadline := time.Now().Add(pressureReturn); res.granted == 0 && res.leased > own && time.Now().Before(deadline); {
+				time.Sleep(pressureRetry)
+				if res, err = s.grant(context.Background(), id.AccountID, decide); err != nil {
+					return nil, err
+				}
+			}
 		}
 		s.acctMu.Lock()
 		if a = s.accounts[id.AccountID]; a != nil {

@@ -271,3 +271,29 @@ func TestPostgresDownBacklogsAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestIsUnavailable: a PostgreSQL that is down is "unavailable" (503 in the
+// admin API and dashboard, not 500); the store's own refusals are not.
+func TestIsUnavailable(t *testing.T) {
+	cluster := pgtest.Shared(t)
+	s := openAt(t, pgDB(t), Options{})
+	mustAccount(t, s, "acme", "1")
+	for _, err := range []error{ErrNotFound, ErrInvalid, ErrExists, ErrNotAllowed, nil} {
+		if IsUnavailable(err) {
+			t.Errorf("IsUnavailable(%v) = true", err)
+		}
+	}
+	for _, err := range []error{ErrUnavailable, ErrBacklog, ErrClosed, fmt.Errorf("x: %w", ErrBacklog)} {
+		if !IsUnavailable(err) {
+			t.Errorf("IsUnavailable(%v) = false", err)
+		}
+	}
+	if err := cluster.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cluster.Start() })
+	_, err := s.CreateAccount(context.Background(), "other", "")
+	if err == nil || !IsUnavailable(err) {
+		t.Fatalf("CreateAccount with the server down: %v, IsUnavailable false", err)
+	}
+}

@@ -654,3 +654,37 @@ func TestClusterRateLimitsFollowTheFeed(t *testing.T) {
 		return len(u) == 1 && u[0].Kind == RateConcurrency
 	})
 }
+
+// TestClusterNewKeyLimitsHoldAtOnce: a key with limits that another
+// instance created, used on this one before the feed told it, holds its
+// limits from its first request here (an outsider found such a key
+// unlimited on the other instance). The key is written without a feed
+// entry, as if the feed were late, so that only the lookup can load them.
+func TestClusterNewKeyLimitsHoldAtOnce(t *testing.T) {
+	_, st := openInstances(t, 2, testCluster(0))
+	a, b := st[0], st[1]
+	ctx := context.Background()
+	mustAccount(t, a, "acme", "10")
+	pt, err := newPlaintextKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := HashKey(pt)
+	if _, err := a.w.ExecContext(ctx, `INSERT INTO api_keys (id, account_id, name, hash, hint, created_at, lineage, rate_limits)
+		VALUES ('key_late', 'acme', 'late', ?, 'sk-...', ?, 'key_late', '{"rpm":1}')`, h[:], unixMS(time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	var id Identity
+	waitFor(t, 10*time.Second, func() bool {
+		id, err = b.Authenticate(ctx, pt)
+		return err == nil
+	})
+	hold, err := b.ReserveFor(id, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold.Release()
+	if _, err := b.ReserveFor(id, 1); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("second request of a key with rpm 1 on an instance the feed did not tell: %v", err)
+	}
+}

@@ -92,7 +92,9 @@ func storeErr(err error) error {
 		return apiErr(http.StatusBadRequest, err)
 	case errors.Is(err, keystore.ErrNotAllowed):
 		return apiErr(http.StatusForbidden, err)
-	case errors.Is(err, keystore.ErrClosed):
+	case keystore.IsUnavailable(err):
+		// The database is down or failing (nothing was changed): the
+		// same call may succeed once it is back.
 		return apiErr(http.StatusServiceUnavailable, err)
 	default:
 		return apiErr(http.StatusInternalServerError, err)

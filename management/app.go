@@ -143,7 +143,12 @@ func (App) CaddyModule() caddy.ModuleInfo {
 
 // pooledStore lets the usage pool close the store when the last config using
 // it goes away.
-type pooledStore struct{ *keystore.Store }
+type pooledStore struct {
+	*keystore.Store
+	// cluster is what the store was opened with on PostgreSQL (nil on
+	// SQLite): a reload cannot change it, so it warns when it differs.
+	cluster *keystore.ClusterOptions
+}
 
 // Destruct implements caddy.Destructor.
 func (p pooledStore) Destruct() error { return p.Close() }
@@ -227,7 +232,7 @@ func (a *App) take() error {
 		if err != nil {
 			return nil, err
 		}
-		return pooledStore{s}, nil
+		return pooledStore{Store: s, cluster: cluster}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("opening ai gateway database: %w", err)
@@ -239,6 +244,15 @@ func (a *App) take() error {
 	} else {
 		// a reload sharing the open store: apply this config's retention
 		val.(pooledStore).SetLedgerRetention(time.Duration(a.LedgerRetention))
+		if was := val.(pooledStore).cluster; was != nil && cluster != nil && *was != *cluster {
+			a.logger.Warn("lease, lease_ttl, revocation_staleness and instance_id apply when the database is opened: this reload keeps the running values; restart the process to change them",
+				zap.String("database", name),
+				zap.Int64("running_lease_nano", was.Lease), zap.Int64("configured_lease_nano", cluster.Lease),
+				zap.Duration("running_lease_ttl", was.LeaseTTL), zap.Duration("configured_lease_ttl", cluster.LeaseTTL),
+				zap.Duration("running_revocation_staleness", was.RevocationStaleness),
+				zap.Duration("configured_revocation_staleness", cluster.RevocationStaleness),
+				zap.String("running_instance_id", was.InstanceID), zap.String("configured_instance_id", cluster.InstanceID))
+		}
 	}
 	a.logger.Info("ai gateway store ready",
 		zap.String("database", name),

@@ -35,7 +35,7 @@ func faultyStore(t *testing.T, g *gwtest.Gateway, fault error, opts keystore.Opt
 		if err != nil {
 			return nil, err
 		}
-		return pooledStore{s}, nil
+		return pooledStore{Store: s}, nil
 	})
 	if err != nil {
 		t.Fatal(err)

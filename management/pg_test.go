@@ -3,6 +3,7 @@ package management
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,5 +79,38 @@ func TestPostgresDatabasePasswordNeverShown(t *testing.T) {
 	}
 	if !strings.Contains(string(logs), `"backend":"postgres"`) || !strings.Contains(string(logs), "postgres:xxxxx@") {
 		t.Fatalf("the log does not name the PostgreSQL database (redacted):\n%s", logs)
+	}
+}
+
+// TestClusterSettingsReloadWarns: the cluster settings apply when the
+// database is opened; a reload that changes them keeps the running values
+// and says so in the log, and a reload that does not change them says
+// nothing (an outsider changed lease by reload and saw nothing happen).
+func TestClusterSettingsReloadWarns(t *testing.T) {
+	const warning = "apply when the database is opened"
+	mock := gwtest.NewMockProvider(t)
+	g := gwtest.New(t)
+	g.DBPath = pgtest.NewDatabase(t)
+	g.LoadSite(gwtest.Site(mock.URL))
+	g.LoadSite(gwtest.Site(mock.URL) + "\n") // same settings: no warning
+	var cfg map[string]any
+	if err := json.Unmarshal(gwtest.Adapt(t, g.Caddyfile(gwtest.Site(mock.URL), "")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg["apps"].(map[string]any)["ai_gateway"].(map[string]any)["lease"] = "0"
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.LoadJSON(b)
+	logs, err := os.ReadFile(filepath.Join(g.Dir, "caddy.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(logs), warning); n != 1 {
+		t.Fatalf("%d warnings about the cluster settings after one reload that changed them, want 1:\n%s", n, logs)
+	}
+	if !strings.Contains(string(logs), `"configured_lease_nano":0`) {
+		t.Fatalf("the warning does not give the configured lease:\n%s", logs)
 	}
 }
