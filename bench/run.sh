@@ -67,6 +67,9 @@
 #          DURABLE      1: durable_billing on, 0: off       (default 1, the
 #                       gateway's default: answers wait for their ledger row)
 #          PIN          1: pin processes to CPUs (below)    (default 1)
+#          GUARD_EXTRA  a line added to b's balance_guard, e.g.
+#                       "rate_limit key rpm 100000000 tpm 1000000000 concurrency 100000"
+#                       (default none)
 #          SKIP_BUILD   1: use the existing ./caddy         (default 0; a
 #                       quick way to build it from this checkout:
 #                       go build -o caddy ./internal/testcaddy)
@@ -223,6 +226,7 @@ http://127.0.0.1:$GATEWAY_PORT {
 	balance_guard {
 		price bench input 1.00 output 2.00
 		unknown_model reject
+		${GUARD_EXTRA:-}
 	}
 	reverse_proxy 127.0.0.1:$MOCK_PORT {
 		header_up Authorization "Bearer provider-key"
