@@ -108,8 +108,12 @@ func TestStreamingIsNotBuffered(t *testing.T) {
 		first := r.at[0].Sub(starts[name])
 		totalDur := r.end.Sub(starts[name])
 		t.Logf("%s: first event after %v, whole stream %v", name, first, totalDur)
-		if first >= 250*time.Millisecond || totalDur < 900*time.Millisecond {
-			t.Errorf("%s: first event after %v (want < 250ms), stream took %v (want > 900ms)", name, first, totalDur)
+		// The ordering check above is the property (each event reaches
+		// the client before the mock writes the next); an absolute bound
+		// on the first event only flaked on a loaded machine. The total
+		// shows the mock did pace the stream.
+		if totalDur < 900*time.Millisecond {
+			t.Errorf("%s: stream took %v (want > 900ms: the mock paces it)", name, totalDur)
 		}
 	}
 	gwtest.WaitNoHolds(t, g, 5*time.Second)
