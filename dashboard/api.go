@@ -22,11 +22,11 @@ import (
 //	GET    api/session                       who is signed in, the account shown, (admins) all accounts
 //	GET    api/accounts?q=&status=           (admins) accounts with spend this month, keys, status
 //	POST   api/accounts                      (admins) {"id","name"}
-//	PATCH  api/accounts/{id}                 (admins) {"name","disabled"}
+//	PATCH  api/accounts/{id}                 (admins) {"name","disabled","rate_limits"}
 //	POST   api/balance                       (admins) {"amount":"10.50","note"} (a correction needs a note)
 //	GET    api/keys                          keys of the account, with status, policy and spend
 //	POST   api/keys                          {"name","expires_in","allowed_models","spend_limit"}: the new key, shown this once
-//	PATCH  api/keys/{id}                     {"name","disabled","allowed_models","spend_limit"}
+//	PATCH  api/keys/{id}                     {"name","disabled","allowed_models","spend_limit","rate_limits" (admins)}
 //	DELETE api/keys/{id}
 //	POST   api/keys/{id}/rotate              {"grace"}: the replacement key, shown this once
 //	GET    api/usage?days=30                 balance, spend by day, model and key, recent ledger rows

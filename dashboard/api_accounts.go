@@ -57,22 +57,50 @@ func (d *Dashboard) createAccount(w http.ResponseWriter, r *http.Request, c *cal
 	return writeJSON(w, http.StatusCreated, d.view(a))
 }
 
-// updateAccount renames, disables or enables an account (admins).
+// errAccountNotFound answers a change of an account that does not exist.
+var errAccountNotFound = &apiError{http.StatusNotFound, "invalid_request_error", "account_not_found",
+	"There is no such account. It may have been removed; reload the list."}
+
+// updateAccount renames, disables or enables an account, or sets its own
+// rate limits (admins).
 func (d *Dashboard) updateAccount(w http.ResponseWriter, r *http.Request, c *call) error {
 	var req management.UpdateAccountRequest
 	if e := decode(r, &req); e != nil {
 		return writeError(w, e)
 	}
-	if req.Name == nil && req.Disabled == nil {
-		return writeError(w, badRequest("Nothing to change: give name and/or disabled."))
+	if req.Name == nil && req.Disabled == nil && req.RateLimits == nil {
+		return writeError(w, badRequest("Nothing to change: give name, disabled and/or rate_limits."))
 	}
-	a, err := d.st().UpdateAccount(r.Context(), c.target, req.Name, req.Disabled)
-	if err != nil {
+	accountErr := func(err error) error {
 		if errors.Is(err, keystore.ErrNotFound) {
-			return writeError(w, &apiError{http.StatusNotFound, "invalid_request_error", "account_not_found",
-				"There is no such account. It may have been removed; reload the list."})
+			return writeError(w, errAccountNotFound)
 		}
 		return writeError(w, storeError(err))
+	}
+	var rl *keystore.RateLimits
+	if req.RateLimits != nil {
+		cur, err := d.st().Account(r.Context(), c.target)
+		if err != nil {
+			return accountErr(err)
+		}
+		var e *apiError
+		if rl, e = patchRateLimits(cur.RateLimits, req.RateLimits); e != nil {
+			return writeError(w, e)
+		}
+	}
+	var (
+		a   keystore.Account
+		err error
+	)
+	if req.Name != nil || req.Disabled != nil {
+		if a, err = d.st().UpdateAccount(r.Context(), c.target, req.Name, req.Disabled); err != nil {
+			return accountErr(err)
+		}
+	}
+	if req.RateLimits != nil {
+		if a, err = d.st().SetAccountRateLimits(r.Context(), c.target, rl); err != nil {
+			return accountErr(err)
+		}
 	}
 	d.logger.Info("dashboard: account updated", zap.String("user", c.s.user), zap.String("account", a.ID),
 		zap.Bool("disabled", a.Disabled))

@@ -149,11 +149,21 @@ func (d *Dashboard) updateKey(w http.ResponseWriter, r *http.Request, c *call) e
 			}
 		}
 	}
-	if u.Name == nil && u.Disabled == nil && !u.SetAllowedModels && !u.SetSpendLimit {
-		return writeError(w, badRequest("Nothing to change: give name, disabled, allowed_models and/or spend_limit."))
+	if req.RateLimits != nil && !c.s.admin {
+		return writeError(w, errRatesNotAdmin)
 	}
-	if _, e := d.ownKey(r.Context(), c); e != nil {
+	if u.Name == nil && u.Disabled == nil && !u.SetAllowedModels && !u.SetSpendLimit && req.RateLimits == nil {
+		return writeError(w, badRequest("Nothing to change: give name, disabled, allowed_models, spend_limit and/or rate_limits."))
+	}
+	cur, e := d.ownKey(r.Context(), c)
+	if e != nil {
 		return writeError(w, e)
+	}
+	if req.RateLimits != nil {
+		u.SetRateLimits = true
+		if u.RateLimits, e = patchRateLimits(cur.RateLimits, req.RateLimits); e != nil {
+			return writeError(w, e)
+		}
 	}
 	k, err := d.st().UpdateKey(r.Context(), c.keyID, u)
 	if err != nil {

@@ -217,6 +217,9 @@ func TestBrowserOperatorPolicy(t *testing.T) {
 		chromedp.Click(chromedp.CSS(row+` button[data-action="edit"]`), chromedp.NodeVisible),
 		chromedp.WaitVisible(chromedp.CSS(`#dlg-edit[open]`)),
 	)
+	if eval[bool](b, `document.querySelector('#edit-rates').getClientRects().length > 0`) {
+		t.Fatal("an account holder sees the rate limit inputs")
+	}
 	b.setValue(`#edit-limit`, "5.00")
 	b.run(chromedp.Click(chromedp.CSS(`#edit-submit`)), chromedp.WaitVisible(chromedp.CSS(`#dlg-edit .form-error`)))
 	msg := b.text(`#dlg-edit .form-error`)

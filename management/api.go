@@ -132,9 +132,10 @@ func AccountSummaryViews(ctx context.Context, s *keystore.Store, currency string
 	out := make([]AccountView, 0, len(sums))
 	for _, a := range sums {
 		spend, keys := a.SpendMonth, a.Keys
+		rl, _ := s.AccountRateUsage(a.ID)
 		out = append(out, AccountView{Account: a.Account, Balance: keystore.FormatAmount(a.Balance), Currency: currency,
 			HeldNano: a.Held, Held: keystore.FormatAmount(a.Held), Status: accountStatus(a.Account),
-			SpendMonthNano: &spend, SpendMonth: keystore.FormatAmount(spend), Keys: &keys})
+			SpendMonthNano: &spend, SpendMonth: keystore.FormatAmount(spend), Keys: &keys, RateLimits: rl})
 	}
 	return out, nil
 }
@@ -350,6 +351,10 @@ type DashboardUpdateKeyRequest struct {
 	Disabled      *bool           `json:"disabled,omitempty"`
 	AllowedModels json.RawMessage `json:"allowed_models,omitempty"`
 	SpendLimit    json.RawMessage `json:"spend_limit,omitempty"`
+	// RateLimits (admins only) changes the kinds it gives: a positive
+	// whole number sets one, 0 or null removes it; null removes all the
+	// lineage's own rate limits.
+	RateLimits json.RawMessage `json:"rate_limits,omitempty"`
 }
 
 // RenameKeyRequest is the body that renames a key in the dashboard.

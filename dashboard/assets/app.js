@@ -437,6 +437,39 @@
 		});
 	}
 
+	// ---- rate limits (operators set them) ------------------------------------
+
+	const rateKinds = ['rpm', 'tpm', 'concurrency', 'rpd', 'tpd'];
+
+	// ownRates are the limits of a scope that are its own (not the
+	// gateway's defaults), by kind.
+	function ownRates(limits, scope) {
+		const own = {};
+		for (const r of limits || []) if (r.scope === scope && !r.default) own[r.kind] = r.limit;
+		return own;
+	}
+
+	// fillRates puts limits in the inputs of a form (ids prefix-kind).
+	function fillRates(prefix, own) {
+		for (const k of rateKinds) $('#' + prefix + '-' + k).value = own[k] != null ? String(own[k]) : '';
+	}
+
+	// rateChanges are the kinds changed in the inputs, as the rate_limits
+	// of a PATCH (null removes a kind), or null when none changed.
+	function rateChanges(prefix, own) {
+		let out = null;
+		for (const k of rateKinds) {
+			const v = $('#' + prefix + '-' + k).value.trim();
+			if (v && !/^\d+$/.test(v)) throw new Error('The limit of ' + rateNames[k] + ' must be a whole number such as 60, or empty for none.');
+			const n = v ? Number(v) : 0;
+			if (n !== (own[k] || 0)) {
+				out = out || {};
+				out[k] = n || null;
+			}
+		}
+		return out;
+	}
+
 	function renderKeys() {
 		const body = $('#keys-body');
 		body.replaceChildren();
@@ -489,6 +522,8 @@
 			$('#edit-models').value = (k.allowed_models || []).join(', ');
 			$('#edit-limit').value = k.spend_limit ? k.spend_limit.amount : '';
 			$('#edit-period').value = k.spend_limit ? k.spend_limit.period : 'month';
+			$('#edit-rates').hidden = !isAdmin();
+			fillRates('edit-rate', ownRates(k.rate_limits, 'key'));
 			openDialog($('#dlg-edit'), '#edit-name');
 		} else if (action === 'rotate') {
 			$('#rotate-which').textContent = k.name + ' (' + k.hint + ')';
@@ -563,6 +598,10 @@
 		if (!limit && old) req.spend_limit = null;
 		else if (limit && (!old || Number(limit) !== Number(old.amount) || period !== old.period)) {
 			req.spend_limit = { amount: checkAmount(limit, 'The spend limit'), period: period };
+		}
+		if (isAdmin()) {
+			const rates = rateChanges('edit-rate', ownRates(k.rate_limits, 'key'));
+			if (rates) req.rate_limits = rates;
 		}
 		if (Object.keys(req).length === 0) return () => toast('Nothing changed.');
 		await api('PATCH', 'keys/' + encodeURIComponent(k.id), req);
@@ -996,6 +1035,23 @@
 		};
 	});
 
+	let ratesAccount = null; // the account the rate limits dialog is about
+	function openRates(a) {
+		clearError();
+		ratesAccount = a;
+		$('#rates-which').textContent = a.id;
+		fillRates('rates', ownRates(a.rate_limits, 'account'));
+		openDialog($('#dlg-rates'), '#rates-rpm');
+	}
+
+	runForm($('#dlg-rates'), async () => {
+		const a = ratesAccount;
+		const rates = rateChanges('rates', ownRates(a.rate_limits, 'account'));
+		if (!rates) return () => toast('Nothing changed.');
+		await api('PATCH', 'accounts/' + encodeURIComponent(a.id), { rate_limits: rates }, { account: '' });
+		return () => { toast('Rate limits of ' + a.id + ' saved.'); act(loadAccounts); };
+	});
+
 	async function setAccountDisabled(id, disabled) {
 		await api('PATCH', 'accounts/' + encodeURIComponent(id), { disabled: disabled }, { account: '' });
 	}
@@ -1017,7 +1073,12 @@
 				'data-action': action, 'data-account': a.id, 'aria-label': text + ': ' + a.id, text: text });
 			body.append(el('tr', { 'data-account': a.id, class: off ? 'off' : null },
 				el('td', { 'data-label': 'Account', class: 'name-cell' }, el('span', { class: 'key-name', text: a.id }),
-					a.name && a.name !== a.id ? el('div', { class: 'muted', text: a.name }) : null),
+					a.name && a.name !== a.id ? el('div', { class: 'muted', text: a.name }) : null,
+					el('div', { class: 'rates-cell' },
+						el('ul', { class: 'rates' }, ...(a.rate_limits && a.rate_limits.length ? rateLines(a.rate_limits)
+							: [el('li', { class: 'muted', text: 'Rate limits: none' })])),
+						el('button', { type: 'button', class: 'ghost small', 'data-action': 'rates', 'data-account': a.id,
+							'aria-label': 'Set rate limits of ' + a.id, text: 'Rate limits' }))),
 				el('td', { class: 'num' + (a.balance_nano <= 0 ? ' negative' : ''), 'data-label': 'Balance' }, money(a.balance, false)),
 				el('td', { class: 'num', 'data-label': 'Held' }, money(a.held, false)),
 				el('td', { class: 'num', 'data-label': 'Spent this month' }, a.spend_month != null ? money(a.spend_month, false) : '–'),
@@ -1042,6 +1103,7 @@
 		case 'keys': state.account = id; navigate('keys'); break;
 		case 'usage': state.account = id; navigate('usage'); break;
 		case 'balance': openBalance(a); break;
+		case 'rates': openRates(a); break;
 		case 'enable':
 			act(async () => { await setAccountDisabled(id, false); await loadAccounts(); toast('Account ' + id + ' enabled.'); });
 			break;
