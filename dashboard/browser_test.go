@@ -197,7 +197,7 @@ func (b *browser) text(sel string) string {
 	b.t.Helper()
 	q := `document.querySelector(` + strconv.Quote(sel) + `)`
 	b.run(chromedp.Poll[chromedp.Void](`(e => !!e && e.getClientRects().length > 0)(`+q+`)`, chromedp.WithPollingTimeout(stepTimeout)))
-	return get(b, chromedp.Evaluate[string](`(e => e ? e.innerText : '')(` + q + `)`))
+	return get(b, chromedp.Evaluate[string](`(e => e ? e.innerText : '')(`+q+`)`))
 }
 
 func (b *browser) value(sel string) string {
