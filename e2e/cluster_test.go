@@ -431,3 +431,134 @@ func TestClusterKillOneInstanceUnderLoad(t *testing.T) {
 		t.Fatalf("after the leases lapsed: %d %v", status, err)
 	}
 }
+
+// TestClusterPostgresStopUnderLoad: PostgreSQL stopped at once (as
+// `pg_ctl stop -m immediate` does) while requests go through the load
+// balancer to two instances. Billed requests then get 503
+// store_unavailable in the OpenAI shape; when PostgreSQL is back both
+// instances serve again by themselves; every request a client saw complete
+// is in the ledger exactly once, no row is there twice, and balance ==
+// sum(ledger).
+func TestClusterPostgresStopUnderLoad(t *testing.T) {
+	bin := processCaddy(t)
+	pg := pgtest.Shared(t)
+	dsn := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	mock := gwtest.NewMockProvider(t)
+	mock.SetRecording(false)
+	a := clusterStart(t, bin, dir, "a", dsn, mock.URL)
+	b := clusterStart(t, bin, dir, "b", dsn, mock.URL)
+	lb := clusterStartLB(t, bin, dir, a, b)
+	ctx := context.Background()
+	_, key := clusterNewKey(t, a, "acme", "1000.00")
+	c := clusterClient(lb, key)
+
+	var (
+		mu          sync.Mutex
+		completed   = map[string]bool{}
+		unavailable = map[string]int{} // 503 store_unavailable by instance
+		sent        atomic.Int64
+		stop        atomic.Bool
+		wg          sync.WaitGroup
+	)
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; !stop.Load(); i++ {
+				model := fmt.Sprintf("mock-pgstop-%d-%d", w, i)
+				sent.Add(1)
+				status, inst, err := clusterChat(ctx, c, model)
+				mu.Lock()
+				var apiErr *openai.Error
+				switch {
+				case status == http.StatusOK:
+					completed[model] = true
+				case status == http.StatusServiceUnavailable && errors.As(err, &apiErr) && apiErr.Code == "store_unavailable":
+					unavailable[inst]++
+				}
+				mu.Unlock()
+				if status != http.StatusOK {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond)
+	if err := pg.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			pg.Start()
+		}
+	})
+	// Past revocation_staleness (1s) both instances refuse billed requests.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		na, nb := unavailable["a"], unavailable["b"]
+		mu.Unlock()
+		if na > 0 && nb > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("503 store_unavailable from a %d times, from b %d times, in 20s with PostgreSQL down", na, nb)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	// Both recover by themselves.
+	recovered := map[string]bool{}
+	deadline = time.Now().Add(30 * time.Second)
+	for !recovered["a"] || !recovered["b"] {
+		if time.Now().After(deadline) {
+			t.Fatalf("30s after PostgreSQL came back, only %v serve", recovered)
+		}
+		if status, inst, _ := clusterChat(ctx, c, "mock-pgstop-probe"); status == http.StatusOK {
+			recovered[inst] = true
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	time.Sleep(time.Second)
+	stop.Store(true)
+	wg.Wait()
+
+	// Settled rows of the outage are committed once the database is back.
+	var rows map[string]int
+	var sums, balances map[string]int64
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		rows, sums, balances = clusterLedger(t, dsn)
+		missing := 0
+		for model := range completed {
+			if rows[model] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d completed requests missing from the ledger 20s after recovery", missing)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	for model, n := range rows {
+		if n != 1 && model != "mock-pgstop-probe" {
+			t.Errorf("%s: %d usage rows, want 1", model, n)
+		}
+	}
+	if sums["acme"] != balances["acme"] {
+		t.Errorf("balance %d, ledger %d", balances["acme"], sums["acme"])
+	}
+	mu.Lock()
+	t.Logf("%d requests sent, %d completed, 503 store_unavailable from a %d and b %d, %d usage rows",
+		sent.Load(), len(completed), unavailable["a"], unavailable["b"], len(rows))
+	mu.Unlock()
+}
