@@ -38,6 +38,12 @@ const clusterGlobal = "revocation_staleness 1s\n\t\tlease_ttl 10s\n\t\tlease 0.1
 // its answers carry X-Gateway-Instance: name.
 func clusterStart(t *testing.T, bin, dir, name, dsn, upstream string) *crashCaddy {
 	t.Helper()
+	return clusterStartWith(t, bin, dir, name, dsn, upstream, clusterGlobal)
+}
+
+// clusterStartWith is clusterStart with other ai_gateway settings.
+func clusterStartWith(t *testing.T, bin, dir, name, dsn, upstream, global string) *crashCaddy {
+	t.Helper()
 	return clusterStartConfig(t, bin, dir, name, func(adminPort, sitePort int, home string) string {
 		return fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -62,7 +68,7 @@ http://127.0.0.1:%d {
 		header_up Authorization "Bearer provider-key"
 	}
 }
-`, adminPort, filepath.Join(home, "storage"), dsn, clusterGlobal, sitePort, name, strings.TrimPrefix(upstream, "http://"))
+`, adminPort, filepath.Join(home, "storage"), dsn, global, sitePort, name, strings.TrimPrefix(upstream, "http://"))
 	})
 }
 
@@ -561,4 +567,103 @@ func TestClusterPostgresStopUnderLoad(t *testing.T) {
 	t.Logf("%d requests sent, %d completed, 503 store_unavailable from a %d and b %d, %d usage rows",
 		sent.Load(), len(completed), unavailable["a"], unavailable["b"], len(rows))
 	mu.Unlock()
+}
+
+// TestClusterExactModeOverdraft: with lease 0 (exact mode) two instances
+// behind the load balancer spend a tiny balance with concurrent requests,
+// and the account ends no lower than minus one request's cost, the
+// single-instance bound (every request is covered by its hold here, so
+// there are no overruns), having spent it through both instances;
+// balance == sum(ledger).
+func TestClusterExactModeOverdraft(t *testing.T) {
+	bin := processCaddy(t)
+	dsn := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	mock := gwtest.NewMockProvider(t)
+	mock.SetRecording(false)
+	const exact = "revocation_staleness 1s\n\t\tlease_ttl 10s\n\t\tlease 0"
+	a := clusterStartWith(t, bin, dir, "a", dsn, mock.URL, exact)
+	b := clusterStartWith(t, bin, dir, "b", dsn, mock.URL, exact)
+	lb := clusterStartLB(t, bin, dir, a, b)
+	ctx := context.Background()
+	// Requests ask for at most 16 output tokens, so each holds about
+	// 0.00005: the balance covers a few dozen, many at once.
+	_, key := clusterNewKey(t, a, "acme", "0.001")
+	c := clusterClient(lb, key)
+
+	var (
+		served = map[string]int{}
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+	)
+	for w := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A refusal while other requests hold the rest of the
+			// balance is expected; a worker stops after 15 refusals in
+			// a row (300 ms), when the balance is spent.
+			for i, refused := 0, 0; refused < 15 && i < 300; i++ {
+				status, inst := clusterSmallChat(ctx, c, fmt.Sprintf("mock-exact-%d-%d", w, i))
+				switch status {
+				case http.StatusOK:
+					refused = 0
+					mu.Lock()
+					served[inst]++
+					mu.Unlock()
+				case http.StatusForbidden:
+					refused++
+					time.Sleep(20 * time.Millisecond)
+				default:
+					t.Errorf("status %d from %q", status, inst)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond) // the last batches
+	_, sums, balances := clusterLedger(t, dsn)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var largest int64
+	if err := conn.QueryRow(ctx, `SELECT COALESCE(max(-amount), 0) FROM ledger WHERE kind = 'usage'`).Scan(&largest); err != nil {
+		t.Fatal(err)
+	}
+	if served["a"] == 0 || served["b"] == 0 {
+		t.Fatalf("served %v: the balance was not spent through both instances", served)
+	}
+	if balances["acme"] != sums["acme"] {
+		t.Errorf("balance %d, ledger %d", balances["acme"], sums["acme"])
+	}
+	if balances["acme"] < -largest {
+		t.Errorf("final balance %d nano below minus the largest request (%d): the exact-mode bound is broken", balances["acme"], largest)
+	}
+	t.Logf("served %v, final balance %d nano, largest request %d nano", served, balances["acme"], largest)
+}
+
+// clusterSmallChat sends one chat request for model with a small output
+// limit and returns the status and the instance that answered.
+func clusterSmallChat(ctx context.Context, c openai.Client, model string) (int, string) {
+	var resp *http.Response
+	_, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model:               model,
+		Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hello")},
+		MaxCompletionTokens: openai.Int(16),
+	}, option.WithResponseInto(&resp))
+	var apiErr *openai.Error
+	switch {
+	case err == nil:
+		return http.StatusOK, resp.Header.Get("X-Gateway-Instance")
+	case errors.As(err, &apiErr):
+		inst := ""
+		if apiErr.Response != nil {
+			inst = apiErr.Response.Header.Get("X-Gateway-Instance")
+		}
+		return apiErr.StatusCode, inst
+	}
+	return 0, ""
 }
