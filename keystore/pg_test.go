@@ -166,6 +166,13 @@ func TestIsPostgresAndRedact(t *testing.T) {
 		{"postgres://aigw@db/aigw?password=s3cret&sslmode=disable", true, "postgres://aigw@db/aigw?password=xxxxx&sslmode=disable"},
 		{"host=db user=aigw password=s3cret dbname=aigw", true, "host=db user=aigw password=xxxxx dbname=aigw"},
 		{"host=db password='s3 cr\\'et' dbname=aigw", true, "host=db password=xxxxx dbname=aigw"},
+		// the client key's passphrase is a secret too, and so is a
+		// password key in another letter case (libpq refuses it, but
+		// an error would quote it)
+		{"postgres://aigw@db/aigw?sslmode=verify-full&sslpassword=s3cret", true, "postgres://aigw@db/aigw?sslmode=verify-full&sslpassword=xxxxx"},
+		{"host=db user=aigw sslpassword=s3cret dbname=aigw", true, "host=db user=aigw sslpassword=xxxxx dbname=aigw"},
+		{"postgres://aigw@db/aigw?Password=s3cret", true, "postgres://aigw@db/aigw?Password=xxxxx"},
+		{"HOST=db PASSWORD=s3cret", true, "HOST=db PASSWORD=xxxxx"},
 	} {
 		if got := IsPostgres(c.in); got != c.pg {
 			t.Errorf("IsPostgres(%q) = %v", c.in, got)

@@ -51,7 +51,14 @@ func IsPostgres(database string) bool {
 
 // pgKeywordRe matches a key=value connection string: its first word is a
 // libpq keyword followed by '='.
-var pgKeywordRe = regexp.MustCompile(`^(host|hostaddr|port|dbname|user|password|sslmode|service|connect_timeout|application_name|options|target_session_attrs)\s*=`)
+var pgKeywordRe = regexp.MustCompile(`(?i)^(host|hostaddr|port|dbname|user|password|sslpassword|sslmode|sslcert|sslkey|sslrootcert|service|connect_timeout|application_name|options|target_session_attrs)\s*=`)
+
+// isSecretParam reports whether a connection parameter holds a secret:
+// the password, or sslpassword (the passphrase of the client key), in any
+// letter case (libpq refuses other cases, but its error would quote them).
+func isSecretParam(name string) bool {
+	return strings.EqualFold(name, "password") || strings.EqualFold(name, "sslpassword")
+}
 
 // RedactDatabase returns a database setting fit for logs and errors: a
 // PostgreSQL connection string with its password (in the URL's user info,
@@ -74,16 +81,54 @@ func RedactDatabase(database string) string {
 	if _, has := u.User.Password(); has {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
+	q, changed := u.Query(), false
+	for name := range q {
+		if isSecretParam(name) {
+			q.Set(name, "xxxxx")
+			changed = true
+		}
+	}
+	if changed {
 		u.RawQuery = q.Encode()
 	}
 	return u.String()
 }
 
+// dsnSecrets returns the secret values in a PostgreSQL connection string:
+// its password and sslpassword, wherever they are given.
+func dsnSecrets(database string) []string {
+	var out []string
+	d := strings.TrimSpace(database)
+	if pgKeywordRe.MatchString(d) {
+		for _, m := range pgPasswordPairRe.FindAllStringSubmatch(d, -1) {
+			v := strings.Trim(m[2], "'")
+			out = append(out, v, strings.ReplaceAll(v, `\'`, "'"))
+		}
+	} else if u, err := url.Parse(d); err == nil {
+		if p, ok := u.User.Password(); ok {
+			out = append(out, p)
+		}
+		for name, vals := range u.Query() {
+			if isSecretParam(name) {
+				out = append(out, vals...)
+			}
+		}
+	}
+	if cfg, err := pgx.ParseConfig(database); err == nil && cfg.Password != "" {
+		out = append(out, cfg.Password)
+	}
+	kept := out[:0]
+	for _, v := range out {
+		if len(v) >= 3 { // a shorter value would blank out ordinary text
+			kept = append(kept, v)
+		}
+	}
+	return kept
+}
+
 // pgPasswordPairRe matches the value of password= in a key=value string,
 // quoted ('...' with \' escapes) or not.
-var pgPasswordPairRe = regexp.MustCompile(`(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
+var pgPasswordPairRe = regexp.MustCompile(`(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
 
 // redactErr replaces the password of database, if it appears in err's
 // text, by "xxxxx" (pgx errors may quote the connection string).
@@ -91,11 +136,14 @@ func redactErr(database string, err error) error {
 	if err == nil || !IsPostgres(database) {
 		return err
 	}
-	cfg, perr := pgx.ParseConfig(database)
-	if perr != nil || cfg.Password == "" || !strings.Contains(err.Error(), cfg.Password) {
+	msg := err.Error()
+	for _, secret := range dsnSecrets(database) {
+		msg = strings.ReplaceAll(msg, secret, "xxxxx")
+	}
+	if msg == err.Error() {
 		return err
 	}
-	return redactedError{msg: strings.ReplaceAll(err.Error(), cfg.Password, "xxxxx"), err: err}
+	return redactedError{msg: msg, err: err}
 }
 
 // redactedError is an error whose text had a password taken out; Unwrap
