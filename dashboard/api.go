@@ -200,6 +200,10 @@ type call struct {
 }
 
 func (d *Dashboard) serveAPI(w http.ResponseWriter, r *http.Request, s session, rest string) error {
+	// No id or filter holds a NUL byte (PostgreSQL could not look one up).
+	if strings.IndexByte(rest, 0) >= 0 || strings.IndexByte(r.URL.RawQuery, 0) >= 0 || strings.Contains(r.URL.RawQuery, "%00") {
+		return writeError(w, badRequest("The address holds a NUL character (%%00), which no id or filter can contain."))
+	}
 	parts := strings.Split(strings.Trim(rest, "/"), "/")
 	var methods map[string]route
 	c := &call{s: s}

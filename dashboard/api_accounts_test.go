@@ -223,6 +223,10 @@ func TestAuditTrail(t *testing.T) {
 			t.Fatalf("bob filtering by %s sees %+v", who, en)
 		}
 	}
+	// A NUL byte in an id or filter is a 400 on every store (PostgreSQL
+	// could not even look it up: it was a 500 there).
+	resp, body = bob.do("GET", "api/audit?actor=dashboard:alice%00", nil)
+	wantAPIError(t, resp, body, 400, "invalid_request")
 	for _, q := range []string{"dashboard:a*", "dashboard:*", "operator", "dashboard:", "cli*"} {
 		resp, body = bob.do("GET", "api/audit?actor="+url.QueryEscape(q), nil)
 		wantAPIError(t, resp, body, 400, "invalid_request")

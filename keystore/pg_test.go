@@ -304,3 +304,47 @@ func TestIsUnavailable(t *testing.T) {
 		t.Fatalf("CreateAccount with the server down: %v, IsUnavailable false", err)
 	}
 }
+
+// TestNULBytes: PostgreSQL's text holds no NUL byte. A usage row whose
+// model or request id carries one (they come from clients and providers)
+// is stored with U+FFFD instead, so that it cannot block the ledger
+// writer; an administrative input with one is refused as invalid (400),
+// not failed as a database error (500), and writes nothing.
+func TestNULBytes(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t, Options{})
+	mustAccount(t, s, "acme", "1")
+	h := mustReserve(t, s, "acme", 1000)
+	e, err := h.Settle(Charge{Cost: 500, Model: "gpt\x00x", RequestID: "req\x00", Note: "n\x00"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitCommitted(ctx, e); err != nil {
+		t.Fatalf("a usage row with NUL bytes: %v", err)
+	}
+	rows, err := s.Ledger(ctx, LedgerFilter{AccountID: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range rows {
+		if r.Model == "gpt\uFFFDx" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no row with model gpt\\uFFFDx in %+v", rows)
+	}
+	if s.dialect != dialectPostgres {
+		return // SQLite stores NUL bytes: nothing more to refuse
+	}
+	if _, _, err := s.AdjustBalance(ctx, "acme", NanoPerUnit, "a\x00b"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("AdjustBalance with a NUL in its note: %v, want ErrInvalid", err)
+	}
+	if sum, err := s.LedgerSum(ctx, "acme"); err != nil || sum != NanoPerUnit-500 {
+		t.Fatalf("ledger sum %d (%v) after the refused adjustment", sum, err)
+	}
+	if _, err := s.Audit(ctx, AuditFilter{Actor: "x\x00"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Audit filtered by a NUL: %v, want ErrInvalid", err)
+	}
+}

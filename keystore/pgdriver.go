@@ -215,11 +215,30 @@ func (c rewriteConn) PrepareContext(ctx context.Context, query string) (driver.S
 }
 
 func (c rewriteConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	if err := checkText(args); err != nil {
+		return nil, err
+	}
 	return c.Conn.ExecContext(ctx, rewritePlaceholders(query), args)
 }
 
 func (c rewriteConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	if err := checkText(args); err != nil {
+		return nil, err
+	}
 	return c.Conn.QueryContext(ctx, rewritePlaceholders(query), args)
+}
+
+// checkText refuses text arguments PostgreSQL cannot take: a NUL byte (its
+// text type has none; SQLite stores it). Such input is the caller's
+// mistake, so it fails with ErrInvalid (400), not as a database error
+// (500). Ledger rows never carry one (Settle replaces it).
+func checkText(args []driver.NamedValue) error {
+	for _, a := range args {
+		if s, ok := a.Value.(string); ok && strings.IndexByte(s, 0) >= 0 {
+			return fmt.Errorf("%w: text with a NUL byte (\\u0000) cannot be stored or looked up", ErrInvalid)
+		}
+	}
+	return nil
 }
 
 // rewritePlaceholders turns SQLite's placeholders into PostgreSQL's: ?N

@@ -160,10 +160,10 @@ func (h *Hold) Settle(u Charge) (LedgerEntry, error) {
 	return e, nil
 }
 
-// clipBytes makes s valid UTF-8 and cuts it to at most n bytes on a rune
-// boundary.
+// clipBytes makes s valid UTF-8 without NUL bytes (PostgreSQL stores
+// none) and cuts it to at most n bytes on a rune boundary.
 func clipBytes(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 	if len(s) <= n {
 		return s
 	}
@@ -173,9 +173,10 @@ func clipBytes(s string, n int) string {
 	return s[:n]
 }
 
-// clipRunes makes s valid UTF-8 and cuts it to at most n runes.
+// clipRunes makes s valid UTF-8 without NUL bytes and cuts it to at most
+// n runes.
 func clipRunes(s string, n int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 	i := 0
 	for pos := range s {
 		if i == n {

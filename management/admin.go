@@ -183,6 +183,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 // id (path or query), before the key is looked up and echoed in a "not
 // found"; the error shows it only masked.
 func refuseKeysInRequest(parts []string, q url.Values) error {
+	// No id, filter or name holds a NUL byte; PostgreSQL could not even
+	// look one up.
+	for _, p := range parts {
+		if strings.IndexByte(p, 0) >= 0 {
+			return fmt.Errorf("the path holds a NUL byte")
+		}
+	}
+	for name, vals := range q {
+		for _, v := range vals {
+			if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
+				return fmt.Errorf("query parameter %q holds a NUL byte", strings.ReplaceAll(name, "\x00", ""))
+			}
+		}
+	}
 	if len(parts) >= 2 {
 		switch parts[0] {
 		case "keys":

@@ -194,3 +194,23 @@ func TestCLIKeysListMatchesDocs(t *testing.T) {
 		t.Errorf("the CLI prints\n%s\nthe docs show\n%s", got, want)
 	}
 }
+
+// TestAdminAPIRefusesNULBytes: an id or filter with a NUL byte is a 400
+// (on PostgreSQL, which stores no NUL, it was a 500 with the database's
+// error text).
+func TestAdminAPIRefusesNULBytes(t *testing.T) {
+	g, _ := startCLIGateway(t)
+	g.NewAccount("acme", "1")
+	for _, path := range []string{
+		"/ai-gateway/accounts/a%00",
+		"/ai-gateway/keys/k%00",
+		"/ai-gateway/audit?actor=%00",
+		"/ai-gateway/usage?model=gpt%00",
+		"/ai-gateway/keys?account=acme%00",
+	} {
+		status, body := g.Admin("GET", path, nil)
+		if status != http.StatusBadRequest || !bytes.Contains(body, []byte("NUL byte")) {
+			t.Errorf("GET %s: %d %s", path, status, body)
+		}
+	}
+}
