@@ -93,6 +93,26 @@ func (o ClusterOptions) Validate() error {
 	return err
 }
 
+// Effective returns the options with the defaults Open fills in (an
+// empty InstanceID stays empty: Open draws a random one), so that two
+// configurations can be compared by what they do: a lease of -1 (the
+// default) and an explicit 1.00 are the same.
+func (o ClusterOptions) Effective() ClusterOptions {
+	if o.PollInterval <= 0 {
+		o.PollInterval = defaultPollInterval
+	}
+	if o.RevocationStaleness <= 0 {
+		o.RevocationStaleness = defaultRevocationStaleness
+	}
+	if o.Lease < 0 {
+		o.Lease = defaultLease
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = defaultLeaseTTL
+	}
+	return o
+}
+
 // withDefaults fills in the zero fields.
 func (o ClusterOptions) withDefaults() (ClusterOptions, error) {
 	if o.PollInterval <= 0 {

@@ -244,14 +244,15 @@ func (a *App) take() error {
 	} else {
 		// a reload sharing the open store: apply this config's retention
 		val.(pooledStore).SetLedgerRetention(time.Duration(a.LedgerRetention))
-		if was := val.(pooledStore).cluster; was != nil && cluster != nil && *was != *cluster {
+		if p := val.(pooledStore); p.cluster != nil && cluster != nil && p.cluster.Effective() != cluster.Effective() {
+			was, now := p.cluster.Effective(), cluster.Effective()
 			a.logger.Warn("lease, lease_ttl, revocation_staleness and instance_id apply when the database is opened: this reload keeps the running values; restart the process to change them",
 				zap.String("database", name),
-				zap.Int64("running_lease_nano", was.Lease), zap.Int64("configured_lease_nano", cluster.Lease),
-				zap.Duration("running_lease_ttl", was.LeaseTTL), zap.Duration("configured_lease_ttl", cluster.LeaseTTL),
+				zap.String("running_lease", keystore.FormatAmount(was.Lease)), zap.String("configured_lease", keystore.FormatAmount(now.Lease)),
+				zap.Duration("running_lease_ttl", was.LeaseTTL), zap.Duration("configured_lease_ttl", now.LeaseTTL),
 				zap.Duration("running_revocation_staleness", was.RevocationStaleness),
-				zap.Duration("configured_revocation_staleness", cluster.RevocationStaleness),
-				zap.String("running_instance_id", was.InstanceID), zap.String("configured_instance_id", cluster.InstanceID))
+				zap.Duration("configured_revocation_staleness", now.RevocationStaleness),
+				zap.String("running_instance_id", was.InstanceID), zap.String("configured_instance_id", now.InstanceID))
 		}
 	}
 	a.logger.Info("ai gateway store ready",

@@ -93,16 +93,20 @@ func TestClusterSettingsReloadWarns(t *testing.T) {
 	g.DBPath = pgtest.NewDatabase(t)
 	g.LoadSite(gwtest.Site(mock.URL))
 	g.LoadSite(gwtest.Site(mock.URL) + "\n") // same settings: no warning
-	var cfg map[string]any
-	if err := json.Unmarshal(gwtest.Adapt(t, g.Caddyfile(gwtest.Site(mock.URL), "")), &cfg); err != nil {
-		t.Fatal(err)
+	withLease := func(lease string) {
+		var cfg map[string]any
+		if err := json.Unmarshal(gwtest.Adapt(t, g.Caddyfile(gwtest.Site(mock.URL), "")), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		cfg["apps"].(map[string]any)["ai_gateway"].(map[string]any)["lease"] = lease
+		b, err := json.Marshal(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.LoadJSON(b)
 	}
-	cfg["apps"].(map[string]any)["ai_gateway"].(map[string]any)["lease"] = "0"
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.LoadJSON(b)
+	withLease("1.00") // the default, spelled out: no warning
+	withLease("0")
 	logs, err := os.ReadFile(filepath.Join(g.Dir, "caddy.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +114,7 @@ func TestClusterSettingsReloadWarns(t *testing.T) {
 	if n := strings.Count(string(logs), warning); n != 1 {
 		t.Fatalf("%d warnings about the cluster settings after one reload that changed them, want 1:\n%s", n, logs)
 	}
-	if !strings.Contains(string(logs), `"configured_lease_nano":0`) {
+	if !strings.Contains(string(logs), `"running_lease":"1.00","configured_lease":"0.00"`) {
 		t.Fatalf("the warning does not give the configured lease:\n%s", logs)
 	}
 }
