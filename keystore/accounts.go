@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -103,8 +104,11 @@ func validateName(what, name string) (string, error) {
 		return "", fmt.Errorf("%w: %s name must be valid UTF-8 of at most 128 characters", ErrInvalid, what)
 	}
 	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
-			return "", fmt.Errorf("%w: %s name must not contain control characters", ErrInvalid, what)
+		// C0 and C1 controls (a C1 CSI is a terminal escape in the CLI's
+		// tables), bidirectional overrides (a name that displays
+		// reversed) and line separators.
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029' {
+			return "", fmt.Errorf("%w: %s name must not contain control characters (%U)", ErrInvalid, what, r)
 		}
 	}
 	return name, nil

@@ -845,3 +845,20 @@ func TestConcurrentAuthenticateAndDelete(t *testing.T) {
 
 // ptr returns a pointer to a copy of v.
 func ptr[T any](v T) *T { return &v }
+
+// TestNamesRefuseControlCharacters: account and key names hold no control
+// characters, C0 or C1 (U+009B is a terminal escape in the CLI's tables),
+// no bidirectional overrides and no line separators; ordinary Unicode,
+// emoji with joiners included, is fine.
+func TestNamesRefuseControlCharacters(t *testing.T) {
+	for _, bad := range []string{"a\nb", "a\x7fb", "c1\u009b31mRED", "n\u0085x", "evil\u202Etxt.exe", "a\u2028b", "a\u200Eb"} {
+		if _, err := validateName("key", bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("validateName(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	for _, good := range []string{"Acme Corp", "Équipe été", "团队", "dev 👩‍💻 laptop", "a-b_c.d"} {
+		if got, err := validateName("key", good); err != nil || got != good {
+			t.Errorf("validateName(%q) = %q, %v", good, got, err)
+		}
+	}
+}
