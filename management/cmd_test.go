@@ -11,8 +11,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/openai/openai-go/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/metask/caddy-ai-gateway/internal/gwtest"
@@ -138,6 +140,26 @@ func chatOK(t *testing.T, g *gwtest.Gateway, secret string) {
 	if _, err := gwtest.Chat(context.Background(), gwtest.Client(g, secret)); err != nil {
 		t.Fatalf("chat with key %s…: %v", secret[:6], err)
 	}
+}
+
+// chatOKAfterLoad is chatOK right after a config load (accepted or
+// rejected): a request can meet a keep-alive connection that the load
+// closed at that instant (an EOF before any answer), so a transport error
+// is retried; an error answer is not.
+func chatOKAfterLoad(t *testing.T, g *gwtest.Gateway, secret string) {
+	t.Helper()
+	var err error
+	for try := 0; try < 3; try++ {
+		if _, err = gwtest.Chat(context.Background(), gwtest.Client(g, secret)); err == nil {
+			return
+		}
+		var apiErr *openai.Error
+		if errors.As(err, &apiErr) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("chat with key %s… after a config load: %v", secret[:6], err)
 }
 
 func chat401(t *testing.T, g *gwtest.Gateway, secret string) {

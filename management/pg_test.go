@@ -55,7 +55,7 @@ func TestPostgresDatabasePasswordNeverShown(t *testing.T) {
 	if strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "xxxxx") {
 		t.Fatalf("load error: %v", err)
 	}
-	chatOK(t, g, key) // the running config is untouched
+	chatOKAfterLoad(t, g, key) // the running config is untouched
 
 	// Every metric labelled with the database names it without the
 	// password (the ledger backlog gauges and the write-error counter
