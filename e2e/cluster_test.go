@@ -156,11 +156,17 @@ func clusterClient(lb *crashCaddy, key string) openai.Client {
 // clusterChat sends one chat request for model and returns the status (200
 // on success) and the instance that answered.
 func clusterChat(ctx context.Context, c openai.Client, model string) (int, string, error) {
-	var resp *http.Response
-	_, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+	return clusterSend(ctx, c, openai.ChatCompletionNewParams{
 		Model:    model,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hello")},
-	}, option.WithResponseInto(&resp))
+	})
+}
+
+// clusterSend sends one chat request and returns the status (200 on
+// success) and the instance that answered.
+func clusterSend(ctx context.Context, c openai.Client, params openai.ChatCompletionNewParams) (int, string, error) {
+	var resp *http.Response
+	_, err := c.Chat.Completions.New(ctx, params, option.WithResponseInto(&resp))
 	var apiErr *openai.Error
 	switch {
 	case err == nil:
@@ -648,22 +654,10 @@ func TestClusterExactModeOverdraft(t *testing.T) {
 // clusterSmallChat sends one chat request for model with a small output
 // limit and returns the status and the instance that answered.
 func clusterSmallChat(ctx context.Context, c openai.Client, model string) (int, string) {
-	var resp *http.Response
-	_, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+	status, inst, _ := clusterSend(ctx, c, openai.ChatCompletionNewParams{
 		Model:               model,
 		Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hello")},
 		MaxCompletionTokens: openai.Int(16),
-	}, option.WithResponseInto(&resp))
-	var apiErr *openai.Error
-	switch {
-	case err == nil:
-		return http.StatusOK, resp.Header.Get("X-Gateway-Instance")
-	case errors.As(err, &apiErr):
-		inst := ""
-		if apiErr.Response != nil {
-			inst = apiErr.Response.Header.Get("X-Gateway-Instance")
-		}
-		return apiErr.StatusCode, inst
-	}
-	return 0, ""
+	})
+	return status, inst
 }
