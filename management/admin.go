@@ -190,13 +190,6 @@ func refuseKeysInRequest(parts []string, q url.Values) error {
 			return fmt.Errorf("the path holds a NUL byte")
 		}
 	}
-	for name, vals := range q {
-		for _, v := range vals {
-			if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
-				return fmt.Errorf("query parameter %q holds a NUL byte", strings.ReplaceAll(name, "\x00", ""))
-			}
-		}
-	}
 	if len(parts) >= 2 {
 		switch parts[0] {
 		case "keys":
@@ -211,6 +204,9 @@ func refuseKeysInRequest(parts []string, q url.Values) error {
 	}
 	for name, vals := range q {
 		for _, v := range vals {
+			if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
+				return fmt.Errorf("query parameter %q holds a NUL byte", strings.ReplaceAll(name, "\x00", ""))
+			}
 			check := keyWhereIDBelongs
 			if name == "key" {
 				check = keyWhereKeyIDBelongs
